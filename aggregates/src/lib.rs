@@ -1,0 +1,10 @@
+//! Pure domain logic, one module per domain, each implementing `esrs::Aggregate`.
+//!
+//! Invariants kept here: `handle_command` decides from the state and the command alone (no
+//! clock, no I/O, no randomness — the command handler puts time, ids, hashes and looked-up
+//! facts into the command); `apply_event` only records facts and never refuses one.
+
+pub mod user;
+
+#[cfg(test)]
+pub(crate) mod given;

@@ -1,0 +1,441 @@
+//! The `user` domain: identity, credentials and sessions.
+//!
+//! Two aggregates: [`User`] (one per account) and [`UsernameClaim`] (one per lower-cased
+//! username, id from `username_claim_id`). Registration appends to both in one transaction, so
+//! two concurrent registrations of the same name race on version 0 of the claim and exactly one
+//! wins — uniqueness without a unique index on a read model.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use esrs::Aggregate;
+use nova_event_schemas::user::*;
+use uuid::Uuid;
+
+/// Failed logins that lock an account, within [`LOCKOUT_WINDOW`].
+pub const LOCKOUT_THRESHOLD: usize = 5;
+pub const LOCKOUT_WINDOW: Duration = Duration::minutes(15);
+pub const LOCKOUT_DURATION: Duration = Duration::minutes(15);
+
+/// Why the user domain refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("the username is already taken")]
+    UsernameTaken,
+    #[error("the user already exists")]
+    AlreadyRegistered,
+    #[error("no such user")]
+    NotFound,
+    #[error("the account is deactivated")]
+    Deactivated,
+    #[error("the account is locked after too many failed logins")]
+    Locked { until: DateTime<Utc> },
+    #[error("the refresh token is invalid or expired")]
+    InvalidRefreshToken,
+    #[error("the session is not active")]
+    SessionInactive,
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("the password hash was not produced by the server")]
+    InvalidPasswordHash,
+}
+
+/// A user session: one refresh-token family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub current_token_hash: String,
+    /// Hashes of tokens already rotated away; presenting one of them again means the token
+    /// leaked, and the whole session is revoked.
+    pub retired_token_hashes: BTreeSet<String>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserState {
+    pub user_id: Option<Uuid>,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub status: Option<String>,
+    pub profile_picture_url: Option<String>,
+    pub password_hash: String,
+    pub registered_at: Option<DateTime<Utc>>,
+    pub deactivated: bool,
+    /// Failed logins since the last success or lock.
+    pub recent_failures: Vec<DateTime<Utc>>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub sessions: BTreeMap<Uuid, Session>,
+}
+
+impl UserState {
+    pub fn exists(&self) -> bool {
+        self.user_id.is_some()
+    }
+
+    pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
+    }
+
+    /// A session authorises requests while it is neither revoked nor expired and the account
+    /// is active.
+    pub fn session_active(&self, session_id: Uuid, now: DateTime<Utc>) -> bool {
+        !self.deactivated
+            && self
+                .sessions
+                .get(&session_id)
+                .is_some_and(|s| !s.revoked && now < s.expires_at)
+    }
+
+    fn active_sessions(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| !s.revoked)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// The outcome of checking a password, computed by the command handler (argon2 is slow and
+/// not pure), together with everything a new session needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginAttempt {
+    pub password_ok: bool,
+    /// Set when the stored hash is a legacy one that matched: its argon2id replacement.
+    pub upgraded_hash: Option<String>,
+    pub session_id: Uuid,
+    pub refresh_token_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    Register {
+        user_id: Uuid,
+        username: String,
+        display_name: Option<String>,
+        password_hash: String,
+        now: DateTime<Utc>,
+    },
+    Login(LoginAttempt),
+    Refresh {
+        session_id: Uuid,
+        presented_token_hash: String,
+        new_token_hash: String,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    Logout {
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    },
+    /// `None` leaves a field as it is; `Some(None)` clears it.
+    UpdateProfile {
+        display_name: Option<Option<String>>,
+        status: Option<Option<String>>,
+        profile_picture_url: Option<Option<String>>,
+        now: DateTime<Utc>,
+    },
+    ChangePassword {
+        current_password_ok: bool,
+        new_password_hash: String,
+        keep_session: Uuid,
+        now: DateTime<Utc>,
+    },
+    Deactivate {
+        now: DateTime<Utc>,
+    },
+}
+
+pub struct User;
+
+impl Aggregate for User {
+    const NAME: &'static str = "user";
+    type State = UserState;
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+
+    fn handle_command(state: &UserState, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        if let UserCommand::Register {
+            user_id,
+            username,
+            display_name,
+            password_hash,
+            now,
+        } = command
+        {
+            if state.exists() {
+                return Err(UserError::AlreadyRegistered);
+            }
+            if !is_server_hash(&password_hash) {
+                return Err(UserError::InvalidPasswordHash);
+            }
+            return Ok(vec![UserEvent::Registered(Registered {
+                user_id,
+                username: username.to_lowercase(),
+                display_name,
+                password_hash,
+                registered_at: now,
+            })]);
+        }
+        if !state.exists() {
+            return Err(UserError::NotFound);
+        }
+        if state.deactivated {
+            return Err(UserError::Deactivated);
+        }
+        match command {
+            UserCommand::Register { .. } => Err(UserError::AlreadyRegistered),
+            UserCommand::Login(attempt) => login(state, attempt),
+            UserCommand::Refresh {
+                session_id,
+                presented_token_hash,
+                new_token_hash,
+                expires_at,
+                now,
+            } => {
+                let session = state
+                    .sessions
+                    .get(&session_id)
+                    .filter(|s| !s.revoked)
+                    .ok_or(UserError::InvalidRefreshToken)?;
+                if session.retired_token_hashes.contains(&presented_token_hash) {
+                    // A rotated token came back: someone holds a copy. Kill the family.
+                    return Ok(vec![UserEvent::SessionRevoked(SessionRevoked {
+                        session_id,
+                        reason: RevocationReason::RefreshTokenReused,
+                        revoked_at: now,
+                    })]);
+                }
+                if session.current_token_hash != presented_token_hash || now >= session.expires_at
+                {
+                    return Err(UserError::InvalidRefreshToken);
+                }
+                Ok(vec![UserEvent::SessionRefreshed(SessionRefreshed {
+                    session_id,
+                    refresh_token_hash: new_token_hash,
+                    expires_at,
+                    refreshed_at: now,
+                })])
+            }
+            UserCommand::Logout { session_id, now } => {
+                if !state.sessions.get(&session_id).is_some_and(|s| !s.revoked) {
+                    return Err(UserError::SessionInactive);
+                }
+                Ok(vec![UserEvent::SessionRevoked(SessionRevoked {
+                    session_id,
+                    reason: RevocationReason::Logout,
+                    revoked_at: now,
+                })])
+            }
+            UserCommand::UpdateProfile {
+                display_name,
+                status,
+                profile_picture_url,
+                now,
+            } => {
+                let next = ProfileUpdated {
+                    display_name: display_name.unwrap_or_else(|| state.display_name.clone()),
+                    status: status.unwrap_or_else(|| state.status.clone()),
+                    profile_picture_url: profile_picture_url
+                        .unwrap_or_else(|| state.profile_picture_url.clone()),
+                    updated_at: now,
+                };
+                let unchanged = next.display_name == state.display_name
+                    && next.status == state.status
+                    && next.profile_picture_url == state.profile_picture_url;
+                Ok(if unchanged {
+                    vec![]
+                } else {
+                    vec![UserEvent::ProfileUpdated(next)]
+                })
+            }
+            UserCommand::ChangePassword {
+                current_password_ok,
+                new_password_hash,
+                keep_session,
+                now,
+            } => {
+                if !current_password_ok {
+                    return Err(UserError::WrongPassword);
+                }
+                if !is_server_hash(&new_password_hash) {
+                    return Err(UserError::InvalidPasswordHash);
+                }
+                let mut events = vec![UserEvent::PasswordChanged(PasswordChanged {
+                    password_hash: new_password_hash,
+                    changed_at: now,
+                })];
+                events.extend(
+                    state
+                        .active_sessions()
+                        .filter(|id| *id != keep_session)
+                        .map(|session_id| {
+                            UserEvent::SessionRevoked(SessionRevoked {
+                                session_id,
+                                reason: RevocationReason::PasswordChanged,
+                                revoked_at: now,
+                            })
+                        }),
+                );
+                Ok(events)
+            }
+            UserCommand::Deactivate { now } => {
+                let mut events: Vec<UserEvent> = state
+                    .active_sessions()
+                    .map(|session_id| {
+                        UserEvent::SessionRevoked(SessionRevoked {
+                            session_id,
+                            reason: RevocationReason::Deactivated,
+                            revoked_at: now,
+                        })
+                    })
+                    .collect();
+                events.push(UserEvent::Deactivated(Deactivated {
+                    deactivated_at: now,
+                }));
+                Ok(events)
+            }
+        }
+    }
+
+    fn apply_event(mut state: UserState, event: UserEvent) -> UserState {
+        match event {
+            UserEvent::UsernameClaimed(_) => {}
+            UserEvent::Registered(e) => {
+                state.user_id = Some(e.user_id);
+                state.username = e.username;
+                state.display_name = e.display_name;
+                state.password_hash = e.password_hash;
+                state.registered_at = Some(e.registered_at);
+            }
+            UserEvent::ProfileUpdated(e) => {
+                state.display_name = e.display_name;
+                state.status = e.status;
+                state.profile_picture_url = e.profile_picture_url;
+            }
+            UserEvent::PasswordChanged(e) => state.password_hash = e.password_hash,
+            UserEvent::PasswordRehashed(e) => state.password_hash = e.password_hash,
+            UserEvent::LoginFailed(e) => state.recent_failures.push(e.failed_at),
+            UserEvent::Locked(e) => {
+                state.locked_until = Some(e.locked_until);
+                state.recent_failures.clear();
+            }
+            UserEvent::SessionStarted(e) => {
+                state.recent_failures.clear();
+                state.sessions.insert(
+                    e.session_id,
+                    Session {
+                        current_token_hash: e.refresh_token_hash,
+                        retired_token_hashes: BTreeSet::new(),
+                        expires_at: e.expires_at,
+                        revoked: false,
+                    },
+                );
+            }
+            UserEvent::SessionRefreshed(e) => {
+                if let Some(s) = state.sessions.get_mut(&e.session_id) {
+                    let old = std::mem::replace(&mut s.current_token_hash, e.refresh_token_hash);
+                    s.retired_token_hashes.insert(old);
+                    s.expires_at = e.expires_at;
+                }
+            }
+            UserEvent::SessionRevoked(e) => {
+                if let Some(s) = state.sessions.get_mut(&e.session_id) {
+                    s.revoked = true;
+                }
+            }
+            UserEvent::Deactivated(_) => state.deactivated = true,
+        }
+        state
+    }
+}
+
+fn login(state: &UserState, a: LoginAttempt) -> Result<Vec<UserEvent>, UserError> {
+    if let Some(until) = state.locked_until.filter(|until| a.now < *until) {
+        return Err(UserError::Locked { until });
+    }
+    if !a.password_ok {
+        let mut events = vec![UserEvent::LoginFailed(LoginFailed { failed_at: a.now })];
+        let window_start = a.now - LOCKOUT_WINDOW;
+        let in_window = state
+            .recent_failures
+            .iter()
+            .filter(|t| **t > window_start)
+            .count()
+            + 1;
+        if in_window >= LOCKOUT_THRESHOLD {
+            events.push(UserEvent::Locked(Locked {
+                locked_at: a.now,
+                locked_until: a.now + LOCKOUT_DURATION,
+            }));
+        }
+        return Ok(events);
+    }
+    let mut events = Vec::with_capacity(2);
+    if let Some(hash) = a.upgraded_hash {
+        if !is_server_hash(&hash) {
+            return Err(UserError::InvalidPasswordHash);
+        }
+        events.push(UserEvent::PasswordRehashed(PasswordRehashed {
+            password_hash: hash,
+            previous_algorithm: "sha256".into(),
+            rehashed_at: a.now,
+        }));
+    }
+    events.push(UserEvent::SessionStarted(SessionStarted {
+        session_id: a.session_id,
+        refresh_token_hash: a.refresh_token_hash,
+        expires_at: a.expires_at,
+        started_at: a.now,
+    }));
+    Ok(events)
+}
+
+/// New hashes are always argon2id PHC strings; legacy SHA-256 hashes only arrive by import.
+fn is_server_hash(hash: &str) -> bool {
+    hash.starts_with("$argon2id$")
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimState {
+    pub user_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimUsername {
+    pub username: String,
+    pub user_id: Uuid,
+}
+
+/// A username, reserved for one user forever (also after deactivation, so that a name cannot
+/// be re-registered to impersonate its former owner).
+pub struct UsernameClaim;
+
+impl Aggregate for UsernameClaim {
+    const NAME: &'static str = "username_claim";
+    type State = ClaimState;
+    type Command = ClaimUsername;
+    type Event = UserEvent;
+    type Error = UserError;
+
+    fn handle_command(state: &ClaimState, c: ClaimUsername) -> Result<Vec<UserEvent>, UserError> {
+        if state.user_id.is_some() {
+            return Err(UserError::UsernameTaken);
+        }
+        Ok(vec![UserEvent::UsernameClaimed(UsernameClaimed {
+            username: c.username.to_lowercase(),
+            user_id: c.user_id,
+        })])
+    }
+
+    fn apply_event(mut state: ClaimState, event: UserEvent) -> ClaimState {
+        if let UserEvent::UsernameClaimed(e) = event {
+            state.user_id = Some(e.user_id);
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests;

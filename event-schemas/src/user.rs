@@ -1,0 +1,143 @@
+//! Events of the `user` domain (identity): registration, profile, credentials, sessions.
+//!
+//! Two kinds of aggregate live in this domain: a user (id = the user's UUIDv7) and a username
+//! claim (id = [`username_claim_id`] of the lower-cased name), which is what makes usernames
+//! unique under concurrent registrations.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Domain;
+
+/// Namespace for the name-based ids of username claims.
+const USERNAME_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_7661_2d75_7365_726e_616d_6521_0001);
+
+/// The aggregate id of the claim on `username` (case-insensitive).
+pub fn username_claim_id(username: &str) -> Uuid {
+    Uuid::new_v5(&USERNAME_NAMESPACE, username.to_lowercase().as_bytes())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsernameClaimed {
+    /// Lower-cased username.
+    pub username: String,
+    pub user_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registered {
+    pub user_id: Uuid,
+    pub username: String,
+    pub display_name: Option<String>,
+    /// PHC string (argon2id) or, for imported legacy accounts, SHA-256 hex.
+    pub password_hash: String,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// The profile after the update: every field carries its new value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileUpdated {
+    pub display_name: Option<String>,
+    pub status: Option<String>,
+    pub profile_picture_url: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChanged {
+    pub password_hash: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// A legacy hash was replaced by an argon2id hash of the same password after a login.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRehashed {
+    pub password_hash: String,
+    pub previous_algorithm: String,
+    pub rehashed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFailed {
+    pub failed_at: DateTime<Utc>,
+}
+
+/// Five failed logins within the window: logins are refused until `locked_until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Locked {
+    pub locked_at: DateTime<Utc>,
+    pub locked_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionStarted {
+    pub session_id: Uuid,
+    /// SHA-256 hex of the refresh token; the token itself is never stored.
+    pub refresh_token_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRefreshed {
+    pub session_id: Uuid,
+    pub refresh_token_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub refreshed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationReason {
+    Logout,
+    RefreshTokenReused,
+    PasswordChanged,
+    Deactivated,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRevoked {
+    pub session_id: Uuid,
+    pub reason: RevocationReason,
+    pub revoked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deactivated {
+    pub deactivated_at: DateTime<Utc>,
+}
+
+crate::domain_events! {
+    /// Every event the `user` domain stores.
+    pub enum UserEvent in Domain::User {
+        UsernameClaimed(UsernameClaimed) = ("username_claimed", 1),
+        Registered(Registered) = ("registered", 1),
+        ProfileUpdated(ProfileUpdated) = ("profile_updated", 1),
+        PasswordChanged(PasswordChanged) = ("password_changed", 1),
+        PasswordRehashed(PasswordRehashed) = ("password_rehashed", 1),
+        LoginFailed(LoginFailed) = ("login_failed", 1),
+        Locked(Locked) = ("locked", 1),
+        SessionStarted(SessionStarted) = ("session_started", 1),
+        SessionRefreshed(SessionRefreshed) = ("session_refreshed", 1),
+        SessionRevoked(SessionRevoked) = ("session_revoked", 1),
+        Deactivated(Deactivated) = ("deactivated", 1),
+    }
+    upcast(event_type, version, payload) {
+        // No older versions exist yet. An upcaster rewrites (type, version, payload) here,
+        // e.g. `("registered", 1) => ("registered", 2, add_field(payload))`.
+        (event_type, version, payload)
+    }
+}

@@ -1,0 +1,146 @@
+//! Opening the database named by `NOVA_DATABASE_URL`: the event store on its native driver,
+//! plus an `AnyPool` on the same database for read models and platform tables (their SQL is
+//! written once, in the dialect both engines accept: `$n` parameters, TEXT and BIGINT columns).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AnyPool, Executor};
+
+use crate::store::postgres::PgBackend;
+use crate::store::sqlite::SqliteBackend;
+use crate::store::{Backend, EventStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported database URL (expected postgres:// or sqlite://)")]
+    UnsupportedUrl,
+    #[error("cannot open database: {0}")]
+    Connect(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create data directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything that talks to the database.
+#[derive(Clone)]
+pub struct Database {
+    pub engine: Engine,
+    pub store: EventStore,
+    /// Read models and platform tables.
+    pub any: AnyPool,
+    native: Native,
+}
+
+#[derive(Clone)]
+enum Native {
+    Pg(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Database {
+    /// Connects without migrating.
+    pub async fn connect(url: &str) -> Result<Database, DbError> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pg = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await?;
+            let any = AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await?;
+            let backend: Arc<dyn Backend> = Arc::new(PgBackend::new(pg.clone()));
+            Ok(Database {
+                engine: Engine::Postgres,
+                store: EventStore::new(backend),
+                any,
+                native: Native::Pg(pg),
+            })
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: an acknowledged append survives power loss, not only a crash.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(false);
+            if let Some(parent) = opts.get_filename().parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent)?;
+                }
+            }
+            let native = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts)
+                .await?;
+            let any = AnyPoolOptions::new()
+                .max_connections(8)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL;")
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await?;
+            let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::new(native.clone()));
+            Ok(Database {
+                engine: Engine::Sqlite,
+                store: EventStore::new(backend),
+                any,
+                native: Native::Sqlite(native),
+            })
+        } else {
+            Err(DbError::UnsupportedUrl)
+        }
+    }
+
+    /// Applies pending migrations (idempotent; concurrent callers are serialised by sqlx).
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match &self.native {
+            Native::Pg(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+            Native::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.native {
+            Native::Pg(p) => Some(p),
+            Native::Sqlite(_) => None,
+        }
+    }
+
+    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.native {
+            Native::Sqlite(p) => Some(p),
+            Native::Pg(_) => None,
+        }
+    }
+
+    pub async fn close(&self) {
+        self.any.close().await;
+        match &self.native {
+            Native::Pg(p) => p.close().await,
+            Native::Sqlite(p) => p.close().await,
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Shared infrastructure of Nova: the event store (PostgreSQL and SQLite backends), database
+//! connection and migrations, and test support. Domain crates depend on this crate; it knows no
+//! domain's rules, only the shape of events (`nova-event-schemas`).
+
+pub mod db;
+pub mod store;
+pub mod testing;

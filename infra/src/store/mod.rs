@@ -1,0 +1,460 @@
+//! The event store: one events table per domain, two backends (PostgreSQL, SQLite) behind
+//! [`Backend`], and the [`EventStore`] facade that everything else uses.
+//!
+//! Invariants:
+//! - **optimistic**: every append names the version each aggregate must be at; a mismatch is a
+//!   typed [`StoreError::Conflict`], never a raw database error;
+//! - **gap-free order**: a domain's appends commit one batch at a time (a transaction-scoped
+//!   advisory lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so positions become visible in
+//!   increasing order and a reader that resumes "after position N" never skips a late commit;
+//! - **group commit**: concurrent appends to one domain are gathered by a per-domain appender
+//!   task and committed together in one transaction (one fsync for many commands), each still
+//!   checked against its own expected version;
+//! - **typed ownership**: appends take a domain's event enum ([`DomainEvent`]), so the table is
+//!   chosen by the type of the events, not by a string a caller could get wrong.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use nova_event_schemas::{Domain, DomainEvent, EventMetadata};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+pub mod postgres;
+pub mod sqlite;
+
+/// An event about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: serde_json::Value,
+}
+
+/// Events for one aggregate, valid only if the aggregate is at `expected_version`
+/// (0 = the aggregate must not exist yet).
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub aggregate_id: Uuid,
+    pub aggregate_type: String,
+    pub expected_version: i64,
+    pub events: Vec<NewEvent>,
+}
+
+/// One atomic append: all streams are written, or none.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub streams: Vec<StreamAppend>,
+    pub metadata: EventMetadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// What an accepted append produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Position of the last event written (0 if the request held no events).
+    pub last_position: i64,
+    /// New version of each stream, in request order.
+    pub versions: Vec<(Uuid, i64)>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub domain: Domain,
+    pub position: i64,
+    pub event_id: Uuid,
+    pub aggregate_id: Uuid,
+    pub aggregate_type: String,
+    pub version: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: serde_json::Value,
+    pub metadata: EventMetadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    /// Decodes (and upcasts) the payload into the domain's event enum.
+    pub fn decode<E: DomainEvent>(&self) -> Result<E, nova_event_schemas::DecodeError> {
+        E::from_stored(&self.event_type, self.schema_version, self.payload.clone())
+    }
+}
+
+pub(crate) const COLUMNS: &str = "position, event_id, aggregate_id, aggregate_type, version, \
+     event_type, schema_version, payload, correlation_id, causation_id, actor_id, request_id, \
+     recorded_at";
+
+/// A row of any events table, on either backend.
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    position: i64,
+    event_id: Uuid,
+    aggregate_id: Uuid,
+    aggregate_type: String,
+    version: i64,
+    event_type: String,
+    schema_version: i32,
+    payload: serde_json::Value,
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+    actor_id: Option<Uuid>,
+    request_id: Option<String>,
+    recorded_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    pub(crate) fn into_event(self, domain: Domain) -> RecordedEvent {
+        RecordedEvent {
+            domain,
+            position: self.position,
+            event_id: self.event_id,
+            aggregate_id: self.aggregate_id,
+            aggregate_type: self.aggregate_type,
+            version: self.version,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            payload: self.payload,
+            metadata: EventMetadata {
+                correlation_id: self.correlation_id,
+                causation_id: self.causation_id,
+                actor_id: self.actor_id,
+                request_id: self.request_id,
+            },
+            recorded_at: self.recorded_at,
+        }
+    }
+}
+
+/// Filters for reading a domain's history (replay, export, projections).
+#[derive(Debug, Clone, Default)]
+pub struct ReadFilter {
+    pub after_position: i64,
+    pub limit: i64,
+    pub aggregate_id: Option<Uuid>,
+    pub event_type: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("aggregate {aggregate_id} is at version {actual}, not {expected}")]
+    Conflict {
+        aggregate_id: Uuid,
+        expected: i64,
+        actual: i64,
+    },
+    /// The database could not be reached or failed; the append may be retried later.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    #[error("event store rejected the request: {0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub(crate) fn db(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// A storage engine for the events tables. Backends hold no per-domain state: the facade
+/// serialises each domain's appends through one appender task per process, and the backend
+/// serialises across processes.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Commits the accepted requests of `batch` in one transaction. Each request is checked
+    /// against the versions as they stand after the requests before it in the batch; the
+    /// result for each request is its own.
+    async fn append_batch(
+        &self,
+        domain: Domain,
+        batch: &[AppendRequest],
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError>;
+
+    /// Events of one aggregate with version > `after_version`, in version order.
+    async fn load(
+        &self,
+        domain: Domain,
+        aggregate_id: Uuid,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// A domain's events in position order.
+    async fn read(&self, domain: Domain, filter: &ReadFilter)
+        -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The highest committed position of a domain (0 when empty).
+    async fn head(&self, domain: Domain) -> Result<i64, StoreError>;
+
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Test hook: appends one request in its own transaction, signals `written` once its rows
+    /// are inserted (the domain's append lock is held from then on) and waits for `release`
+    /// before committing.
+    #[doc(hidden)]
+    async fn append_holding(
+        &self,
+        domain: Domain,
+        request: AppendRequest,
+        written: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    ) -> Result<Appended, StoreError>;
+}
+
+/// Decides a batch in memory: given the current versions of the aggregates it touches, which
+/// requests are accepted. Shared by both backends so the rule is written once.
+pub(crate) fn decide_batch(
+    batch: &[AppendRequest],
+    mut current: HashMap<Uuid, i64>,
+) -> Vec<Result<Vec<(Uuid, i64)>, StoreError>> {
+    batch
+        .iter()
+        .map(|req| {
+            for s in &req.streams {
+                let actual = current.get(&s.aggregate_id).copied().unwrap_or(0);
+                if actual != s.expected_version {
+                    return Err(StoreError::Conflict {
+                        aggregate_id: s.aggregate_id,
+                        expected: s.expected_version,
+                        actual,
+                    });
+                }
+            }
+            let mut versions = Vec::with_capacity(req.streams.len());
+            for s in &req.streams {
+                let v = s.expected_version + s.events.len() as i64;
+                current.insert(s.aggregate_id, v);
+                versions.push((s.aggregate_id, v));
+            }
+            Ok(versions)
+        })
+        .collect()
+}
+
+/// Every aggregate id a batch touches (for the version lookup).
+pub(crate) fn batch_aggregate_ids(batch: &[AppendRequest]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|r| r.streams.iter().map(|s| s.aggregate_id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+type Pending = (AppendRequest, oneshot::Sender<Result<Appended, StoreError>>);
+
+/// Upper bound of requests committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// The event store used by the rest of Nova.
+#[derive(Clone)]
+pub struct EventStore {
+    backend: Arc<dyn Backend>,
+    appenders: Arc<HashMap<Domain, mpsc::Sender<Pending>>>,
+    heads: Arc<HashMap<Domain, watch::Sender<i64>>>,
+}
+
+impl EventStore {
+    /// Wraps a backend and starts one appender task per domain. Must be called inside a
+    /// tokio runtime.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        let mut appenders = HashMap::new();
+        let mut heads = HashMap::new();
+        for domain in Domain::ALL {
+            let (tx, rx) = mpsc::channel::<Pending>(4 * MAX_BATCH);
+            let (head_tx, _) = watch::channel(0i64);
+            tokio::spawn(run_appender(
+                backend.clone(),
+                domain,
+                rx,
+                head_tx.clone(),
+            ));
+            appenders.insert(domain, tx);
+            heads.insert(domain, head_tx);
+        }
+        EventStore {
+            backend,
+            appenders: Arc::new(appenders),
+            heads: Arc::new(heads),
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Appends typed events of one domain atomically across the given streams.
+    pub async fn append<E: DomainEvent>(
+        &self,
+        streams: Vec<(Uuid, &'static str, i64, Vec<E>)>,
+        metadata: EventMetadata,
+    ) -> Result<Appended, StoreError> {
+        let streams = streams
+            .into_iter()
+            .map(|(aggregate_id, aggregate_type, expected_version, events)| StreamAppend {
+                aggregate_id,
+                aggregate_type: aggregate_type.to_owned(),
+                expected_version,
+                events: events
+                    .iter()
+                    .map(|e| NewEvent {
+                        event_id: Uuid::now_v7(),
+                        event_type: e.event_type().to_owned(),
+                        schema_version: e.schema_version(),
+                        payload: e.to_payload(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        self.append_raw(
+            E::DOMAIN,
+            AppendRequest {
+                streams,
+                metadata,
+                recorded_at: Utc::now(),
+            },
+        )
+        .await
+    }
+
+    /// Appends already-encoded events. Crate-private so that only typed appends (whose
+    /// domain follows from the event type) are possible outside the store and its tests.
+    pub(crate) async fn append_raw(
+        &self,
+        domain: Domain,
+        request: AppendRequest,
+    ) -> Result<Appended, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let appender = self
+            .appenders
+            .get(&domain)
+            .ok_or_else(|| StoreError::Invalid(format!("no appender for {domain}")))?;
+        appender
+            .send((request, tx))
+            .await
+            .map_err(|_| StoreError::Unavailable("appender stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("appender stopped".into()))?
+    }
+
+    pub async fn load(
+        &self,
+        domain: Domain,
+        aggregate_id: Uuid,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.backend.load(domain, aggregate_id, after_version).await
+    }
+
+    pub async fn read(
+        &self,
+        domain: Domain,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.backend.read(domain, filter).await
+    }
+
+    pub async fn head(&self, domain: Domain) -> Result<i64, StoreError> {
+        self.backend.head(domain).await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.backend.ping().await
+    }
+
+    /// Wakes when this process appends to `domain` (appends by other processes are seen by
+    /// polling `head`).
+    pub fn subscribe(&self, domain: Domain) -> watch::Receiver<i64> {
+        match self.heads.get(&domain) {
+            Some(tx) => tx.subscribe(),
+            None => watch::channel(0).1,
+        }
+    }
+}
+
+async fn run_appender(
+    backend: Arc<dyn Backend>,
+    domain: Domain,
+    mut rx: mpsc::Receiver<Pending>,
+    head: watch::Sender<i64>,
+) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let requests: Vec<AppendRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
+        match backend.append_batch(domain, &requests).await {
+            Ok(results) => {
+                let mut max = 0;
+                for ((_, reply), result) in batch.drain(..).zip(results) {
+                    if let Ok(a) = &result {
+                        max = max.max(a.last_position);
+                    }
+                    let _ = reply.send(result);
+                }
+                if max > 0 {
+                    head.send_if_modified(|h| {
+                        let grew = max > *h;
+                        *h = (*h).max(max);
+                        grew
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%domain, error = %e, "append batch failed");
+                let msg = e.to_string();
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: Uuid, expected: i64, n: usize) -> AppendRequest {
+        AppendRequest {
+            streams: vec![StreamAppend {
+                aggregate_id: id,
+                aggregate_type: "t".into(),
+                expected_version: expected,
+                events: (0..n)
+                    .map(|_| NewEvent {
+                        event_id: Uuid::now_v7(),
+                        event_type: "x".into(),
+                        schema_version: 1,
+                        payload: serde_json::json!({}),
+                    })
+                    .collect(),
+            }],
+            metadata: EventMetadata::default(),
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn batch_decisions_see_earlier_requests_of_the_same_batch() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        let current = HashMap::from([(b, 3)]);
+        let out = decide_batch(
+            &[req(a, 0, 2), req(a, 0, 1), req(a, 2, 1), req(b, 3, 1)],
+            current,
+        );
+        assert_eq!(out[0].as_ref().unwrap(), &vec![(a, 2)]);
+        assert!(matches!(
+            out[1],
+            Err(StoreError::Conflict {
+                expected: 0,
+                actual: 2,
+                ..
+            })
+        ));
+        assert_eq!(out[2].as_ref().unwrap(), &vec![(a, 3)]);
+        assert_eq!(out[3].as_ref().unwrap(), &vec![(b, 4)]);
+    }
+}

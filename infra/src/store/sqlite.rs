@@ -1,0 +1,196 @@
+//! SQLite backend, the embedded default: one file in WAL mode. Appends run in
+//! `BEGIN IMMEDIATE` transactions, which take SQLite's single write lock up front, so a
+//! domain's positions (AUTOINCREMENT) commit in order.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use nova_event_schemas::Domain;
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::{
+    decide_batch, AppendRequest, Appended, Backend, EventRow, ReadFilter, RecordedEvent,
+    StoreError, COLUMNS,
+};
+
+pub struct SqliteBackend {
+    pool: SqlitePool,
+}
+
+impl SqliteBackend {
+    pub fn new(pool: SqlitePool) -> Self {
+        SqliteBackend { pool }
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+async fn write_batch(
+    tx: &mut Transaction<'_, Sqlite>,
+    domain: Domain,
+    batch: &[AppendRequest],
+) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+    let table = domain.events_table();
+    let mut current = HashMap::new();
+    for req in batch {
+        for s in &req.streams {
+            if current.contains_key(&s.aggregate_id) {
+                continue;
+            }
+            let (v,): (Option<i64>,) = sqlx::query_as(&format!(
+                "SELECT MAX(version) FROM {table} WHERE aggregate_id = $1"
+            ))
+            .bind(s.aggregate_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(StoreError::db)?;
+            current.insert(s.aggregate_id, v.unwrap_or(0));
+        }
+    }
+    let decisions = decide_batch(batch, current);
+    let insert = format!(
+        "INSERT INTO {table} (event_id, aggregate_id, aggregate_type, version, event_type, \
+             schema_version, payload, correlation_id, causation_id, actor_id, request_id, \
+             recorded_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING position"
+    );
+    let mut out = Vec::with_capacity(batch.len());
+    for (req, decision) in batch.iter().zip(decisions) {
+        let versions = match decision {
+            Ok(v) => v,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        let mut last_position = 0;
+        for s in &req.streams {
+            for (n, e) in s.events.iter().enumerate() {
+                let (position,): (i64,) = sqlx::query_as(&insert)
+                    .bind(e.event_id)
+                    .bind(s.aggregate_id)
+                    .bind(&s.aggregate_type)
+                    .bind(s.expected_version + 1 + n as i64)
+                    .bind(&e.event_type)
+                    .bind(e.schema_version)
+                    .bind(&e.payload)
+                    .bind(req.metadata.correlation_id)
+                    .bind(req.metadata.causation_id)
+                    .bind(req.metadata.actor_id)
+                    .bind(req.metadata.request_id.as_deref())
+                    .bind(req.recorded_at)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(StoreError::db)?;
+                last_position = position;
+            }
+        }
+        out.push(Ok(Appended {
+            last_position,
+            versions,
+        }));
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    async fn append_batch(
+        &self,
+        domain: Domain,
+        batch: &[AppendRequest],
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db)?;
+        let results = write_batch(&mut tx, domain, batch).await?;
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(results)
+    }
+
+    async fn load(
+        &self,
+        domain: Domain,
+        aggregate_id: Uuid,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM {} WHERE aggregate_id = $1 AND version > $2 ORDER BY version",
+            domain.events_table()
+        ))
+        .bind(aggregate_id)
+        .bind(after_version)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(rows.into_iter().map(|r| r.into_event(domain)).collect())
+    }
+
+    async fn read(
+        &self,
+        domain: Domain,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM {} WHERE position > $1 \
+               AND ($2 IS NULL OR aggregate_id = $2) \
+               AND ($3 IS NULL OR event_type = $3) \
+             ORDER BY position LIMIT $4",
+            domain.events_table()
+        ))
+        .bind(filter.after_position)
+        .bind(filter.aggregate_id)
+        .bind(filter.event_type.as_deref())
+        .bind(filter.limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(rows.into_iter().map(|r| r.into_event(domain)).collect())
+    }
+
+    async fn head(&self, domain: Domain) -> Result<i64, StoreError> {
+        let (head,): (Option<i64>,) = sqlx::query_as(&format!(
+            "SELECT MAX(position) FROM {}",
+            domain.events_table()
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(head.unwrap_or(0))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    async fn append_holding(
+        &self,
+        domain: Domain,
+        request: AppendRequest,
+        written: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    ) -> Result<Appended, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db)?;
+        let mut results = write_batch(&mut tx, domain, std::slice::from_ref(&request)).await?;
+        let _ = written.send(());
+        let _ = release.await;
+        tx.commit().await.map_err(StoreError::db)?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Invalid("empty batch".into())))
+    }
+}

@@ -1,0 +1,18 @@
+-- Owner: experiment domain. Only the experiment command handlers append here; nothing updates or deletes.
+CREATE TABLE experiment_events (
+    position        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id        UUID        NOT NULL UNIQUE,
+    aggregate_id    UUID        NOT NULL,
+    aggregate_type  TEXT        NOT NULL,
+    version         BIGINT      NOT NULL CHECK (version > 0),
+    event_type      TEXT        NOT NULL,
+    schema_version  INTEGER     NOT NULL,
+    payload         JSONB       NOT NULL,
+    correlation_id  UUID        NOT NULL,
+    causation_id    UUID,
+    actor_id        UUID,
+    request_id      TEXT,
+    recorded_at     TIMESTAMPTZ NOT NULL,
+    UNIQUE (aggregate_id, version)
+);
+CREATE INDEX experiment_events_type_idx ON experiment_events (event_type, position);
