@@ -38,6 +38,8 @@ pub enum UserError {
     WrongPassword,
     #[error("the password hash was not produced by the server")]
     InvalidPasswordHash,
+    #[error("the session id is already in use")]
+    SessionIdInUse,
 }
 
 /// A user session: one refresh-token family.
@@ -219,7 +221,7 @@ impl Aggregate for User {
                 })])
             }
             UserCommand::Logout { session_id, now } => {
-                if !state.sessions.get(&session_id).is_some_and(|s| !s.revoked) {
+                if state.sessions.get(&session_id).is_none_or(|s| s.revoked) {
                     return Err(UserError::SessionInactive);
                 }
                 Ok(vec![UserEvent::SessionRevoked(SessionRevoked {
@@ -316,7 +318,13 @@ impl Aggregate for User {
             }
             UserEvent::PasswordChanged(e) => state.password_hash = e.password_hash,
             UserEvent::PasswordRehashed(e) => state.password_hash = e.password_hash,
-            UserEvent::LoginFailed(e) => state.recent_failures.push(e.failed_at),
+            UserEvent::LoginFailed(e) => {
+                // Only the last few failures can ever matter for the lockout decision.
+                if state.recent_failures.len() >= LOCKOUT_THRESHOLD {
+                    state.recent_failures.remove(0);
+                }
+                state.recent_failures.push(e.failed_at);
+            }
             UserEvent::Locked(e) => {
                 state.locked_until = Some(e.locked_until);
                 state.recent_failures.clear();
@@ -371,6 +379,10 @@ fn login(state: &UserState, a: LoginAttempt) -> Result<Vec<UserEvent>, UserError
             }));
         }
         return Ok(events);
+    }
+    if state.sessions.contains_key(&a.session_id) {
+        // Session ids are fresh UUIDs; reusing one would resurrect a revoked family.
+        return Err(UserError::SessionIdInUse);
     }
     let mut events = Vec::with_capacity(2);
     if let Some(hash) = a.upgraded_hash {
