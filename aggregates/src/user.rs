@@ -169,7 +169,8 @@ impl Aggregate for User {
             if state.exists() {
                 return Err(UserError::AlreadyRegistered);
             }
-            if !is_server_hash(&password_hash) {
+            // Imported accounts may carry a legacy SHA-256 hash, upgraded on first login.
+            if !is_server_hash(&password_hash) && !is_legacy_sha256(&password_hash) {
                 return Err(UserError::InvalidPasswordHash);
             }
             return Ok(vec![UserEvent::Registered(Registered {
@@ -402,6 +403,11 @@ fn login(state: &UserState, a: LoginAttempt) -> Result<Vec<UserEvent>, UserError
         started_at: a.now,
     }));
     Ok(events)
+}
+
+/// Unsalted SHA-256 hex, as produced by the system Nova replaces.
+pub fn is_legacy_sha256(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// New hashes are always argon2id PHC strings; legacy SHA-256 hashes only arrive by import.

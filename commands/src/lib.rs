@@ -1,1 +1,151 @@
-//! placeholder
+//! Command handlers: load an aggregate, let it decide, append what it decided with the version
+//! it was loaded at — retried on a version conflict (reload, re-decide) up to
+//! [`MAX_ATTEMPTS`] times, then reported as [`CommandError::Conflict`].
+//!
+//! Everything impure that an aggregate needs (time, ids, password verification, random tokens)
+//! happens here and is handed to the aggregate inside the command. Each domain has one module;
+//! a module appends only its own domain's event type (the store picks the table from it).
+
+use esrs::Aggregate;
+use nova_event_schemas::{DomainEvent, EventMetadata};
+use nova_infra::store::{Appended, EventStore, StoreError};
+use uuid::Uuid;
+
+pub mod user;
+
+/// First try plus retries after a version conflict (DESIGN rule 3).
+pub const MAX_ATTEMPTS: usize = 4;
+
+/// Who is acting and in which request; becomes the events' metadata.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub actor_id: Option<Uuid>,
+    pub request_id: Option<String>,
+}
+
+impl CommandContext {
+    pub fn new(request_id: Option<String>, actor_id: Option<Uuid>) -> Self {
+        CommandContext {
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            actor_id,
+            request_id,
+        }
+    }
+
+    pub fn metadata(&self) -> EventMetadata {
+        EventMetadata {
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            actor_id: self.actor_id,
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+/// Why a command did not take effect. Domain refusals and store trouble stay apart so the
+/// HTTP edge can answer 422/409 for the first and 503 for the second.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    #[error(transparent)]
+    Domain(E),
+    #[error("the aggregate kept changing concurrently; retry")]
+    Conflict,
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("stored event could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+/// An aggregate as loaded: its state and the version that state reflects.
+pub struct Loaded<S> {
+    pub state: S,
+    pub version: i64,
+}
+
+/// Loads an aggregate by folding its events.
+pub async fn load<A>(store: &EventStore, id: Uuid) -> Result<Loaded<A::State>, CommandError<A::Error>>
+where
+    A: Aggregate,
+    A::Event: DomainEvent,
+{
+    let events = store
+        .load(<A::Event as DomainEvent>::DOMAIN, id, 0)
+        .await
+        .map_err(CommandError::Store)?;
+    let mut state = A::State::default();
+    let mut version = 0;
+    for e in events {
+        let event: A::Event = e
+            .decode()
+            .map_err(|err| CommandError::Corrupt(err.to_string()))?;
+        state = A::apply_event(state, event);
+        version = e.version;
+    }
+    Ok(Loaded { state, version })
+}
+
+/// The result of a command that was appended (or that decided nothing needed to change).
+pub struct Executed<A: Aggregate> {
+    pub state: A::State,
+    pub events: Vec<A::Event>,
+    pub appended: Option<Appended>,
+}
+
+impl<A: Aggregate> Executed<A> {
+    /// Position of the last appended event, for `X-Nova-Position`.
+    pub fn position(&self) -> Option<i64> {
+        self.appended.as_ref().map(|a| a.last_position)
+    }
+}
+
+/// load → decide → append, retried on conflict. `make` builds the command from the current
+/// state, so a retry re-decides on fresh state.
+pub async fn execute<A>(
+    store: &EventStore,
+    id: Uuid,
+    ctx: &CommandContext,
+    make: impl Fn(&A::State) -> Result<A::Command, A::Error>,
+) -> Result<Executed<A>, CommandError<A::Error>>
+where
+    A: Aggregate,
+    A::Event: DomainEvent,
+    A::State: Clone,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        let loaded = load::<A>(store, id).await?;
+        let command = make(&loaded.state).map_err(CommandError::Domain)?;
+        let events = A::handle_command(&loaded.state, command).map_err(CommandError::Domain)?;
+        if events.is_empty() {
+            return Ok(Executed {
+                state: loaded.state,
+                events,
+                appended: None,
+            });
+        }
+        match store
+            .append(
+                vec![(id, A::NAME, loaded.version, events.clone())],
+                ctx.metadata(),
+            )
+            .await
+        {
+            Ok(appended) => {
+                let state = events
+                    .iter()
+                    .cloned()
+                    .fold(loaded.state, |s, e| A::apply_event(s, e));
+                return Ok(Executed {
+                    state,
+                    events,
+                    appended: Some(appended),
+                });
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(CommandError::Store(e)),
+        }
+    }
+    Err(CommandError::Conflict)
+}

@@ -1,0 +1,298 @@
+//! Password hashing (argon2id, legacy SHA-256 verification), access tokens (JWT, HS256) and
+//! refresh tokens (random, stored only as SHA-256).
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+/// argon2id cost parameters (RFC 9106 / OWASP: m = 19 MiB, t = 2, p = 1 by default).
+#[derive(Debug, Clone, Copy)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Argon2Config {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Passwords {
+    params: Params,
+    /// A hash of a random password, verified against when the user does not exist so that
+    /// "unknown user" costs the same time as "wrong password".
+    dummy_hash: String,
+}
+
+impl Passwords {
+    pub fn new(cfg: Argon2Config) -> Result<Self, String> {
+        let params = Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None)
+            .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        let mut this = Passwords {
+            params,
+            dummy_hash: String::new(),
+        };
+        this.dummy_hash = this.hash_blocking(&Uuid::new_v4().to_string())?;
+        Ok(this)
+    }
+
+    fn argon2(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    fn hash_blocking(&self, password: &str) -> Result<String, String> {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        self.argon2()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| format!("hashing failed: {e}"))
+    }
+
+    /// Hashes off the async runtime (argon2 is deliberately slow).
+    pub async fn hash(&self, password: SecretString) -> Result<String, String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.hash_blocking(password.expose_secret()))
+            .await
+            .map_err(|e| format!("hashing task failed: {e}"))?
+    }
+
+    /// Checks `password` against `stored` (argon2 PHC string or legacy SHA-256 hex). `None`
+    /// stands for "no such user" and still costs one argon2 verification.
+    pub async fn verify(&self, password: SecretString, stored: Option<String>) -> Verification {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.verify_blocking(password.expose_secret(), stored))
+            .await
+            .unwrap_or(Verification::Mismatch)
+    }
+
+    fn verify_blocking(&self, password: &str, stored: Option<String>) -> Verification {
+        let Some(stored) = stored else {
+            let _ = self.argon2_matches(password, &self.dummy_hash);
+            return Verification::Mismatch;
+        };
+        if is_legacy_sha256(&stored) {
+            // Spend the same argon2 time as every other path, then compare in constant time.
+            let _ = self.argon2_matches(password, &self.dummy_hash);
+            let computed = hex::encode(Sha256::digest(password.as_bytes()));
+            let ok: bool = computed
+                .as_bytes()
+                .ct_eq(stored.to_ascii_lowercase().as_bytes())
+                .into();
+            return if ok {
+                Verification::MatchLegacy
+            } else {
+                Verification::Mismatch
+            };
+        }
+        if self.argon2_matches(password, &stored) {
+            Verification::Match
+        } else {
+            Verification::Mismatch
+        }
+    }
+
+    fn argon2_matches(&self, password: &str, phc: &str) -> bool {
+        match PasswordHash::new(phc) {
+            // The stored hash carries its own parameters; verify with those.
+            Ok(parsed) => Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    Match,
+    /// Matched a legacy SHA-256 hash: the caller re-hashes with argon2id.
+    MatchLegacy,
+    Mismatch,
+}
+
+pub use nova_aggregates::user::is_legacy_sha256;
+
+/// Claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub sub: Uuid,
+    pub sid: Uuid,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl Tokens {
+    pub fn new(secret: &SecretString, access_ttl: Duration, refresh_ttl: Duration) -> Self {
+        let bytes = secret.expose_secret().as_bytes();
+        Tokens {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            access_ttl,
+            refresh_ttl,
+        }
+    }
+
+    pub fn issue_access(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<String, String> {
+        let claims = AccessClaims {
+            sub: user_id,
+            sid: session_id,
+            iat: now.timestamp(),
+            exp: (now + self.access_ttl).timestamp(),
+        };
+        jsonwebtoken::encode(&Header::default(), &claims, &self.encoding)
+            .map_err(|e| format!("cannot sign token: {e}"))
+    }
+
+    /// Verifies signature and expiry (no leeway: an expired token is expired).
+    pub fn verify_access(&self, token: &str) -> Option<AccessClaims> {
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
+            .ok()
+            .map(|d| d.claims)
+    }
+}
+
+/// A refresh token names its user and session so the server can find the session without
+/// a lookup table: `nrt_<user>_<session>_<secret>`; only its SHA-256 is stored.
+pub struct RefreshToken {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub token: SecretString,
+}
+
+impl RefreshToken {
+    pub fn generate(user_id: Uuid, session_id: Uuid) -> Self {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let token = format!(
+            "nrt_{}_{}_{}",
+            user_id.simple(),
+            session_id.simple(),
+            hex::encode(secret)
+        );
+        RefreshToken {
+            user_id,
+            session_id,
+            token: SecretString::from(token),
+        }
+    }
+
+    pub fn parse(token: &str) -> Option<(Uuid, Uuid)> {
+        let rest = token.strip_prefix("nrt_")?;
+        let mut parts = rest.split('_');
+        let user = Uuid::try_parse(parts.next()?).ok()?;
+        let session = Uuid::try_parse(parts.next()?).ok()?;
+        let secret = parts.next()?;
+        if parts.next().is_some() || secret.len() != 64 {
+            return None;
+        }
+        Some((user, session))
+    }
+
+    pub fn hash(&self) -> String {
+        hash_token(self.token.expose_secret())
+    }
+}
+
+/// Refresh tokens carry 256 random bits, so a fast hash is enough to make the stored form
+/// useless to a reader of the database.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Passwords {
+        Passwords::new(Argon2Config {
+            memory_kib: 256,
+            iterations: 1,
+            parallelism: 1,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn argon2_and_legacy_verification() {
+        let p = cheap();
+        let h = p.hash(SecretString::from("correct horse")).await.unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert_eq!(
+            p.verify(SecretString::from("correct horse"), Some(h.clone()))
+                .await,
+            Verification::Match
+        );
+        assert_eq!(
+            p.verify(SecretString::from("wrong"), Some(h)).await,
+            Verification::Mismatch
+        );
+        let legacy = hex::encode(Sha256::digest(b"old secret"));
+        assert_eq!(
+            p.verify(SecretString::from("old secret"), Some(legacy.clone()))
+                .await,
+            Verification::MatchLegacy
+        );
+        assert_eq!(
+            p.verify(SecretString::from("old secreT"), Some(legacy)).await,
+            Verification::Mismatch
+        );
+        assert_eq!(
+            p.verify(SecretString::from("x"), None).await,
+            Verification::Mismatch
+        );
+    }
+
+    #[test]
+    fn tokens_roundtrip_and_reject_tampering() {
+        let t = Tokens::new(
+            &SecretString::from("s3cret-s3cret-s3cret-s3cret-s3cret"),
+            Duration::minutes(15),
+            Duration::days(30),
+        );
+        let (u, s) = (Uuid::now_v7(), Uuid::now_v7());
+        let tok = t.issue_access(u, s, Utc::now()).unwrap();
+        let c = t.verify_access(&tok).unwrap();
+        assert_eq!((c.sub, c.sid), (u, s));
+        let mut tampered = tok.clone();
+        tampered.pop();
+        tampered.push(if tok.ends_with('A') { 'B' } else { 'A' });
+        assert!(t.verify_access(&tampered).is_none());
+        let old = t
+            .issue_access(u, s, Utc::now() - Duration::minutes(16))
+            .unwrap();
+        assert!(t.verify_access(&old).is_none());
+        let rt = RefreshToken::generate(u, s);
+        assert_eq!(RefreshToken::parse(rt.token.expose_secret()), Some((u, s)));
+        assert_eq!(RefreshToken::parse("nrt_x_y_z"), None);
+    }
+}
