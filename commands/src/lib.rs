@@ -63,6 +63,8 @@ pub enum CommandError<E: std::error::Error> {
 pub struct Loaded<S> {
     pub state: S,
     pub version: i64,
+    /// Domain position of the aggregate's latest event (0 if it has none).
+    pub last_position: i64,
 }
 
 /// Loads an aggregate by folding its events.
@@ -77,6 +79,7 @@ where
         .map_err(CommandError::Store)?;
     let mut state = A::State::default();
     let mut version = 0;
+    let last_position = events.last().map_or(0, |e| e.position);
     for e in events {
         let event: A::Event = e
             .decode()
@@ -84,7 +87,11 @@ where
         state = A::apply_event(state, event);
         version = e.version;
     }
-    Ok(Loaded { state, version })
+    Ok(Loaded {
+        state,
+        version,
+        last_position,
+    })
 }
 
 /// The result of a command that was appended (or that decided nothing needed to change).
@@ -92,6 +99,8 @@ pub struct Executed<A: Aggregate> {
     pub state: A::State,
     pub events: Vec<A::Event>,
     pub appended: Option<Appended>,
+    /// The aggregate's version after the command.
+    pub version: i64,
 }
 
 impl<A: Aggregate> Executed<A> {
@@ -99,6 +108,21 @@ impl<A: Aggregate> Executed<A> {
     pub fn position(&self) -> Option<i64> {
         self.appended.as_ref().map(|a| a.last_position)
     }
+
+    pub fn done(&self) -> Done {
+        Done {
+            version: self.version,
+            position: self.position(),
+        }
+    }
+}
+
+/// What a command reports back: the aggregate's new version and, if anything was appended,
+/// the position of its last event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    pub version: i64,
+    pub position: Option<i64>,
 }
 
 /// load → decide → append, retried on conflict. `make` builds the command from the current
@@ -123,6 +147,7 @@ where
                 state: loaded.state,
                 events,
                 appended: None,
+                version: loaded.version,
             });
         }
         match store
@@ -137,10 +162,12 @@ where
                     .iter()
                     .cloned()
                     .fold(loaded.state, |s, e| A::apply_event(s, e));
+                let version = loaded.version + events.len() as i64;
                 return Ok(Executed {
                     state,
                     events,
                     appended: Some(appended),
+                    version,
                 });
             }
             Err(StoreError::Conflict { .. }) => continue,

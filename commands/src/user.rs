@@ -12,7 +12,7 @@ use nova_infra::store::{EventStore, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use crate::{execute, load, CommandContext, CommandError, Executed, MAX_ATTEMPTS};
+use crate::{execute, load, CommandContext, CommandError, Done, Executed, MAX_ATTEMPTS};
 
 pub mod credentials;
 
@@ -82,6 +82,9 @@ pub struct IssuedTokens {
 pub struct Authenticated {
     pub user_id: Uuid,
     pub session_id: Uuid,
+    /// Position of the user's latest event: a read of the caller's own data waits for the
+    /// projection to reach it.
+    pub last_position: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -357,10 +360,11 @@ impl UserCommands {
         Ok(Authenticated {
             user_id: claims.sub,
             session_id: claims.sid,
+            last_position: loaded.last_position,
         })
     }
 
-    pub async fn logout(&self, ctx: &CommandContext, who: Authenticated) -> Result<Option<i64>> {
+    pub async fn logout(&self, ctx: &CommandContext, who: Authenticated) -> Result<Done> {
         let now = Utc::now();
         let e = execute::<User>(&self.store, who.user_id, ctx, |_| {
             Ok(UserCommand::Logout {
@@ -369,7 +373,7 @@ impl UserCommands {
             })
         })
         .await?;
-        Ok(e.position())
+        Ok(e.done())
     }
 
     pub async fn update_profile(
@@ -377,7 +381,7 @@ impl UserCommands {
         ctx: &CommandContext,
         who: Authenticated,
         patch: ProfilePatch,
-    ) -> Result<(UserState, Option<i64>)> {
+    ) -> Result<(UserState, Done)> {
         let patch = ProfilePatch {
             display_name: patch
                 .display_name
@@ -402,8 +406,8 @@ impl UserCommands {
             })
         })
         .await?;
-        let position = e.position();
-        Ok((e.state, position))
+        let done = e.done();
+        Ok((e.state, done))
     }
 
     pub async fn change_password(
@@ -412,7 +416,7 @@ impl UserCommands {
         who: Authenticated,
         current: SecretString,
         new: SecretString,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Done> {
         validate_password("new_password", &new)?;
         let loaded = load::<User>(&self.store, who.user_id).await?;
         let checked_hash = loaded.state.password_hash.clone();
@@ -436,16 +440,16 @@ impl UserCommands {
             })
         })
         .await?;
-        Ok(e.position())
+        Ok(e.done())
     }
 
-    pub async fn deactivate(&self, ctx: &CommandContext, who: Authenticated) -> Result<Option<i64>> {
+    pub async fn deactivate(&self, ctx: &CommandContext, who: Authenticated) -> Result<Done> {
         let now = Utc::now();
         let e = execute::<User>(&self.store, who.user_id, ctx, |_| {
             Ok(UserCommand::Deactivate { now })
         })
         .await?;
-        Ok(e.position())
+        Ok(e.done())
     }
 
     /// The current state of a user, for `/users/me` fallbacks and analysts.

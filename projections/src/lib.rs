@@ -1,1 +1,193 @@
-//! placeholder
+//! Projector runtime and Nova's read models.
+//!
+//! A projection is a pure function of events and its own tables. The runtime feeds it a
+//! domain's events in position order from an [`EventSource`] and, in the same transaction as
+//! the projection's writes, advances its checkpoint; an event at or below the checkpoint is
+//! never applied again, so redelivery and restarts apply each event exactly once in effect.
+//! The projection does not know whether its source tails the store (embedded mode) or a
+//! JetStream consumer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nova_event_schemas::Domain;
+use nova_infra::store::{EventStore, ReadFilter, RecordedEvent, StoreError};
+use sqlx::{Any, AnyPool, Transaction};
+use tokio::sync::watch;
+
+pub mod checkpoint;
+pub mod user_directory;
+
+pub use checkpoint::Checkpoints;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("read model database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("event source error: {0}")]
+    Source(#[from] StoreError),
+    #[error("event cannot be decoded: {0}")]
+    Decode(#[from] nova_event_schemas::DecodeError),
+}
+
+/// A read model fed by events.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name; also the checkpoint key.
+    fn name(&self) -> &'static str;
+    /// The domains whose events this projection consumes.
+    fn domains(&self) -> &'static [Domain];
+    /// Applies one event inside the runtime's transaction.
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// Where a projector gets events from, after a position, in position order.
+#[async_trait]
+pub trait EventSource: Send + Sync + 'static {
+    async fn next_batch(
+        &self,
+        domain: Domain,
+        after: i64,
+        max: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+    /// Resolves when there may be new events (or after a poll interval).
+    async fn wait_for_more(&self, domain: Domain, seen: i64);
+}
+
+/// Embedded source: tails the event store, woken by this process's appends and polling for
+/// other processes'.
+pub struct StoreTail {
+    store: EventStore,
+    poll: Duration,
+}
+
+impl StoreTail {
+    pub fn new(store: EventStore) -> Self {
+        StoreTail {
+            store,
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+#[async_trait]
+impl EventSource for StoreTail {
+    async fn next_batch(
+        &self,
+        domain: Domain,
+        after: i64,
+        max: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.store
+            .read(
+                domain,
+                &ReadFilter {
+                    after_position: after,
+                    limit: max,
+                    ..Default::default()
+                },
+            )
+            .await
+    }
+
+    async fn wait_for_more(&self, domain: Domain, seen: i64) {
+        let mut rx = self.store.subscribe(domain);
+        if *rx.borrow_and_update() > seen {
+            return;
+        }
+        let _ = tokio::time::timeout(self.poll, rx.changed()).await;
+    }
+}
+
+const BATCH: i64 = 500;
+
+/// Runs one projection for one domain until `stop` flips to true.
+pub async fn run_projector(
+    projection: Arc<dyn Projection>,
+    domain: Domain,
+    source: Arc<dyn EventSource>,
+    pool: AnyPool,
+    checkpoints: Checkpoints,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = projection.name();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match project_once(&*projection, domain, &*source, &pool, &checkpoints).await {
+            Ok(true) => backoff = Duration::from_millis(100),
+            Ok(false) => {
+                let seen = checkpoints.cached(name, domain);
+                tokio::select! {
+                    _ = source.wait_for_more(domain, seen) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(projection = name, %domain, error = %e, "projector failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Applies the next batch. Returns whether anything was applied.
+pub async fn project_once(
+    projection: &dyn Projection,
+    domain: Domain,
+    source: &dyn EventSource,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+) -> Result<bool, ProjectionError> {
+    let name = projection.name();
+    let checkpoint = checkpoints.load(pool, name, domain).await?;
+    let events = source.next_batch(domain, checkpoint, BATCH).await?;
+    if events.is_empty() {
+        return Ok(false);
+    }
+    let mut tx = pool.begin().await?;
+    // Re-read the checkpoint inside the transaction: another projector process may have
+    // applied this batch since.
+    let mut position = Checkpoints::load_in(&mut tx, name, domain).await?;
+    for event in &events {
+        if event.position <= position {
+            continue;
+        }
+        projection.apply(&mut tx, event).await?;
+        position = event.position;
+    }
+    Checkpoints::save_in(&mut tx, name, domain, position).await?;
+    tx.commit().await?;
+    checkpoints.publish(name, domain, position);
+    Ok(true)
+}
+
+/// Catches a projection up to the current head of its domains (used by tests and rebuilds).
+pub async fn catch_up(
+    projection: &dyn Projection,
+    store: &EventStore,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+) -> Result<(), ProjectionError> {
+    let source = StoreTail::new(store.clone());
+    for &domain in projection.domains() {
+        while project_once(projection, domain, &source, pool, checkpoints).await? {}
+    }
+    Ok(())
+}
+
+/// Every projection Nova runs.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(user_directory::UserDirectory)]
+}

@@ -1,1 +1,10 @@
-//! placeholder
+//! Read-side handlers over projections. Each domain's reads live in a module named after it;
+//! they read only projection tables, never an events table of another domain.
+
+pub mod user;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("read model unavailable: {0}")]
+    Unavailable(#[from] sqlx::Error),
+}

@@ -1,0 +1,326 @@
+//! `append`: how many events per second reach the event store, against how many single-row
+//! transactions the same database commits.
+//!
+//! Per backend, in one fresh database and **in sequence** (raw first, then store, each after
+//! its own 1 s warm-up):
+//! - **raw**: N tasks each loop `BEGIN` (`BEGIN IMMEDIATE` on SQLite) / one-row `INSERT` /
+//!   `COMMIT` into `bench_raw`, a table created from the `user_events` migration itself (same
+//!   columns, types, constraints and indexes), through the native pool the store uses;
+//! - **store**: N tasks each loop `EventStore::append` of one `user.login_failed` event to their
+//!   own aggregate (expected version 0, 1, 2, ...), so the store's group commit can gather them.
+//!
+//! Reported: events/s and p50/p99 latency of both, and the ratio store/raw.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use nova_event_schemas::user::{LoginFailed, UserEvent};
+use nova_event_schemas::{DomainEvent, EventMetadata};
+use nova_infra::db::{Database, Engine};
+use nova_infra::store::EventStore;
+use serde::Serialize;
+use sqlx::{PgPool, SqlitePool};
+use uuid::Uuid;
+
+use crate::harness::{measure, Plan, Worker};
+use crate::stats::{ratio, Measurement};
+use crate::target::{engine_name, open_fresh, BackendChoice};
+use crate::Error;
+
+const WARMUP: Duration = Duration::from_secs(1);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Concurrent tasks (raw inserters, then store appenders). The raw tasks share the store's
+    /// pool (16 connections on PostgreSQL, 8 on SQLite); more tasks than that queue for one.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// Length of each measured window, after a 1 s warm-up.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub duration_secs: u64,
+    /// Backends to benchmark.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Both)]
+    pub backend: BackendChoice,
+    /// Print one JSON object with every figure instead of the table (and no progress bars).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    scenario: &'static str,
+    concurrency: u32,
+    warmup_secs: f64,
+    duration_secs: u64,
+    order: &'static str,
+    backends: Vec<BackendReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct BackendReport {
+    backend: &'static str,
+    raw_operation: &'static str,
+    store_operation: &'static str,
+    raw: Measurement,
+    store: Measurement,
+    /// store events/s divided by raw events/s (absent when raw did nothing).
+    store_to_raw: Option<f64>,
+}
+
+pub async fn run(args: Args) -> Result<(), Error> {
+    let plan = Plan {
+        warmup: WARMUP,
+        duration: Duration::from_secs(args.duration_secs),
+        progress: !args.json,
+    };
+    let mut backends = Vec::new();
+    for engine in args.backend.engines() {
+        let fresh = open_fresh(engine).await?;
+        let result = bench_backend(engine, &fresh.db, args.concurrency as usize, &plan).await;
+        fresh.close().await;
+        backends.push(result?);
+    }
+    let report = Report {
+        scenario: "append",
+        concurrency: args.concurrency,
+        warmup_secs: WARMUP.as_secs_f64(),
+        duration_secs: args.duration_secs,
+        order: "in sequence per backend: raw, then store",
+        backends,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+async fn bench_backend(
+    engine: Engine,
+    db: &Database,
+    concurrency: usize,
+    plan: &Plan,
+) -> Result<BackendReport, Error> {
+    let name = engine_name(engine);
+    let raw_label = format!("{name} raw");
+    let (raw, raw_operation) = match engine {
+        Engine::Postgres => {
+            let pool = db
+                .pg_pool()
+                .ok_or("postgres database without a PostgreSQL pool")?
+                .clone();
+            sqlx::raw_sql(&raw_table_ddl(include_str!(
+                "../../migrations/postgres/0001_user_events.sql"
+            )))
+            .execute(&pool)
+            .await
+            .map_err(|e| format!("{name}: cannot create bench_raw: {e}"))?;
+            let workers = (0..concurrency)
+                .map(|_| RawPg {
+                    pool: pool.clone(),
+                    row: RawRow::new(),
+                })
+                .collect();
+            let m = measure(&raw_label, plan, workers).await?;
+            (m, "BEGIN; INSERT one row INTO bench_raw; COMMIT")
+        }
+        Engine::Sqlite => {
+            let pool = db
+                .sqlite_pool()
+                .ok_or("sqlite database without a SQLite pool")?
+                .clone();
+            sqlx::raw_sql(&raw_table_ddl(include_str!(
+                "../../migrations/sqlite/0001_user_events.sql"
+            )))
+            .execute(&pool)
+            .await
+            .map_err(|e| format!("{name}: cannot create bench_raw: {e}"))?;
+            let workers = (0..concurrency)
+                .map(|_| RawSqlite {
+                    pool: pool.clone(),
+                    row: RawRow::new(),
+                })
+                .collect();
+            let m = measure(&raw_label, plan, workers).await?;
+            (m, "BEGIN IMMEDIATE; INSERT one row INTO bench_raw; COMMIT")
+        }
+    };
+
+    let workers = (0..concurrency)
+        .map(|_| StoreAppender {
+            store: db.store.clone(),
+            aggregate_id: Uuid::now_v7(),
+            version: 0,
+        })
+        .collect();
+    let store = measure(&format!("{name} store"), plan, workers).await?;
+
+    Ok(BackendReport {
+        backend: name,
+        raw_operation,
+        store_operation: "EventStore::append of one event to the task's own aggregate",
+        store_to_raw: ratio(store.per_sec, raw.per_sec),
+        raw,
+        store,
+    })
+}
+
+/// The events table's own migration, retargeted at `bench_raw`, so the baseline table has
+/// exactly the shape (columns, types, constraints, indexes) the store writes to.
+fn raw_table_ddl(user_events_migration: &str) -> String {
+    user_events_migration.replace("user_events", "bench_raw")
+}
+
+const RAW_INSERT: &str = "INSERT INTO bench_raw (event_id, aggregate_id, aggregate_type, version, \
+     event_type, schema_version, payload, correlation_id, causation_id, actor_id, request_id, \
+     recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// The next row one raw task writes: the values the store would write for the same event.
+struct RawRow {
+    aggregate_id: Uuid,
+    version: i64,
+}
+
+impl RawRow {
+    fn new() -> Self {
+        RawRow {
+            aggregate_id: Uuid::now_v7(),
+            version: 0,
+        }
+    }
+}
+
+fn login_failed() -> UserEvent {
+    UserEvent::LoginFailed(LoginFailed {
+        failed_at: Utc::now(),
+    })
+}
+
+/// Binds one row of the events table's shape to `RAW_INSERT`; a macro because the two
+/// backends' query types differ.
+macro_rules! bind_row {
+    ($row:expr) => {{
+        let event = login_failed();
+        sqlx::query(RAW_INSERT)
+            .bind(Uuid::now_v7())
+            .bind($row.aggregate_id)
+            .bind("user")
+            .bind($row.version + 1)
+            .bind(event.event_type())
+            .bind(event.schema_version())
+            .bind(event.to_payload())
+            .bind(Uuid::now_v7())
+            .bind(None::<Uuid>)
+            .bind(None::<Uuid>)
+            .bind(None::<String>)
+            .bind(Utc::now())
+    }};
+}
+
+struct RawPg {
+    pool: PgPool,
+    row: RawRow,
+}
+
+impl Worker for RawPg {
+    async fn op(&mut self) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        bind_row!(self.row).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.row.version += 1;
+        Ok(())
+    }
+}
+
+struct RawSqlite {
+    pool: SqlitePool,
+    row: RawRow,
+}
+
+impl Worker for RawSqlite {
+    async fn op(&mut self) -> Result<(), Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        bind_row!(self.row).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.row.version += 1;
+        Ok(())
+    }
+}
+
+struct StoreAppender {
+    store: EventStore,
+    aggregate_id: Uuid,
+    version: i64,
+}
+
+impl Worker for StoreAppender {
+    async fn op(&mut self) -> Result<(), Error> {
+        let metadata = EventMetadata {
+            correlation_id: Uuid::now_v7(),
+            ..EventMetadata::default()
+        };
+        self.store
+            .append(
+                vec![(self.aggregate_id, "user", self.version, vec![login_failed()])],
+                metadata,
+            )
+            .await?;
+        self.version += 1;
+        Ok(())
+    }
+}
+
+fn print_table(report: &Report) {
+    println!(
+        "append: concurrency {}, {} s warm-up then {} s measured per row; {}",
+        report.concurrency, report.warmup_secs, report.duration_secs, report.order
+    );
+    println!();
+    println!(
+        "{:<9} {:<6} {:>12} {:>9} {:>9} {:>9}  {:>9}",
+        "backend", "path", "events/s", "p50 ms", "p99 ms", "max ms", "store/raw"
+    );
+    for b in &report.backends {
+        for (path, m, vs) in [
+            ("raw", &b.raw, String::new()),
+            (
+                "store",
+                &b.store,
+                b.store_to_raw
+                    .map(|r| format!("{r:.2}x"))
+                    .unwrap_or_else(|| "n/a".to_owned()),
+            ),
+        ] {
+            println!(
+                "{:<9} {:<6} {:>12.0} {:>9.3} {:>9.3} {:>9.3}  {:>9}",
+                b.backend, path, m.per_sec, m.latency.p50_ms, m.latency.p99_ms, m.latency.max_ms, vs
+            );
+        }
+    }
+    println!();
+    for b in &report.backends {
+        println!("{} raw:   {}", b.backend, b.raw_operation);
+    }
+    if let Some(b) = report.backends.first() {
+        println!("store: {}", b.store_operation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_table_mirrors_the_events_table() {
+        for ddl in [
+            raw_table_ddl(include_str!(
+                "../../migrations/postgres/0001_user_events.sql"
+            )),
+            raw_table_ddl(include_str!("../../migrations/sqlite/0001_user_events.sql")),
+        ] {
+            assert!(ddl.contains("CREATE TABLE bench_raw"));
+            assert!(!ddl.contains("user_events"));
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Figures of one measurement: rate over the measured window and latency percentiles, plus the
+//! ratio against a raw baseline.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What one measurement produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// Operations completed inside the measured window (warm-up excluded).
+    pub ops: u64,
+    /// Length of the measured window.
+    pub seconds: f64,
+    /// `ops / seconds`.
+    pub per_sec: f64,
+    pub latency: Latency,
+}
+
+/// Latency of the operations completed inside the measured window, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Measurement {
+    /// Summarises the latencies of `window`'s operations (in any order).
+    pub fn new(mut latencies: Vec<Duration>, window: Duration) -> Measurement {
+        latencies.sort_unstable();
+        let ops = latencies.len() as u64;
+        let seconds = window.as_secs_f64();
+        Measurement {
+            ops,
+            seconds,
+            per_sec: if seconds > 0.0 {
+                ops as f64 / seconds
+            } else {
+                0.0
+            },
+            latency: Latency {
+                p50_ms: ms(percentile(&latencies, 50.0)),
+                p99_ms: ms(percentile(&latencies, 99.0)),
+                max_ms: ms(latencies.last().copied().unwrap_or_default()),
+            },
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted samples (zero when there are none).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// `measured / raw`, or `None` when the raw baseline did nothing.
+pub fn ratio(measured: f64, raw: f64) -> Option<f64> {
+    (raw > 0.0).then(|| measured / raw)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms_samples(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|&m| Duration::from_millis(m)).collect()
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s = ms_samples(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(percentile(&s, 50.0), Duration::from_millis(5));
+        assert_eq!(percentile(&s, 99.0), Duration::from_millis(10));
+        assert_eq!(percentile(&s, 0.0), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn measurement_rate_and_ratio() {
+        let m = Measurement::new(ms_samples(&[3, 1, 2, 4]), Duration::from_secs(2));
+        assert_eq!(m.ops, 4);
+        assert_eq!(m.per_sec, 2.0);
+        assert_eq!(m.latency.max_ms, 4.0);
+        assert_eq!(ratio(3.0, 2.0), Some(1.5));
+        assert_eq!(ratio(3.0, 0.0), None);
+    }
+}

@@ -1,0 +1,94 @@
+//! `user_directory`: one row per registered user (id, username, display name, status, picture,
+//! active flag, timestamps). Serves profile reads and lets other domains check that a user
+//! they reference exists and is active — by id, never by joining the user domain's tables.
+
+use async_trait::async_trait;
+use nova_event_schemas::user::UserEvent;
+use nova_event_schemas::Domain;
+use nova_infra::store::RecordedEvent;
+use sqlx::{Any, Transaction};
+
+use crate::{Projection, ProjectionError};
+
+pub struct UserDirectory;
+
+pub const NAME: &str = "user_directory";
+
+/// Timestamps are stored as fixed-width RFC 3339 text so they sort and compare as strings on
+/// both engines.
+pub fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+#[async_trait]
+impl Projection for UserDirectory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn domains(&self) -> &'static [Domain] {
+        &[Domain::User]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let user_id = event.aggregate_id.to_string();
+        let at = ts(event.recorded_at);
+        match event.decode::<UserEvent>()? {
+            UserEvent::Registered(e) => {
+                sqlx::query(
+                    "INSERT INTO user_directory (user_id, username, display_name, status, \
+                         profile_picture_url, active, created_at, updated_at, last_version) \
+                     VALUES ($1, $2, $3, NULL, NULL, 1, $4, $4, $5) \
+                     ON CONFLICT (user_id) DO NOTHING",
+                )
+                .bind(&user_id)
+                .bind(&e.username)
+                .bind(&e.display_name)
+                .bind(ts(e.registered_at))
+                .bind(event.version)
+                .execute(&mut **tx)
+                .await?;
+            }
+            UserEvent::ProfileUpdated(e) => {
+                sqlx::query(
+                    "UPDATE user_directory SET display_name = $2, status = $3, \
+                         profile_picture_url = $4, updated_at = $5, last_version = $6 \
+                     WHERE user_id = $1 AND last_version < $6",
+                )
+                .bind(&user_id)
+                .bind(&e.display_name)
+                .bind(&e.status)
+                .bind(&e.profile_picture_url)
+                .bind(ts(e.updated_at))
+                .bind(event.version)
+                .execute(&mut **tx)
+                .await?;
+            }
+            UserEvent::Deactivated(_) => {
+                sqlx::query(
+                    "UPDATE user_directory SET active = 0, updated_at = $2, last_version = $3 \
+                     WHERE user_id = $1 AND last_version < $3",
+                )
+                .bind(&user_id)
+                .bind(&at)
+                .bind(event.version)
+                .execute(&mut **tx)
+                .await?;
+            }
+            // Credentials and sessions are not part of the directory.
+            UserEvent::UsernameClaimed(_)
+            | UserEvent::PasswordChanged(_)
+            | UserEvent::PasswordRehashed(_)
+            | UserEvent::LoginFailed(_)
+            | UserEvent::Locked(_)
+            | UserEvent::SessionStarted(_)
+            | UserEvent::SessionRefreshed(_)
+            | UserEvent::SessionRevoked(_) => {}
+        }
+        Ok(())
+    }
+}

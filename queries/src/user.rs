@@ -1,0 +1,71 @@
+//! Reads of the `user_directory` projection.
+
+use serde::Serialize;
+use sqlx::AnyPool;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::QueryError;
+
+/// A user's public profile.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
+pub struct Profile {
+    pub user_id: Uuid,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub status: Option<String>,
+    pub profile_picture_url: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+    /// Follower and following counts come from the follow domain's projection once that
+    /// domain exists; until then they are 0.
+    pub followers: i64,
+    pub following: i64,
+}
+
+type Row = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+);
+
+/// An active user's profile; deactivated users are not publicly visible.
+pub async fn active_profile(pool: &AnyPool, user_id: Uuid) -> Result<Option<Profile>, QueryError> {
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT user_id, username, display_name, status, profile_picture_url, created_at, \
+                updated_at \
+         FROM user_directory WHERE user_id = $1 AND active = 1",
+    )
+    .bind(user_id.to_string())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|r| {
+        Some(Profile {
+            user_id: Uuid::parse_str(&r.0).ok()?,
+            username: r.1,
+            display_name: r.2,
+            status: r.3,
+            profile_picture_url: r.4,
+            created_at: r.5,
+            updated_at: r.6,
+            followers: 0,
+            following: 0,
+        })
+    }))
+}
+
+/// Whether `user_id` exists and is active — the check other domains make before referencing
+/// a user.
+pub async fn is_active(pool: &AnyPool, user_id: Uuid) -> Result<bool, QueryError> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT active FROM user_directory WHERE user_id = $1")
+            .bind(user_id.to_string())
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.is_some_and(|r| r.0 == 1))
+}

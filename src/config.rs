@@ -1,0 +1,164 @@
+//! Command line and configuration: every setting is a flag with an `NOVA_*` environment
+//! variable behind it, and a default that runs out of the box (embedded SQLite under
+//! `./nova-data`).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+#[derive(Debug, Parser)]
+#[command(name = "nova", version, about = "Nova: event-sourced social backend")]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Event store and read models. Default: a SQLite file in the data directory.
+    #[arg(long, env = "NOVA_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Where the embedded database and generated secrets live.
+    #[arg(long, env = "NOVA_DATA_DIR", default_value = "nova-data", global = true)]
+    pub data_dir: PathBuf,
+    /// Print machine-readable JSON instead of a human summary (ops commands).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl DbArgs {
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("nova.db").display()),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        let u = self.url();
+        u.starts_with("postgres://") || u.starts_with("postgresql://")
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API with its projectors (applies migrations first).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administrative commands.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "NOVA_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// HMAC secret for access tokens. Required with PostgreSQL; generated and kept in the data
+    /// directory in embedded mode.
+    #[arg(long, env = "NOVA_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+    /// argon2id memory cost in KiB.
+    #[arg(long, env = "NOVA_ARGON2_MEMORY_KIB", default_value_t = 19 * 1024)]
+    pub argon2_memory_kib: u32,
+    #[arg(long, env = "NOVA_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+    #[arg(long, env = "NOVA_ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+    /// Largest accepted request body.
+    #[arg(long, env = "NOVA_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Access token lifetime.
+    #[arg(long, env = "NOVA_ACCESS_TTL_SECS", default_value_t = 15 * 60)]
+    pub access_ttl_secs: i64,
+    /// Refresh token lifetime.
+    #[arg(long, env = "NOVA_REFRESH_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_ttl_secs: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Import an account from a legacy system (unsalted SHA-256 password hash); its hash is
+    /// upgraded to argon2id at the first successful login.
+    ImportUser {
+        username: String,
+        /// SHA-256 of the password, 64 hex characters.
+        #[arg(long)]
+        sha256: String,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+}
+
+/// Minimum length of a configured JWT secret (HS256 wants ≥ 256 bits).
+pub const MIN_JWT_SECRET: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("NOVA_JWT_SECRET is required when NOVA_DATABASE_URL points at PostgreSQL")]
+    JwtSecretRequired,
+    #[error("NOVA_JWT_SECRET must be at least {MIN_JWT_SECRET} characters")]
+    JwtSecretTooShort,
+    #[error("cannot read or write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The JWT secret: configured, or (embedded mode only) generated once and kept in
+/// `<data_dir>/jwt-secret` with owner-only permissions.
+pub fn jwt_secret(db: &DbArgs, configured: Option<SecretString>) -> Result<SecretString, ConfigError> {
+    use secrecy::ExposeSecret;
+    if let Some(s) = configured {
+        if s.expose_secret().len() < MIN_JWT_SECRET {
+            return Err(ConfigError::JwtSecretTooShort);
+        }
+        return Ok(s);
+    }
+    if db.is_postgres() {
+        return Err(ConfigError::JwtSecretRequired);
+    }
+    load_or_create_secret(&db.data_dir.join("jwt-secret"))
+}
+
+fn load_or_create_secret(path: &Path) -> Result<SecretString, ConfigError> {
+    let io = |source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().len() >= MIN_JWT_SECRET => return Ok(SecretString::from(s.trim().to_owned())),
+        Ok(_) | Err(_) => {}
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let secret = hex::encode(bytes);
+    write_private(path, &secret).map_err(io)?;
+    Ok(SecretString::from(secret))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
