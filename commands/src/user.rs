@@ -344,6 +344,11 @@ impl UserCommands {
         })
     }
 
+    /// The user a validly signed, unexpired access token names (no session check).
+    pub fn token_subject(&self, token: &str) -> Option<Uuid> {
+        self.tokens.verify_access(token).map(|c| c.sub)
+    }
+
     /// Verifies an access token and that its session is still active (not logged out,
     /// revoked by a password change, or ended by deactivation).
     pub async fn authenticate(&self, token: &str) -> std::result::Result<Authenticated, AuthError> {

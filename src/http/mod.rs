@@ -1,0 +1,141 @@
+//! HTTP router assembly: one router per domain (`user`, …), system routes, and the layers every
+//! request passes through (request id, tracing, body limit, idempotency).
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::Router;
+use nova_commands::user::UserCommands;
+use nova_infra::db::Database;
+use nova_projections::Checkpoints;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod user;
+
+use error::AppError;
+use extract::{Json, REQUEST_ID};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub users: UserCommands,
+    pub checkpoints: Checkpoints,
+    pub max_body_bytes: usize,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Nova", description = "Event-sourced social backend. See API.md."),
+    modifiers(&BearerAuth),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(user::router())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api_router().split_for_parts();
+    let doc = std::sync::Arc::new(doc);
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json((*doc).clone()) }
+        }),
+    )
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        idempotency::middleware,
+    ))
+    .layer(DefaultBodyLimit::max(state.max_body_bytes))
+    .layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                    let rid = req
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %rid)
+                }),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+    )
+    .with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed(method: Method) -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on this route"),
+    )
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The event store (and NATS, when configured) is reachable.
+#[utoipa::path(get, path = "/readyz", tag = "system",
+    responses((status = 200, body = Health), (status = 503, body = error::ErrorBody)))]
+async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
+    match tokio::time::timeout(Duration::from_secs(2), state.db.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
+        Ok(Err(e)) => Err(AppError::unavailable(e)),
+        Err(_) => Err(AppError::unavailable("event store ping timed out")),
+    }
+}

@@ -1,0 +1,341 @@
+//! Routes of the `user` domain (API.md "Identity"): accounts, profiles and sessions.
+//! Handlers are thin: parse, build the command context, call the command service or a query,
+//! map the result.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{AppendHeaders, IntoResponse};
+use nova_commands::user::{IssuedTokens, ProfilePatch};
+use nova_event_schemas::Domain;
+use nova_projections::user_directory;
+use nova_queries::user::{self as users, Profile};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::error::{AppError, ErrorBody};
+use super::extract::{position_header, wait_for, Auth, Ctx, Json, MinPosition, Path};
+use super::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(me, update_me, deactivate_me))
+        .routes(routes!(profile))
+        .routes(routes!(change_password))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// 3–32 characters of `[a-z0-9_]`, unique regardless of case.
+    username: String,
+    /// 8–128 characters.
+    password: String,
+    display_name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    user_id: Uuid,
+}
+
+/// Register an account.
+#[utoipa::path(post, path = "/v1/users", tag = "identity", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "registered", body = Registered),
+        (status = 400, description = "malformed body or invalid field", body = ErrorBody),
+        (status = 409, description = "username taken", body = ErrorBody),
+    ))]
+async fn register(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    Json(req): Json<RegisterRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let (user_id, position) = state
+        .users
+        .register(
+            &ctx,
+            &req.username,
+            SecretString::from(req.password),
+            req.display_name,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        AppendHeaders(position_header(Domain::User, Some(position))),
+        Json(Registered { user_id }),
+    ))
+}
+
+/// The caller's own profile. Always reflects the caller's own latest writes.
+#[utoipa::path(get, path = "/v1/users/me", tag = "identity", security(("bearer" = [])),
+    responses(
+        (status = 200, body = Profile),
+        (status = 401, body = ErrorBody),
+        (status = 503, description = "the directory is lagging", body = ErrorBody),
+    ))]
+async fn me(State(state): State<AppState>, auth: Auth) -> Result<Json<Profile>, AppError> {
+    wait_for(&state, user_directory::NAME, Domain::User, auth.0.last_position).await?;
+    users::active_profile(&state.db.any, auth.0.user_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| AppError::not_found("user"))
+}
+
+/// A user's public profile. Deactivated users are not found.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "identity",
+    params(("id" = Uuid, Path, description = "user id"),
+           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. user:42")),
+    responses(
+        (status = 200, body = Profile),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+async fn profile(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    min: MinPosition,
+) -> Result<Json<Profile>, AppError> {
+    min.wait(&state, user_directory::NAME, &[Domain::User]).await?;
+    users::active_profile(&state.db.any, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| AppError::not_found("user"))
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProfileRequest {
+    /// Absent: unchanged; `null` or empty: cleared. At most 64 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    display_name: Option<Option<String>>,
+    /// At most 280 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    status: Option<Option<String>>,
+    /// An http(s) URL.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    profile_picture_url: Option<Option<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpdatedProfile {
+    user_id: Uuid,
+    username: String,
+    display_name: Option<String>,
+    status: Option<String>,
+    profile_picture_url: Option<String>,
+    version: i64,
+}
+
+/// Update the caller's profile.
+#[utoipa::path(patch, path = "/v1/users/me", tag = "identity", security(("bearer" = [])),
+    request_body = UpdateProfileRequest,
+    responses(
+        (status = 200, body = UpdatedProfile),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ))]
+async fn update_me(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    Json(req): Json<UpdateProfileRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let ctx = auth.context(&headers);
+    let (s, done) = state
+        .users
+        .update_profile(
+            &ctx,
+            auth.0,
+            ProfilePatch {
+                display_name: req.display_name,
+                status: req.status,
+                profile_picture_url: req.profile_picture_url,
+            },
+        )
+        .await?;
+    Ok((
+        AppendHeaders(position_header(Domain::User, done.position)),
+        Json(UpdatedProfile {
+            user_id: auth.0.user_id,
+            username: s.username,
+            display_name: s.display_name,
+            status: s.status,
+            profile_picture_url: s.profile_picture_url,
+            version: done.version,
+        }),
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Version {
+    version: i64,
+}
+
+/// Deactivate the caller's account (soft delete). All sessions end; the profile disappears
+/// from public reads; other domains clean up through the `user.deactivated` event.
+#[utoipa::path(delete, path = "/v1/users/me", tag = "identity", security(("bearer" = [])),
+    responses((status = 200, body = Version), (status = 401, body = ErrorBody)))]
+async fn deactivate_me(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let done = state
+        .users
+        .deactivate(&auth.context(&headers), auth.0)
+        .await?;
+    Ok((
+        AppendHeaders(position_header(Domain::User, done.position)),
+        Json(Version {
+            version: done.version,
+        }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    current_password: String,
+    /// 8–128 characters.
+    new_password: String,
+}
+
+/// Change the caller's password; every other session is revoked.
+#[utoipa::path(post, path = "/v1/users/me/password", tag = "identity", security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 200, body = Version),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "wrong current password", body = ErrorBody),
+    ))]
+async fn change_password(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    Json(req): Json<ChangePasswordRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let done = state
+        .users
+        .change_password(
+            &auth.context(&headers),
+            auth.0,
+            SecretString::from(req.current_password),
+            SecretString::from(req.new_password),
+        )
+        .await?;
+    Ok((
+        AppendHeaders(position_header(Domain::User, done.position)),
+        Json(Version {
+            version: done.version,
+        }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenPair {
+    access_token: String,
+    refresh_token: String,
+    /// Seconds until the access token expires.
+    expires_in: i64,
+    user_id: Uuid,
+}
+
+fn token_response(t: IssuedTokens) -> impl IntoResponse {
+    (
+        AppendHeaders(position_header(Domain::User, t.position)),
+        // Tokens must never be cached by intermediaries.
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(TokenPair {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token.expose_secret().to_owned(),
+            expires_in: t.expires_in,
+            user_id: t.user_id,
+        }),
+    )
+}
+
+/// Log in. Unknown user and wrong password get the same answer in the same time; five
+/// failures within 15 minutes lock the account for 15 minutes.
+#[utoipa::path(post, path = "/v1/sessions", tag = "identity", request_body = LoginRequest,
+    responses(
+        (status = 200, body = TokenPair),
+        (status = 400, body = ErrorBody),
+        (status = 401, description = "invalid_credentials", body = ErrorBody),
+        (status = 429, description = "account_locked", body = ErrorBody),
+    ))]
+async fn login(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    Json(req): Json<LoginRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let t = state
+        .users
+        .login(&ctx, &req.username, SecretString::from(req.password))
+        .await?;
+    Ok(token_response(t))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// Exchange a refresh token for a new pair. The old refresh token stops working; presenting it
+/// again revokes the whole session.
+#[utoipa::path(post, path = "/v1/sessions/refresh", tag = "identity", request_body = RefreshRequest,
+    responses(
+        (status = 200, body = TokenPair),
+        (status = 400, body = ErrorBody),
+        (status = 401, description = "invalid_refresh_token or refresh_token_reused", body = ErrorBody),
+    ))]
+async fn refresh(
+    State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    Json(req): Json<RefreshRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let t = state.users.refresh(&ctx, &req.refresh_token).await?;
+    Ok(token_response(t))
+}
+
+/// Log out: revokes this session's refresh token and access.
+#[utoipa::path(delete, path = "/v1/sessions/current", tag = "identity", security(("bearer" = [])),
+    responses((status = 200, body = Version), (status = 401, body = ErrorBody)))]
+async fn logout(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let done = state.users.logout(&auth.context(&headers), auth.0).await?;
+    Ok((
+        AppendHeaders(position_header(Domain::User, done.position)),
+        Json(Version {
+            version: done.version,
+        }),
+    ))
+}
