@@ -63,7 +63,10 @@ impl Application {
                 )));
             }
         }
-        tasks.push(tokio::spawn(purge_idempotency_keys(db.any.clone(), stop_rx)));
+        tasks.push(tokio::spawn(purge_idempotency_keys(
+            db.any.clone(),
+            stop_rx,
+        )));
 
         let state = AppState {
             db: db.clone(),
@@ -87,7 +90,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests, stops the
     /// background tasks and closes the database.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -22,7 +22,12 @@ pub struct DbArgs {
     #[arg(long, env = "NOVA_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Where the embedded database and generated secrets live.
-    #[arg(long, env = "NOVA_DATA_DIR", default_value = "nova-data", global = true)]
+    #[arg(
+        long,
+        env = "NOVA_DATA_DIR",
+        default_value = "nova-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Print machine-readable JSON instead of a human summary (ops commands).
     #[arg(long, global = true)]
@@ -112,7 +117,10 @@ pub enum ConfigError {
 
 /// The JWT secret: configured, or (embedded mode only) generated once and kept in
 /// `<data_dir>/jwt-secret` with owner-only permissions.
-pub fn jwt_secret(db: &DbArgs, configured: Option<SecretString>) -> Result<SecretString, ConfigError> {
+pub fn jwt_secret(
+    db: &DbArgs,
+    configured: Option<SecretString>,
+) -> Result<SecretString, ConfigError> {
     use secrecy::ExposeSecret;
     if let Some(s) = configured {
         if s.expose_secret().len() < MIN_JWT_SECRET {
@@ -132,7 +140,9 @@ fn load_or_create_secret(path: &Path) -> Result<SecretString, ConfigError> {
         source,
     };
     match std::fs::read_to_string(path) {
-        Ok(s) if s.trim().len() >= MIN_JWT_SECRET => return Ok(SecretString::from(s.trim().to_owned())),
+        Ok(s) if s.trim().len() >= MIN_JWT_SECRET => {
+            return Ok(SecretString::from(s.trim().to_owned()))
+        }
         Ok(_) | Err(_) => {}
     }
     if let Some(dir) = path.parent() {

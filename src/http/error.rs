@@ -63,7 +63,11 @@ impl AppError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        AppError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn unauthorized() -> Self {
@@ -234,19 +238,25 @@ impl From<UserCommandError> for AppError {
                 "the refresh token was already used; the session has been revoked",
             ),
             UserCommandError::Domain(d) => match d {
-                UserError::UsernameTaken => {
-                    AppError::new(S::CONFLICT, "username_taken", "the username is already taken")
-                }
+                UserError::UsernameTaken => AppError::new(
+                    S::CONFLICT,
+                    "username_taken",
+                    "the username is already taken",
+                ),
                 UserError::AlreadyRegistered => {
                     AppError::new(S::CONFLICT, "already_registered", d.to_string())
                 }
                 UserError::NotFound => AppError::not_found("user"),
-                UserError::Deactivated => {
-                    AppError::new(S::UNPROCESSABLE_ENTITY, "account_deactivated", d.to_string())
-                }
-                UserError::WrongPassword => {
-                    AppError::new(S::FORBIDDEN, "wrong_password", "the current password is wrong")
-                }
+                UserError::Deactivated => AppError::new(
+                    S::UNPROCESSABLE_ENTITY,
+                    "account_deactivated",
+                    d.to_string(),
+                ),
+                UserError::WrongPassword => AppError::new(
+                    S::FORBIDDEN,
+                    "wrong_password",
+                    "the current password is wrong",
+                ),
                 UserError::SessionInactive => AppError::invalid_token(),
                 UserError::Locked { .. }
                 | UserError::InvalidRefreshToken
@@ -270,7 +280,10 @@ mod tests {
 
     #[test]
     fn finds_the_field_in_serde_messages() {
-        assert_eq!(field_of("missing field `username` at line 1 column 2"), "username");
+        assert_eq!(
+            field_of("missing field `username` at line 1 column 2"),
+            "username"
+        );
         assert_eq!(
             field_of("password: invalid type: integer `5`, expected a string at line 1"),
             "password"

@@ -82,7 +82,13 @@ async fn register(
         (status = 503, description = "the directory is lagging", body = ErrorBody),
     ))]
 async fn me(State(state): State<AppState>, auth: Auth) -> Result<Json<Profile>, AppError> {
-    wait_for(&state, user_directory::NAME, Domain::User, auth.0.last_position).await?;
+    wait_for(
+        &state,
+        user_directory::NAME,
+        Domain::User,
+        auth.0.last_position,
+    )
+    .await?;
     users::active_profile(&state.db.any, auth.0.user_id)
         .await?
         .map(Json)
@@ -104,7 +110,8 @@ async fn profile(
     Path(id): Path<Uuid>,
     min: MinPosition,
 ) -> Result<Json<Profile>, AppError> {
-    min.wait(&state, user_directory::NAME, &[Domain::User]).await?;
+    min.wait(&state, user_directory::NAME, &[Domain::User])
+        .await?;
     users::active_profile(&state.db.any, id)
         .await?
         .map(Json)

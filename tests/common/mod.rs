@@ -1,0 +1,182 @@
+//! Black-box test support: the real application on port 0 with its own fresh database, driven
+//! over real HTTP.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use nova::app::{Application, Settings};
+use nova_commands::user::credentials::Argon2Config;
+use nova_infra::db::{Database, Engine};
+use nova_infra::testing::TestDb;
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Runs a test body once per engine: `mod <name> { sqlite, postgres }`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$name(nova_infra::db::Engine::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$name(nova_infra::db::Engine::Postgres).await }
+        }
+    )+ };
+}
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub db: Database,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    // Dropped last: removes the database.
+    _testdb: TestDb,
+}
+
+/// Cheap argon2 parameters: tests check behaviour, not hashing cost.
+pub fn cheap_argon2() -> Argon2Config {
+    Argon2Config {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    }
+}
+
+pub async fn spawn(engine: Engine) -> TestApp {
+    spawn_with(engine, cheap_argon2(), 64 * 1024).await
+}
+
+pub async fn spawn_with(engine: Engine, argon2: Argon2Config, max_body_bytes: usize) -> TestApp {
+    let testdb = TestDb::new(engine).await;
+    let app = Application::build(Settings {
+        database_url: testdb.url.clone(),
+        listen: "127.0.0.1:0".into(),
+        jwt_secret: SecretString::from(SECRET),
+        argon2,
+        max_body_bytes,
+        access_ttl: chrono::Duration::minutes(15),
+        refresh_ttl: chrono::Duration::days(30),
+    })
+    .await
+    .expect("application starts");
+    let addr = app.local_addr().expect("bound");
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    let db = Database::connect(&testdb.url).await.expect("test db");
+    TestApp {
+        addr,
+        client: Client::new(),
+        db,
+        shutdown: Some(tx),
+        server: Some(server),
+        _testdb: testdb,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(self.url(path))
+    }
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.client.post(self.url(path))
+    }
+    pub fn patch(&self, path: &str) -> RequestBuilder {
+        self.client.patch(self.url(path))
+    }
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.client.delete(self.url(path))
+    }
+
+    pub async fn register(&self, username: &str) -> (Uuid, String) {
+        let res = self
+            .post("/v1/users")
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let pos = position(&res);
+        let body: Value = res.json().await.unwrap();
+        (body["user_id"].as_str().unwrap().parse().unwrap(), pos)
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.post("/v1/sessions")
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers and logs in; returns (user id, access token, refresh token).
+    pub async fn user(&self, username: &str) -> (Uuid, String, String) {
+        let (id, _) = self.register(username).await;
+        let res = self.login(username, PASSWORD).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        (
+            id,
+            body["access_token"].as_str().unwrap().to_owned(),
+            body["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+        self.db.close().await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn position(res: &Response) -> String {
+    res.headers()
+        .get("x-nova-position")
+        .expect("X-Nova-Position header")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Asserts status and error code; returns the error object.
+pub async fn expect_error(res: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(
+        res.status(),
+        status,
+        "unexpected status for expected {code}"
+    );
+    let body: Value = res.json().await.expect("error body is JSON");
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    body["error"].clone()
+}
