@@ -35,7 +35,7 @@ impl Measurement {
             ops,
             seconds,
             per_sec: if seconds > 0.0 {
-                ops as f64 / seconds
+                round(ops as f64 / seconds, 1)
             } else {
                 0.0
             },
@@ -59,11 +59,17 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// `measured / raw`, or `None` when the raw baseline did nothing.
 pub fn ratio(measured: f64, raw: f64) -> Option<f64> {
-    (raw > 0.0).then(|| measured / raw)
+    (raw > 0.0).then(|| round(measured / raw, 3))
 }
 
+/// Milliseconds, to the microsecond.
 fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    round(d.as_secs_f64() * 1000.0, 3)
+}
+
+fn round(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
 }
 
 #[cfg(test)]

@@ -58,8 +58,12 @@ pub async fn open_fresh(engine: Engine) -> Result<Fresh, Error> {
     if engine == Engine::Postgres {
         check_postgres().await?;
     }
-    // `TestDb` reports failures by panicking (it is made for tests); keep that inside a task.
-    let guard = tokio::spawn(TestDb::new(engine)).await.map_err(|e| {
+    // `TestDb` reports failures by panicking (it is made for tests): contain the panic in a
+    // task, and keep its report off stderr, since the message is returned as the error.
+    let quiet = QuietPanics::install();
+    let created = tokio::spawn(TestDb::new(engine)).await;
+    drop(quiet);
+    let guard = created.map_err(|e| {
         let why = match e.try_into_panic() {
             Ok(p) => p
                 .downcast_ref::<String>()
@@ -83,9 +87,33 @@ pub async fn open_fresh(engine: Engine) -> Result<Fresh, Error> {
     Ok(Fresh { db, _guard: guard })
 }
 
-/// Fails with a readable message when the PostgreSQL server is unreachable.
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+/// Silences the panic hook until dropped, then restores the previous one.
+struct QuietPanics(Option<PanicHook>);
+
+impl QuietPanics {
+    fn install() -> QuietPanics {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        QuietPanics(Some(previous))
+    }
+}
+
+impl Drop for QuietPanics {
+    fn drop(&mut self) {
+        if let Some(previous) = self.0.take() {
+            std::panic::set_hook(previous);
+        }
+    }
+}
+
+/// Fails with a readable message when the PostgreSQL server cannot be reached or refuses us.
 async fn check_postgres() -> Result<(), Error> {
     let url = postgres_admin_url();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("NOVA_TEST_POSTGRES_URL must start with postgres:// or postgresql://".into());
+    }
     let opts = PgConnectOptions::from_str(&url)
         .map_err(|e| format!("NOVA_TEST_POSTGRES_URL is not a PostgreSQL URL: {e}"))?;
     let shown = format!(
@@ -95,15 +123,15 @@ async fn check_postgres() -> Result<(), Error> {
         opts.get_port(),
         opts.get_database().unwrap_or("")
     );
-    let unreachable = |why: String| {
-        format!("PostgreSQL unreachable at {shown} (set NOVA_TEST_POSTGRES_URL): {why}")
+    let cannot = |why: String| {
+        format!("cannot connect to PostgreSQL at {shown} (set NOVA_TEST_POSTGRES_URL): {why}")
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, opts.connect()).await {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
             Ok(())
         }
-        Ok(Err(e)) => Err(unreachable(e.to_string()).into()),
-        Err(_) => Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")).into()),
+        Ok(Err(e)) => Err(cannot(e.to_string()).into()),
+        Err(_) => Err(cannot(format!("no answer within {CONNECT_TIMEOUT:?}")).into()),
     }
 }

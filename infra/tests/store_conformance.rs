@@ -139,14 +139,20 @@ async fn multi_stream_append_is_all_or_nothing(engine: Engine) {
     // `b` is at version 1, so this request must write neither stream.
     let err = db
         .store
-        .append(vec![(a, "user", 0, vec![ev()]), (b, "user", 0, vec![ev()])], meta())
+        .append(
+            vec![(a, "user", 0, vec![ev()]), (b, "user", 0, vec![ev()])],
+            meta(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { aggregate_id, .. } if aggregate_id == b));
     assert!(db.store.load(Domain::User, a, 0).await.unwrap().is_empty());
     let ok = db
         .store
-        .append(vec![(a, "user", 0, vec![ev()]), (b, "user", 1, vec![ev()])], meta())
+        .append(
+            vec![(a, "user", 0, vec![ev()]), (b, "user", 1, vec![ev()])],
+            meta(),
+        )
         .await
         .unwrap();
     assert_eq!(ok.versions, vec![(a, 1), (b, 2)]);
@@ -168,7 +174,11 @@ async fn sixteen_writers_on_one_aggregate(engine: Engine) {
     let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
-        let store = if w % 2 == 0 { db1.store.clone() } else { db2.store.clone() };
+        let store = if w % 2 == 0 {
+            db1.store.clone()
+        } else {
+            db2.store.clone()
+        };
         let conflicts = conflicts.clone();
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
@@ -276,13 +286,19 @@ async fn eight_writers_on_different_aggregates(engine: Engine) {
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     let mut per_aggregate: HashMap<Uuid, Vec<i64>> = HashMap::new();
     for e in &all {
-        per_aggregate.entry(e.aggregate_id).or_default().push(e.version);
+        per_aggregate
+            .entry(e.aggregate_id)
+            .or_default()
+            .push(e.version);
     }
     for id in &ids {
         assert_eq!(per_aggregate[id], (1..=EACH).collect::<Vec<_>>());
     }
     let stored: Vec<(i64, Uuid)> = all.iter().map(|e| (e.position, e.event_id)).collect();
-    assert_eq!(tailed, stored, "the tailing reader missed or repeated events");
+    assert_eq!(
+        tailed, stored,
+        "the tailing reader missed or repeated events"
+    );
     let unique: BTreeSet<Uuid> = all.iter().map(|e| e.event_id).collect();
     assert_eq!(unique.len(), all.len());
     db.close().await;
@@ -362,7 +378,10 @@ async fn reader_never_skips_a_late_commit(engine: Engine) {
         )
         .await
         .unwrap();
-    assert!(visible.is_empty(), "reader saw {visible:?} past an open append");
+    assert!(
+        visible.is_empty(),
+        "reader saw {visible:?} past an open append"
+    );
 
     release.send(()).unwrap();
     let held = held.await.unwrap().unwrap();

@@ -10,9 +10,11 @@ use nova_event_schemas::Domain;
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::watch;
 
+type Watches = HashMap<(String, Domain), watch::Sender<i64>>;
+
 #[derive(Clone, Default)]
 pub struct Checkpoints {
-    watches: Arc<Mutex<HashMap<(String, Domain), watch::Sender<i64>>>>,
+    watches: Arc<Mutex<Watches>>,
 }
 
 /// Outcome of waiting for a projection to reach a position.
@@ -42,7 +44,12 @@ impl Checkpoints {
         });
     }
 
-    pub async fn load(&self, pool: &AnyPool, name: &str, domain: Domain) -> Result<i64, sqlx::Error> {
+    pub async fn load(
+        &self,
+        pool: &AnyPool,
+        name: &str,
+        domain: Domain,
+    ) -> Result<i64, sqlx::Error> {
         let row: Option<(i64,)> = sqlx::query_as(
             "SELECT position FROM projection_checkpoints WHERE projection = $1 AND domain = $2",
         )
@@ -104,7 +111,9 @@ impl Checkpoints {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.sender(name, domain).subscribe();
         loop {
-            if *rx.borrow_and_update() >= position || self.load(pool, name, domain).await? >= position {
+            if *rx.borrow_and_update() >= position
+                || self.load(pool, name, domain).await? >= position
+            {
                 return Ok(Caught::Up);
             }
             let now = tokio::time::Instant::now();

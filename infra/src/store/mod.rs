@@ -182,13 +182,23 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// A domain's events in position order.
-    async fn read(&self, domain: Domain, filter: &ReadFilter)
-        -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read(
+        &self,
+        domain: Domain,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// The highest committed position of a domain (0 when empty).
     async fn head(&self, domain: Domain) -> Result<i64, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Batches of one domain this process may have in flight at once. They still commit one
+    /// at a time (the domain lock); a second one lets the next batch's BEGIN and lock request
+    /// overlap the previous batch's commit flush.
+    fn batches_in_flight(&self) -> usize {
+        1
+    }
 
     /// Test hook: appends one request in its own transaction, signals `written` once its rows
     /// are inserted (the domain's append lock is held from then on) and waits for `release`
@@ -266,12 +276,7 @@ impl EventStore {
         for domain in Domain::ALL {
             let (tx, rx) = mpsc::channel::<Pending>(4 * MAX_BATCH);
             let (head_tx, _) = watch::channel(0i64);
-            tokio::spawn(run_appender(
-                backend.clone(),
-                domain,
-                rx,
-                head_tx.clone(),
-            ));
+            tokio::spawn(run_appender(backend.clone(), domain, rx, head_tx.clone()));
             appenders.insert(domain, tx);
             heads.insert(domain, head_tx);
         }
@@ -294,20 +299,22 @@ impl EventStore {
     ) -> Result<Appended, StoreError> {
         let streams = streams
             .into_iter()
-            .map(|(aggregate_id, aggregate_type, expected_version, events)| StreamAppend {
-                aggregate_id,
-                aggregate_type: aggregate_type.to_owned(),
-                expected_version,
-                events: events
-                    .iter()
-                    .map(|e| NewEvent {
-                        event_id: Uuid::now_v7(),
-                        event_type: e.event_type().to_owned(),
-                        schema_version: e.schema_version(),
-                        payload: e.to_payload(),
-                    })
-                    .collect(),
-            })
+            .map(
+                |(aggregate_id, aggregate_type, expected_version, events)| StreamAppend {
+                    aggregate_id,
+                    aggregate_type: aggregate_type.to_owned(),
+                    expected_version,
+                    events: events
+                        .iter()
+                        .map(|e| NewEvent {
+                            event_id: Uuid::now_v7(),
+                            event_type: e.event_type().to_owned(),
+                            schema_version: e.schema_version(),
+                            payload: e.to_payload(),
+                        })
+                        .collect(),
+                },
+            )
             .collect();
         self.append_raw(
             E::DOMAIN,
@@ -381,32 +388,53 @@ async fn run_appender(
     mut rx: mpsc::Receiver<Pending>,
     head: watch::Sender<i64>,
 ) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let requests: Vec<AppendRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
-        match backend.append_batch(domain, &requests).await {
-            Ok(results) => {
-                let mut max = 0;
-                for ((_, reply), result) in batch.drain(..).zip(results) {
-                    if let Ok(a) = &result {
-                        max = max.max(a.last_position);
-                    }
-                    let _ = reply.send(result);
+    let slots = Arc::new(tokio::sync::Semaphore::new(backend.batches_in_flight()));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let backend = backend.clone();
+        let head = head.clone();
+        tokio::spawn(async move {
+            commit_batch(&*backend, domain, batch, &head).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn commit_batch(
+    backend: &dyn Backend,
+    domain: Domain,
+    batch: Vec<Pending>,
+    head: &watch::Sender<i64>,
+) {
+    let requests: Vec<AppendRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
+    match backend.append_batch(domain, &requests).await {
+        Ok(results) => {
+            let mut max = 0;
+            for ((_, reply), result) in batch.into_iter().zip(results) {
+                if let Ok(a) = &result {
+                    max = max.max(a.last_position);
                 }
-                if max > 0 {
-                    head.send_if_modified(|h| {
-                        let grew = max > *h;
-                        *h = (*h).max(max);
-                        grew
-                    });
-                }
+                let _ = reply.send(result);
             }
-            Err(e) => {
-                tracing::warn!(%domain, error = %e, "append batch failed");
-                let msg = e.to_string();
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
-                }
+            if max > 0 {
+                head.send_if_modified(|h| {
+                    let grew = max > *h;
+                    *h = (*h).max(max);
+                    grew
+                });
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%domain, error = %e, "append batch failed");
+            let msg = e.to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
             }
         }
     }

@@ -52,9 +52,12 @@ async fn write_batch(
         .map_err(StoreError::db)?;
 
     let ids = batch_aggregate_ids(batch);
+    // One backward index probe per aggregate on (aggregate_id, version); a MAX(...) with
+    // GROUP BY over `= ANY` degenerates into a scan of whole streams.
     let current: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(&format!(
-        "SELECT aggregate_id, MAX(version) FROM {table} \
-         WHERE aggregate_id = ANY($1) GROUP BY aggregate_id"
+        "SELECT a.id, v.version FROM UNNEST($1::uuid[]) AS a(id) \
+         CROSS JOIN LATERAL (SELECT version FROM {table} WHERE aggregate_id = a.id \
+                             ORDER BY version DESC LIMIT 1) v"
     ))
     .bind(&ids)
     .fetch_all(&mut **tx)
@@ -226,6 +229,10 @@ impl Backend for PgBackend {
         .await
         .map_err(StoreError::db)?;
         Ok(head.unwrap_or(0))
+    }
+
+    fn batches_in_flight(&self) -> usize {
+        2
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
