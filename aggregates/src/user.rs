@@ -157,7 +157,10 @@ impl Aggregate for User {
     type Event = UserEvent;
     type Error = UserError;
 
-    fn handle_command(state: &UserState, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+    fn handle_command(
+        state: &UserState,
+        command: UserCommand,
+    ) -> Result<Vec<UserEvent>, UserError> {
         if let UserCommand::Register {
             user_id,
             username,
@@ -210,8 +213,7 @@ impl Aggregate for User {
                         revoked_at: now,
                     })]);
                 }
-                if session.current_token_hash != presented_token_hash || now >= session.expires_at
-                {
+                if session.current_token_hash != presented_token_hash || now >= session.expires_at {
                     return Err(UserError::InvalidRefreshToken);
                 }
                 Ok(vec![UserEvent::SessionRefreshed(SessionRefreshed {

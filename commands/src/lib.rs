@@ -68,7 +68,10 @@ pub struct Loaded<S> {
 }
 
 /// Loads an aggregate by folding its events.
-pub async fn load<A>(store: &EventStore, id: Uuid) -> Result<Loaded<A::State>, CommandError<A::Error>>
+pub async fn load<A>(
+    store: &EventStore,
+    id: Uuid,
+) -> Result<Loaded<A::State>, CommandError<A::Error>>
 where
     A: Aggregate,
     A::Event: DomainEvent,

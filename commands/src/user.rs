@@ -155,7 +155,10 @@ impl UserCommands {
     ) -> Result<(Uuid, i64)> {
         validate_username(username)?;
         if !credentials::is_legacy_sha256(sha256_hex) {
-            return Err(invalid("password_hash", "must be 64 hex characters (SHA-256)"));
+            return Err(invalid(
+                "password_hash",
+                "must be 64 hex characters (SHA-256)",
+            ));
         }
         self.register_with_hash(ctx, username, sha256_hex.to_ascii_lowercase(), display_name)
             .await

@@ -263,7 +263,8 @@ mod tests {
             Verification::MatchLegacy
         );
         assert_eq!(
-            p.verify(SecretString::from("old secreT"), Some(legacy)).await,
+            p.verify(SecretString::from("old secreT"), Some(legacy))
+                .await,
             Verification::Mismatch
         );
         assert_eq!(
