@@ -22,6 +22,7 @@ use nova_event_schemas::{Domain, DomainEvent, EventMetadata};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+pub mod esrs_adapter;
 pub mod postgres;
 pub mod sqlite;
 
