@@ -62,19 +62,28 @@ impl Checkpoints {
         Ok(position)
     }
 
+    /// Reads the checkpoint inside the projection's transaction and locks its row until commit,
+    /// so two processes running the same projector cannot both apply one batch (a no-op upsert
+    /// takes the row lock on PostgreSQL and the write lock on SQLite, then returns the latest
+    /// committed value).
     pub async fn load_in(
         tx: &mut Transaction<'static, Any>,
         name: &str,
         domain: Domain,
     ) -> Result<i64, sqlx::Error> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT position FROM projection_checkpoints WHERE projection = $1 AND domain = $2",
+        let (position,): (i64,) = sqlx::query_as(
+            "INSERT INTO projection_checkpoints (projection, domain, position, updated_at) \
+             VALUES ($1, $2, 0, $3) \
+             ON CONFLICT (projection, domain) \
+               DO UPDATE SET position = projection_checkpoints.position \
+             RETURNING position",
         )
         .bind(name)
         .bind(domain.as_str())
-        .fetch_optional(&mut **tx)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .fetch_one(&mut **tx)
         .await?;
-        Ok(row.map_or(0, |r| r.0))
+        Ok(position)
     }
 
     pub async fn save_in(

@@ -157,8 +157,8 @@ pub async fn project_once(
         return Ok(false);
     }
     let mut tx = pool.begin().await?;
-    // Re-read the checkpoint inside the transaction: another projector process may have
-    // applied this batch since.
+    // Re-read (and lock) the checkpoint inside the transaction: another projector process
+    // may have applied this batch since.
     let mut position = Checkpoints::load_in(&mut tx, name, domain).await?;
     for event in &events {
         if event.position <= position {
