@@ -3,5 +3,8 @@
 //! domain's rules, only the shape of events (`nova-event-schemas`).
 
 pub mod db;
+pub mod delivery;
+pub mod nats;
+pub mod relay;
 pub mod store;
 pub mod testing;

@@ -105,3 +105,114 @@ impl Drop for TestDb {
         }
     }
 }
+
+pub fn nats_url() -> String {
+    std::env::var("NOVA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A JetStream context on the shared test server with a namespace of its own; its streams are
+/// deleted by [`TestNats::cleanup`].
+pub struct TestNats {
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub names: crate::nats::Names,
+}
+
+impl TestNats {
+    pub async fn connect() -> TestNats {
+        Self::connect_to(&nats_url()).await
+    }
+
+    pub async fn connect_to(url: &str) -> TestNats {
+        let client = async_nats::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("NATS unreachable at {url} (set NOVA_TEST_NATS_URL): {e}"));
+        let js = async_nats::jetstream::new(client.clone());
+        let names = crate::nats::Names::unique();
+        crate::nats::ensure_streams(&js, &names)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test streams: {e}"));
+        TestNats { client, js, names }
+    }
+
+    pub async fn cleanup(&self) {
+        self.names.delete_streams(&self.js).await;
+    }
+}
+
+/// A private nats-server process (JetStream, own port and storage) that a test may stop and
+/// restart — for outage tests that must not disturb the shared server.
+pub struct PrivateNats {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    pub fn start() -> PrivateNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let dir = std::env::temp_dir().join(format!("nova-nats-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {dir:?}: {e}"));
+        let mut n = PrivateNats {
+            port,
+            dir,
+            child: None,
+        };
+        n.restart();
+        n
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn binary() -> String {
+        std::env::var("NOVA_TEST_NATS_SERVER").unwrap_or_else(|_| "/usr/sbin/nats-server".into())
+    }
+
+    /// (Re)starts the server on the same port and storage, and waits until it accepts
+    /// connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new(Self::binary())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nats-server: {e}"));
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("nats-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

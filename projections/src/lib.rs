@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nova_event_schemas::Domain;
-use nova_infra::store::{EventStore, ReadFilter, RecordedEvent, StoreError};
+use nova_infra::store::{EventStore, RecordedEvent, StoreError};
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::watch;
 
@@ -46,63 +46,7 @@ pub trait Projection: Send + Sync + 'static {
     ) -> Result<(), ProjectionError>;
 }
 
-/// Where a projector gets events from, after a position, in position order.
-#[async_trait]
-pub trait EventSource: Send + Sync + 'static {
-    async fn next_batch(
-        &self,
-        domain: Domain,
-        after: i64,
-        max: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError>;
-    /// Resolves when there may be new events (or after a poll interval).
-    async fn wait_for_more(&self, domain: Domain, seen: i64);
-}
-
-/// Embedded source: tails the event store, woken by this process's appends and polling for
-/// other processes'.
-pub struct StoreTail {
-    store: EventStore,
-    poll: Duration,
-}
-
-impl StoreTail {
-    pub fn new(store: EventStore) -> Self {
-        StoreTail {
-            store,
-            poll: Duration::from_millis(500),
-        }
-    }
-}
-
-#[async_trait]
-impl EventSource for StoreTail {
-    async fn next_batch(
-        &self,
-        domain: Domain,
-        after: i64,
-        max: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.store
-            .read(
-                domain,
-                &ReadFilter {
-                    after_position: after,
-                    limit: max,
-                    ..Default::default()
-                },
-            )
-            .await
-    }
-
-    async fn wait_for_more(&self, domain: Domain, seen: i64) {
-        let mut rx = self.store.subscribe(domain);
-        if *rx.borrow_and_update() > seen {
-            return;
-        }
-        let _ = tokio::time::timeout(self.poll, rx.changed()).await;
-    }
-}
+pub use nova_infra::delivery::{EventSource, JetStreamSource, StoreTail};
 
 const BATCH: i64 = 500;
 
@@ -170,6 +114,9 @@ pub async fn project_once(
     Checkpoints::save_in(&mut tx, name, domain, position).await?;
     tx.commit().await?;
     checkpoints.publish(name, domain, position);
+    // Only now may the source forget these events: a crash before this line means they are
+    // delivered again and skipped as at-or-below the checkpoint.
+    source.acknowledge(domain, position).await;
     Ok(true)
 }
 

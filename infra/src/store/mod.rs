@@ -62,8 +62,8 @@ pub struct Appended {
     pub versions: Vec<(Uuid, i64)>,
 }
 
-/// An event as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// An event as stored (and, serialized, as it travels over JetStream).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RecordedEvent {
     pub domain: Domain,
     pub position: i64,

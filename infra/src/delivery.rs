@@ -1,0 +1,277 @@
+//! Where projectors get events from. Two sources, one interface: [`StoreTail`] reads the
+//! event store (embedded mode), [`JetStreamSource`] a durable JetStream pull consumer. Both
+//! hand out a domain's events in position order, starting after the projector's checkpoint;
+//! the projector code does not know which one it runs on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, AckKind};
+use async_trait::async_trait;
+use futures::StreamExt;
+use nova_event_schemas::Domain;
+use tokio::sync::Mutex;
+
+use crate::nats::{Envelope, Names};
+use crate::store::{EventStore, ReadFilter, RecordedEvent, StoreError};
+
+/// A domain's events after a position, in position order.
+#[async_trait]
+pub trait EventSource: Send + Sync + 'static {
+    async fn next_batch(
+        &self,
+        domain: Domain,
+        after: i64,
+        max: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+    /// Resolves when there may be new events (or after a poll interval).
+    async fn wait_for_more(&self, domain: Domain, seen: i64);
+    /// Called after the projector committed everything up to `position`: the source may now
+    /// forget (acknowledge) those events. Until then they must be delivered again.
+    async fn acknowledge(&self, _domain: Domain, _position: i64) {}
+}
+
+/// Embedded source: tails the event store, woken by this process's appends and polling for
+/// other processes'.
+pub struct StoreTail {
+    store: EventStore,
+    poll: Duration,
+}
+
+impl StoreTail {
+    pub fn new(store: EventStore) -> Self {
+        StoreTail {
+            store,
+            poll: Duration::from_millis(500),
+        }
+    }
+}
+
+#[async_trait]
+impl EventSource for StoreTail {
+    async fn next_batch(
+        &self,
+        domain: Domain,
+        after: i64,
+        max: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.store
+            .read(
+                domain,
+                &ReadFilter {
+                    after_position: after,
+                    limit: max,
+                    ..Default::default()
+                },
+            )
+            .await
+    }
+
+    async fn wait_for_more(&self, domain: Domain, seen: i64) {
+        let mut rx = self.store.subscribe(domain);
+        if *rx.borrow_and_update() > seen {
+            return;
+        }
+        let _ = tokio::time::timeout(self.poll, rx.changed()).await;
+    }
+}
+
+/// Messages received but not yet acknowledged, by position.
+type Pending = BTreeMap<i64, (Envelope, jetstream::Message)>;
+
+/// A durable pull consumer per (projection, domain), explicit acks, bounded in flight.
+///
+/// JetStream may deliver out of order (a redelivery overtakes later messages; a retried
+/// publish lands after its successors) and more than once. This source therefore never trusts
+/// arrival order: each message names the position before it (`prev_position`), and only an
+/// unbroken chain starting at the projector's checkpoint is handed out. A break is filled from
+/// the event store — the source of truth — never by waiting for a timeout and never by
+/// skipping. Positions at or below the checkpoint are acknowledged and dropped (duplicates).
+/// When JetStream is unreachable the store serves the batch, so projections keep up during an
+/// outage.
+pub struct JetStreamSource {
+    js: jetstream::Context,
+    names: Names,
+    ack_wait: Duration,
+    store: EventStore,
+    durable_prefix: String,
+    consumers: Mutex<HashMap<Domain, consumer::PullConsumer>>,
+    pending: Mutex<HashMap<Domain, Pending>>,
+    fetch_wait: Duration,
+}
+
+/// Unacknowledged messages per consumer; JetStream stops delivering beyond this.
+pub const MAX_ACK_PENDING: i64 = 2048;
+/// A message not acknowledged within this time is redelivered.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+impl JetStreamSource {
+    /// `projection` names the durable consumers (`<projection>_<domain>`).
+    pub fn new(js: jetstream::Context, names: Names, store: EventStore, projection: &str) -> Self {
+        Self::with_ack_wait(js, names, store, projection, ACK_WAIT)
+    }
+
+    /// As `new`, with a custom redelivery delay (tests use a short one).
+    pub fn with_ack_wait(
+        js: jetstream::Context,
+        names: Names,
+        store: EventStore,
+        projection: &str,
+        ack_wait: Duration,
+    ) -> Self {
+        JetStreamSource {
+            js,
+            names,
+            ack_wait,
+            store,
+            durable_prefix: projection.to_owned(),
+            consumers: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            fetch_wait: Duration::from_millis(500),
+        }
+    }
+
+    pub fn durable_name(&self, domain: Domain) -> String {
+        format!("{}_{}", self.durable_prefix, domain.as_str())
+    }
+
+    async fn consumer(&self, domain: Domain) -> Result<consumer::PullConsumer, String> {
+        let mut consumers = self.consumers.lock().await;
+        if let Some(c) = consumers.get(&domain) {
+            return Ok(c.clone());
+        }
+        let stream = self
+            .js
+            .get_stream(self.names.stream(domain))
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = self.durable_name(domain);
+        // Always "deliver all": the projector's own checkpoint decides what is new, so a
+        // changed start position never matters (get_or_create ignores config changes).
+        let c = stream
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    max_ack_pending: MAX_ACK_PENDING,
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        consumers.insert(domain, c.clone());
+        Ok(c)
+    }
+
+    /// Pulls what JetStream has ready into `pending`, acknowledging duplicates at once.
+    async fn pull(&self, domain: Domain, after: i64, max: i64) -> Result<(), String> {
+        let consumer = self.consumer(domain).await?;
+        let mut batch = consumer
+            .batch()
+            .max_messages(max.clamp(1, MAX_ACK_PENDING) as usize)
+            .expires(self.fetch_wait)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut pending = self.pending.lock().await;
+        let pending = pending.entry(domain).or_default();
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(|e| e.to_string())?;
+            let envelope = match Envelope::decode(&msg.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    // Not ours to interpret; terminate so it is never redelivered.
+                    tracing::error!(%domain, error = %e, "undecodable message; terminating it");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                    continue;
+                }
+            };
+            let position = envelope.event.position;
+            if position <= after {
+                let _ = msg.ack().await;
+                continue;
+            }
+            // A redelivered copy replaces the older one (whose ack would be stale anyway).
+            pending.insert(position, (envelope, msg));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventSource for JetStreamSource {
+    async fn next_batch(
+        &self,
+        domain: Domain,
+        after: i64,
+        max: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if let Err(e) = self.pull(domain, after, max).await {
+            tracing::warn!(%domain, error = %e, "JetStream unavailable; reading the store");
+            return StoreTail::new(self.store.clone())
+                .next_batch(domain, after, max)
+                .await;
+        }
+        let pending = self.pending.lock().await;
+        let Some(pending) = pending.get(&domain) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut cursor = after;
+        for (&position, (envelope, _)) in pending.range(after + 1..) {
+            if out.len() as i64 >= max {
+                break;
+            }
+            if envelope.prev_position != cursor {
+                // Something between `cursor` and `position` has not arrived (yet): take it
+                // from the store instead of waiting.
+                let missing = self
+                    .store
+                    .read(
+                        domain,
+                        &ReadFilter {
+                            after_position: cursor,
+                            limit: max - out.len() as i64,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                for e in missing.into_iter().take_while(|e| e.position < position) {
+                    cursor = e.position;
+                    out.push(e);
+                }
+                if envelope.prev_position != cursor {
+                    break;
+                }
+            }
+            cursor = position;
+            out.push(envelope.event.clone());
+        }
+        Ok(out)
+    }
+
+    async fn wait_for_more(&self, _domain: Domain, _seen: i64) {
+        // `next_batch` already waited up to `fetch_wait` for messages.
+    }
+
+    async fn acknowledge(&self, domain: Domain, position: i64) {
+        let acked: Vec<jetstream::Message> = {
+            let mut pending = self.pending.lock().await;
+            let Some(pending) = pending.get_mut(&domain) else {
+                return;
+            };
+            let rest = pending.split_off(&(position + 1));
+            let done = std::mem::replace(pending, rest);
+            done.into_values().map(|(_, m)| m).collect()
+        };
+        for m in acked {
+            if let Err(e) = m.ack().await {
+                // Harmless: it is redelivered and then dropped as a duplicate.
+                tracing::debug!(%domain, error = %e, "ack failed");
+            }
+        }
+    }
+}

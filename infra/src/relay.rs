@@ -1,0 +1,263 @@
+//! The relay: moves a domain's committed events from the store to its JetStream stream.
+//!
+//! - It reads after its durable checkpoint (`relay_checkpoints`), in position order.
+//! - Publishes are pipelined: a batch is written to the connection in order (so JetStream
+//!   stores it in order) and all acks are awaited concurrently — every ack is awaited; an
+//!   un-awaited ack would hide a failed publish.
+//! - The checkpoint advances only over the unbroken prefix of acknowledged publishes, so a
+//!   crash or an outage re-sends from the first unconfirmed event. A re-send within the
+//!   duplicate window is dropped by JetStream (`Nats-Msg-Id` = event id); after it, consumers
+//!   drop it (position at or below their checkpoint) — the relay does not rely on the window.
+//! - One relay per domain is active at a time, by a lease in `relay_checkpoints`; a paused
+//!   leader that wakes up after losing its lease at worst publishes duplicates, which
+//!   consumers handle anyway.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::future::IntoFuture;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use nova_event_schemas::Domain;
+use sqlx::AnyPool;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::nats::{Envelope, Names};
+use crate::store::{EventStore, ReadFilter, StoreError};
+
+/// Events published per round (all in flight at once).
+pub const BATCH: i64 = 256;
+const LEASE_MS: i64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("relay bookkeeping: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("publish failed after position {confirmed}: {message}")]
+    Publish { confirmed: i64, message: String },
+}
+
+/// Counters for metrics and status.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub published: AtomicU64,
+    pub checkpoint: AtomicI64,
+    pub failures: AtomicU64,
+}
+
+pub struct Relay {
+    store: EventStore,
+    js: jetstream::Context,
+    pool: AnyPool,
+    domain: Domain,
+    names: Names,
+    owner: String,
+    pub stats: Arc<RelayStats>,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Round {
+    Published(usize),
+    Idle,
+    /// Another process holds the lease.
+    NotLeader,
+}
+
+impl Relay {
+    pub fn new(
+        store: EventStore,
+        js: jetstream::Context,
+        names: Names,
+        pool: AnyPool,
+        domain: Domain,
+    ) -> Self {
+        Relay {
+            store,
+            js,
+            pool,
+            domain,
+            names,
+            owner: Uuid::new_v4().to_string(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The last position JetStream acknowledged.
+    pub async fn checkpoint(pool: &AnyPool, domain: Domain) -> Result<i64, sqlx::Error> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT position FROM relay_checkpoints WHERE domain = $1")
+                .bind(domain.as_str())
+                .fetch_optional(pool)
+                .await?;
+        Ok(row.map_or(0, |r| r.0))
+    }
+
+    /// Takes or renews the lease; returns this relay's checkpoint if it is the leader.
+    async fn lease(&self) -> Result<Option<i64>, sqlx::Error> {
+        let now = chrono::Utc::now().timestamp_millis();
+        sqlx::query(
+            "INSERT INTO relay_checkpoints (domain, position, updated_at, owner, lease_until) \
+             VALUES ($1, 0, $2, NULL, 0) ON CONFLICT (domain) DO NOTHING",
+        )
+        .bind(self.domain.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let row: Option<(i64,)> = sqlx::query_as(
+            "UPDATE relay_checkpoints SET owner = $2, lease_until = $3 \
+             WHERE domain = $1 AND (owner = $2 OR owner IS NULL OR lease_until < $4) \
+             RETURNING position",
+        )
+        .bind(self.domain.as_str())
+        .bind(&self.owner)
+        .bind(now + LEASE_MS)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn save(&self, position: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE relay_checkpoints SET position = $2, updated_at = $3 \
+             WHERE domain = $1 AND owner = $4 AND position < $2",
+        )
+        .bind(self.domain.as_str())
+        .bind(position)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .bind(&self.owner)
+        .execute(&self.pool)
+        .await?;
+        self.stats.checkpoint.store(position, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Publishes the next batch after the checkpoint.
+    pub async fn relay_once(&self) -> Result<Round, RelayError> {
+        let Some(checkpoint) = self.lease().await? else {
+            return Ok(Round::NotLeader);
+        };
+        self.stats.checkpoint.store(checkpoint, Ordering::Relaxed);
+        let events = self
+            .store
+            .read(
+                self.domain,
+                &ReadFilter {
+                    after_position: checkpoint,
+                    limit: BATCH,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if events.is_empty() {
+            return Ok(Round::Idle);
+        }
+        // Send in order; collect the ack futures.
+        let mut acks = Vec::with_capacity(events.len());
+        let mut prev = checkpoint;
+        let mut send_error = None;
+        for event in events {
+            let position = event.position;
+            let envelope = Envelope {
+                prev_position: prev,
+                event,
+            };
+            prev = position;
+            let publish = PublishMessage::build()
+                .payload(envelope.encode())
+                .headers(envelope.headers());
+            match self
+                .js
+                .send_publish(
+                    self.names.subject(self.domain, &envelope.event.event_type),
+                    publish,
+                )
+                .await
+            {
+                Ok(ack) => acks.push((position, ack)),
+                Err(e) => {
+                    send_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        // Await every ack, concurrently.
+        let positions: Vec<i64> = acks.iter().map(|(p, _)| *p).collect();
+        let results =
+            futures::future::join_all(acks.into_iter().map(|(_, ack)| ack.into_future())).await;
+        let mut confirmed = checkpoint;
+        let mut count = 0usize;
+        let mut ack_error = None;
+        for (position, result) in positions.into_iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    confirmed = position;
+                    count += 1;
+                }
+                Err(e) => {
+                    ack_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if count > 0 {
+            self.save(confirmed).await?;
+            self.stats
+                .published
+                .fetch_add(count as u64, Ordering::Relaxed);
+        }
+        match ack_error.or(send_error) {
+            Some(message) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                Err(RelayError::Publish { confirmed, message })
+            }
+            None => Ok(Round::Published(count)),
+        }
+    }
+
+    /// Runs until `stop` flips, backing off while NATS or the database is unavailable.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut wake = self.store.subscribe(self.domain);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let pause = match self.relay_once().await {
+                Ok(Round::Published(_)) => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(Round::Idle) => None,
+                Ok(Round::NotLeader) => Some(Duration::from_millis(LEASE_MS as u64 / 2)),
+                Err(e) => {
+                    tracing::warn!(domain = %self.domain, error = %e, "relay round failed");
+                    let b = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    Some(b)
+                }
+            };
+            match pause {
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                None => {
+                    // New appends in this process wake us; other processes' by polling.
+                    tokio::select! {
+                        _ = wake.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+}
