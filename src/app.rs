@@ -1,6 +1,11 @@
-//! `Application::build`: everything `nova serve` runs — migrations, the projectors (embedded
-//! source: tailing the store), and the HTTP server — assembled from [`Settings`] so tests can
-//! start the real thing on port 0 with their own database.
+//! `Application::build`: everything a `nova` process runs — migrations, the relay, the
+//! projectors and the HTTP server — assembled from [`Settings`], so tests start the real thing
+//! on port 0 with their own database and NATS namespace.
+//!
+//! Which parts run is chosen by [`Components`]: `nova serve` runs all of them, `--api-only`
+//! only the API, `nova relay` only the relays, `nova project` only projectors. Without
+//! `NOVA_NATS_URL` projectors tail the store; with it they consume JetStream and the relay
+//! feeds JetStream from the store.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,8 +15,11 @@ use std::time::Duration;
 use chrono::Duration as ChronoDuration;
 use nova_commands::user::credentials::{Argon2Config, Passwords, Tokens};
 use nova_commands::user::UserCommands;
+use nova_event_schemas::Domain;
 use nova_infra::db::Database;
-use nova_projections::{run_projector, Checkpoints, EventSource, StoreTail};
+use nova_infra::nats::Names;
+use nova_infra::relay::Relay;
+use nova_projections::{run_projector, Checkpoints, EventSource, JetStreamSource, StoreTail};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,18 +29,40 @@ use crate::http::{self, AppState};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The parts of Nova a process runs.
+#[derive(Debug, Clone)]
+pub struct Components {
+    pub api: bool,
+    pub relay: bool,
+    /// Projections to run: `None` = all, `Some(empty)` = none.
+    pub projections: Option<Vec<String>>,
+}
+
+impl Components {
+    pub fn all() -> Self {
+        Components {
+            api: true,
+            relay: true,
+            projections: None,
+        }
+    }
+}
+
 pub struct Settings {
     pub database_url: String,
+    pub nats_url: Option<String>,
+    pub nats_names: Names,
     pub listen: String,
     pub jwt_secret: SecretString,
     pub argon2: Argon2Config,
     pub max_body_bytes: usize,
     pub access_ttl: ChronoDuration,
     pub refresh_ttl: ChronoDuration,
+    pub components: Components,
 }
 
 pub struct Application {
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     router: axum::Router,
     db: Database,
     stop: watch::Sender<bool>,
@@ -43,15 +73,60 @@ impl Application {
     pub async fn build(s: Settings) -> Result<Application, BoxError> {
         let db = Database::connect(&s.database_url).await?;
         db.migrate().await?;
-        let passwords = Passwords::new(s.argon2)?;
-        let tokens = Tokens::new(&s.jwt_secret, s.access_ttl, s.refresh_ttl);
-        let users = UserCommands::new(db.store.clone(), passwords, tokens);
-        let checkpoints = Checkpoints::default();
+        let nats = match &s.nats_url {
+            Some(url) => Some(nova_infra::nats::connect(url).await?),
+            None => None,
+        };
+        let js = nats.clone().map(async_nats::jetstream::new);
         let (stop, stop_rx) = watch::channel(false);
-
+        let checkpoints = Checkpoints::default();
         let mut tasks = Vec::new();
-        let source: Arc<dyn EventSource> = Arc::new(StoreTail::new(db.store.clone()));
+
+        if let Some(js) = &js {
+            // Streams are created (or updated) before anything publishes or consumes; while
+            // NATS is down this keeps retrying in the background and the API still serves.
+            let (ready_tx, ready_rx) = watch::channel(false);
+            tasks.push(tokio::spawn(ensure_streams(
+                js.clone(),
+                s.nats_names.clone(),
+                ready_tx,
+                stop_rx.clone(),
+            )));
+            if s.components.relay {
+                for domain in Domain::ALL {
+                    let relay = Relay::new(
+                        db.store.clone(),
+                        js.clone(),
+                        s.nats_names.clone(),
+                        db.any.clone(),
+                        domain,
+                    );
+                    tasks.push(tokio::spawn(after_streams(
+                        ready_rx.clone(),
+                        relay.run(stop_rx.clone()),
+                    )));
+                }
+            }
+        }
+
+        let wanted = |name: &str| match &s.components.projections {
+            None => true,
+            Some(names) => names.iter().any(|n| n == name),
+        };
+        let tail: Arc<dyn EventSource> = Arc::new(StoreTail::new(db.store.clone()));
         for projection in nova_projections::all() {
+            if !wanted(projection.name()) {
+                continue;
+            }
+            let source: Arc<dyn EventSource> = match &js {
+                Some(js) => Arc::new(JetStreamSource::new(
+                    js.clone(),
+                    s.nats_names.clone(),
+                    db.store.clone(),
+                    projection.name(),
+                )),
+                None => tail.clone(),
+            };
             for &domain in projection.domains() {
                 tasks.push(tokio::spawn(run_projector(
                     projection.clone(),
@@ -63,18 +138,26 @@ impl Application {
                 )));
             }
         }
-        tasks.push(tokio::spawn(purge_idempotency_keys(
-            db.any.clone(),
-            stop_rx,
-        )));
 
+        let listener = if s.components.api {
+            tasks.push(tokio::spawn(purge_idempotency_keys(
+                db.any.clone(),
+                stop_rx.clone(),
+            )));
+            Some(TcpListener::bind(&s.listen).await?)
+        } else {
+            None
+        };
+        let passwords = Passwords::new(s.argon2)?;
+        let tokens = Tokens::new(&s.jwt_secret, s.access_ttl, s.refresh_ttl);
+        let users = UserCommands::new(db.store.clone(), passwords, tokens);
         let state = AppState {
             db: db.clone(),
             users,
             checkpoints,
+            nats,
             max_body_bytes: s.max_body_bytes,
         };
-        let listener = TcpListener::bind(&s.listen).await?;
         Ok(Application {
             listener,
             router: http::router(state),
@@ -84,25 +167,64 @@ impl Application {
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    /// The API's address (`None` when this process runs no API).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests, stops the
+    /// Runs until `shutdown` resolves, then finishes in-flight requests, stops the
     /// background tasks and closes the database.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = match self.listener {
+            Some(listener) => {
+                axum::serve(listener, self.router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                shutdown.await;
+                Ok(())
+            }
+        };
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         self.db.close().await;
         served
+    }
+}
+
+async fn ensure_streams(
+    js: async_nats::jetstream::Context,
+    names: Names,
+    ready: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match nova_infra::nats::ensure_streams(&js, &names).await {
+            Ok(()) => {
+                let _ = ready.send(true);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot set up JetStream streams yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Runs `task` once the streams exist.
+async fn after_streams(mut ready: watch::Receiver<bool>, task: impl Future<Output = ()>) {
+    if ready.wait_for(|r| *r).await.is_ok() {
+        task.await;
     }
 }
 

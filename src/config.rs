@@ -29,6 +29,10 @@ pub struct DbArgs {
         global = true
     )]
     pub data_dir: PathBuf,
+    /// NATS with JetStream. When set, events are relayed to JetStream and projectors consume
+    /// it; otherwise projectors tail the store (embedded mode).
+    #[arg(long, env = "NOVA_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
     /// Print machine-readable JSON instead of a human summary (ops commands).
     #[arg(long, global = true)]
     pub json: bool,
@@ -50,8 +54,15 @@ impl DbArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP API with its projectors (applies migrations first).
+    /// Run the HTTP API, the relay and the projectors (applies migrations first).
     Serve(ServeArgs),
+    /// Run only the relays (store → JetStream), until SIGINT/SIGTERM. Needs NOVA_NATS_URL.
+    Relay,
+    /// Run only projectors (all, or the named ones), until SIGINT/SIGTERM.
+    Project {
+        /// Projection names; none = all.
+        names: Vec<String>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Administrative commands.
@@ -61,6 +72,10 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Serve the API only: no relay, no projectors (run those as `nova relay` /
+    /// `nova project`, e.g. to scale API processes separately).
+    #[arg(long)]
+    pub api_only: bool,
     #[arg(long, env = "NOVA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// HMAC secret for access tokens. Required with PostgreSQL; generated and kept in the data

@@ -1,12 +1,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use nova::app::{shutdown_signal, Application, Settings};
+use nova::app::{shutdown_signal, Application, Components, Settings};
 use nova::config::{jwt_secret, AdminCommand, Cli, Command};
 use nova_commands::user::credentials::{Argon2Config, Passwords, Tokens};
 use nova_commands::user::UserCommands;
 use nova_commands::CommandContext;
 use nova_infra::db::Database;
+use nova_infra::nats::Names;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -31,12 +32,45 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Runs relay and/or projectors without the API until SIGINT/SIGTERM.
+async fn run_background(cli: &Cli, components: Components) -> Result<(), nova::app::BoxError> {
+    let app = Application::build(Settings {
+        database_url: cli.db.url(),
+        nats_url: cli.db.nats_url.clone(),
+        nats_names: Names::default(),
+        listen: String::new(),
+        // No API in this process: nothing is signed or verified.
+        jwt_secret: secrecy::SecretString::from(uuid::Uuid::new_v4().to_string()),
+        argon2: Argon2Config::default(),
+        max_body_bytes: 0,
+        access_ttl: chrono::Duration::minutes(15),
+        refresh_ttl: chrono::Duration::days(30),
+        components: components.clone(),
+    })
+    .await?;
+    tracing::info!(?components, "nova running");
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("nova stopped");
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
     match cli.command {
         Command::Serve(args) => {
             let secret = jwt_secret(&cli.db, args.jwt_secret.clone())?;
+            let components = if args.api_only {
+                Components {
+                    api: true,
+                    relay: false,
+                    projections: Some(Vec::new()),
+                }
+            } else {
+                Components::all()
+            };
             let app = Application::build(Settings {
                 database_url: cli.db.url(),
+                nats_url: cli.db.nats_url.clone(),
+                nats_names: Names::default(),
                 listen: args.listen.clone(),
                 jwt_secret: secret,
                 argon2: Argon2Config {
@@ -47,12 +81,47 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 max_body_bytes: args.max_body_bytes,
                 access_ttl: chrono::Duration::seconds(args.access_ttl_secs),
                 refresh_ttl: chrono::Duration::seconds(args.refresh_ttl_secs),
+                components,
             })
             .await?;
-            tracing::info!(addr = %app.local_addr()?, "nova listening");
+            if let Some(addr) = app.local_addr() {
+                tracing::info!(%addr, "nova listening");
+            }
             app.run_until(shutdown_signal()).await?;
             tracing::info!("nova stopped");
             Ok(())
+        }
+        Command::Relay => {
+            if cli.db.nats_url.is_none() {
+                return Err("nova relay needs NOVA_NATS_URL".into());
+            }
+            run_background(
+                &cli,
+                Components {
+                    api: false,
+                    relay: true,
+                    projections: Some(Vec::new()),
+                },
+            )
+            .await
+        }
+        Command::Project { ref names } => {
+            let known: Vec<&str> = nova_projections::all().iter().map(|p| p.name()).collect();
+            if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
+                return Err(
+                    format!("unknown projection {bad}; known: {}", known.join(", ")).into(),
+                );
+            }
+            let projections = (!names.is_empty()).then(|| names.clone());
+            run_background(
+                &cli,
+                Components {
+                    api: false,
+                    relay: false,
+                    projections,
+                },
+            )
+            .await
         }
         Command::Migrate => {
             let db = Database::connect(&cli.db.url()).await?;

@@ -209,7 +209,17 @@ impl EventSource for JetStreamSource {
         after: i64,
         max: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if let Err(e) = self.pull(domain, after, max).await {
+        // The batch's expiry is enforced by the server; while the server is unreachable only a
+        // client-side bound keeps the projector from waiting forever.
+        let pulled = tokio::time::timeout(
+            self.fetch_wait + Duration::from_secs(2),
+            self.pull(domain, after, max),
+        )
+        .await
+        .unwrap_or_else(|_| Err("pull timed out".to_owned()));
+        if let Err(e) = pulled {
+            // Forget the consumer handle: it is re-fetched once JetStream answers again.
+            self.consumers.lock().await.remove(&domain);
             tracing::warn!(%domain, error = %e, "JetStream unavailable; reading the store");
             return StoreTail::new(self.store.clone())
                 .next_batch(domain, after, max)

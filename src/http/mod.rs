@@ -31,6 +31,8 @@ pub struct AppState {
     pub db: Database,
     pub users: UserCommands,
     pub checkpoints: Checkpoints,
+    /// Set when `NOVA_NATS_URL` is configured.
+    pub nats: Option<async_nats::Client>,
     pub max_body_bytes: usize,
 }
 
@@ -131,11 +133,43 @@ async fn healthz() -> Json<Health> {
 
 /// The event store (and NATS, when configured) is reachable.
 #[utoipa::path(get, path = "/readyz", tag = "system",
-    responses((status = 200, body = Health), (status = 503, body = error::ErrorBody)))]
+    responses((status = 200, body = Ready), (status = 503, body = error::ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
-    match tokio::time::timeout(Duration::from_secs(2), state.db.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
-        Ok(Err(e)) => Err(AppError::unavailable(e)),
-        Err(_) => Err(AppError::unavailable("event store ping timed out")),
+    let store = match tokio::time::timeout(Duration::from_secs(2), state.db.store.ping()).await {
+        Ok(Ok(())) => "up",
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: event store down");
+            "down"
+        }
+        Err(_) => "down",
+    };
+    let nats = state.nats.as_ref().map(|c| {
+        if c.connection_state() == async_nats::connection::State::Connected {
+            "up"
+        } else {
+            "down"
+        }
+    });
+    let checks = serde_json::json!({ "store": store, "nats": nats.unwrap_or("not_configured") });
+    if store == "up" && nats != Some("down") {
+        return Ok(Json(Ready {
+            status: "ready",
+            checks,
+        }));
     }
+    Err(AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        "a dependency is unavailable",
+    )
+    .with_details(checks)
+    .retry_after(1))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Ready {
+    status: &'static str,
+    /// `store` and `nats`: `up`, `down` or `not_configured`.
+    #[schema(value_type = Object)]
+    checks: serde_json::Value,
 }

@@ -32,6 +32,7 @@ pub const PASSWORD: &str = "correct horse battery";
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub db_url: String,
     pub client: Client,
     pub db: Database,
     shutdown: Option<oneshot::Sender<()>>,
@@ -54,9 +55,26 @@ pub async fn spawn(engine: Engine) -> TestApp {
 }
 
 pub async fn spawn_with(engine: Engine, argon2: Argon2Config, max_body_bytes: usize) -> TestApp {
+    spawn_full(engine, argon2, max_body_bytes, None).await
+}
+
+/// With NATS: the relay feeds JetStream and projectors consume it.
+pub async fn spawn_with_nats(engine: Engine, nats_url: String) -> TestApp {
+    spawn_full(engine, cheap_argon2(), 64 * 1024, Some(nats_url)).await
+}
+
+pub async fn spawn_full(
+    engine: Engine,
+    argon2: Argon2Config,
+    max_body_bytes: usize,
+    nats_url: Option<String>,
+) -> TestApp {
     let testdb = TestDb::new(engine).await;
     let app = Application::build(Settings {
         database_url: testdb.url.clone(),
+        nats_url,
+        nats_names: nova_infra::nats::Names::default(),
+        components: nova::app::Components::all(),
         listen: "127.0.0.1:0".into(),
         jwt_secret: SecretString::from(SECRET),
         argon2,
@@ -66,7 +84,7 @@ pub async fn spawn_with(engine: Engine, argon2: Argon2Config, max_body_bytes: us
     })
     .await
     .expect("application starts");
-    let addr = app.local_addr().expect("bound");
+    let addr = app.local_addr().expect("API bound");
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -78,6 +96,7 @@ pub async fn spawn_with(engine: Engine, argon2: Argon2Config, max_body_bytes: us
     let db = Database::connect(&testdb.url).await.expect("test db");
     TestApp {
         addr,
+        db_url: testdb.url.clone(),
         client: Client::new(),
         db,
         shutdown: Some(tx),
@@ -136,6 +155,16 @@ impl TestApp {
             body["access_token"].as_str().unwrap().to_owned(),
             body["refresh_token"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// Stops the server (and its projectors and relays) but keeps the database.
+    pub async fn stop_server(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
     }
 
     pub async fn stop(mut self) {

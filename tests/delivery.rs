@@ -1,0 +1,127 @@
+//! Delivery through a real nats-server (a private one, so it can be stopped): the API keeps
+//! accepting commands while NATS is down, `/readyz` says so, and once NATS is back the relay
+//! drains its backlog and the read model equals a from-scratch rebuild.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nova_event_schemas::Domain;
+use nova_infra::db::{Database, Engine};
+use nova_infra::relay::Relay;
+use nova_infra::testing::PrivateNats;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+on_both_backends!(nats_outage_loses_nothing);
+
+async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn directory(db: &Database) -> Vec<(String, String, i64, i64)> {
+    sqlx::query_as(
+        "SELECT user_id, username, active, last_version FROM user_directory ORDER BY user_id",
+    )
+    .fetch_all(&db.any)
+    .await
+    .unwrap()
+}
+
+async fn nats_outage_loses_nothing(engine: Engine) {
+    let mut nats = PrivateNats::start();
+    let mut app = spawn_with_nats(engine, nats.url()).await;
+    let ready = |app: &TestApp| {
+        let r = app.get("/readyz").send();
+        async move { r.await.map(|r| r.status()).ok() }
+    };
+    wait_until("readiness", || async {
+        ready(&app).await == Some(StatusCode::OK)
+    })
+    .await;
+    let (first, pos) = app.register("before_outage").await;
+    let res = app
+        .get(&format!("/v1/users/{first}"))
+        .header("X-Nova-Min-Position", &pos)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    wait_until("the relay to publish", || async {
+        Relay::checkpoint(&app.db.any, Domain::User).await.unwrap()
+            >= app.db.store.head(Domain::User).await.unwrap()
+    })
+    .await;
+
+    nats.stop();
+    wait_until("/readyz to report NATS down", || async {
+        let Ok(r) = app.get("/readyz").send().await else {
+            return false;
+        };
+        if r.status() != StatusCode::SERVICE_UNAVAILABLE {
+            return false;
+        }
+        let body: Value = r.json().await.unwrap();
+        body["error"]["details"]["nats"] == "down" && body["error"]["details"]["store"] == "up"
+    })
+    .await;
+    // Commands keep succeeding: events are stored while NATS is away.
+    for i in 0..15 {
+        app.register(&format!("during_outage_{i}")).await;
+    }
+    let head = app.db.store.head(Domain::User).await.unwrap();
+    assert!(Relay::checkpoint(&app.db.any, Domain::User).await.unwrap() < head);
+
+    nats.restart();
+    wait_until("readiness after NATS restart", || async {
+        ready(&app).await == Some(StatusCode::OK)
+    })
+    .await;
+    wait_until("the relay backlog to drain", || async {
+        Relay::checkpoint(&app.db.any, Domain::User).await.unwrap() >= head
+    })
+    .await;
+    let (last, pos) = app.register("after_outage").await;
+    let res = app
+        .get(&format!("/v1/users/{last}"))
+        .header("X-Nova-Min-Position", &pos)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let live = directory(&app.db).await;
+    assert_eq!(live.len(), 17);
+
+    // The live read model equals a from-scratch rebuild from the store.
+    app.stop_server().await;
+    sqlx::query("DELETE FROM user_directory")
+        .execute(&app.db.any)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM projection_checkpoints")
+        .execute(&app.db.any)
+        .await
+        .unwrap();
+    nova_projections::catch_up(
+        &nova_projections::user_directory::UserDirectory,
+        &app.db.store,
+        &app.db.any,
+        &nova_projections::Checkpoints::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(directory(&app.db).await, live);
+    app.stop().await;
+}
