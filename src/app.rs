@@ -139,6 +139,11 @@ impl Application {
             }
         }
 
+        crate::http::metrics::handle();
+        tasks.push(tokio::spawn(publish_status_metrics(
+            db.clone(),
+            stop_rx.clone(),
+        )));
         let listener = if s.components.api {
             tasks.push(tokio::spawn(purge_idempotency_keys(
                 db.any.clone(),
@@ -225,6 +230,20 @@ async fn ensure_streams(
 async fn after_streams(mut ready: watch::Receiver<bool>, task: impl Future<Output = ()>) {
     if ready.wait_for(|r| *r).await.is_ok() {
         task.await;
+    }
+}
+
+/// Projection lag as gauges, refreshed every few seconds.
+async fn publish_status_metrics(db: Database, mut stop: watch::Receiver<bool>) {
+    loop {
+        match nova_projections::status::status(&db.store, &db.any).await {
+            Ok(s) => nova_projections::status::record_metrics(&s),
+            Err(e) => tracing::debug!(error = %e, "projection status unavailable"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -68,6 +68,9 @@ pub enum Command {
     /// Administrative commands.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Projection operations.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -101,7 +104,19 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Per projection and domain: checkpoint, head, lag in events and seconds, state.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    /// Grant a role (admin: ops routes; analyst: event history) to a user.
+    GrantRole {
+        username: String,
+        #[arg(value_parser = ["admin", "analyst"])]
+        role: String,
+    },
     /// Import an account from a legacy system (unsalted SHA-256 password hash); its hash is
     /// upgraded to argon2id at the first successful login.
     ImportUser {

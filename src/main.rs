@@ -2,10 +2,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nova::app::{shutdown_signal, Application, Components, Settings};
-use nova::config::{jwt_secret, AdminCommand, Cli, Command};
+use nova::config::{jwt_secret, AdminCommand, Cli, Command, ProjectionsCommand};
 use nova_commands::user::credentials::{Argon2Config, Passwords, Tokens};
 use nova_commands::user::UserCommands;
 use nova_commands::CommandContext;
+use nova_event_schemas::user::Role;
 use nova_infra::db::Database;
 use nova_infra::nats::Names;
 use tracing_subscriber::EnvFilter;
@@ -30,6 +31,20 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// User commands for operator CLI use: they hash nothing and issue no token, so placeholder
+/// keys suffice.
+fn offline_user_commands(db: &Database) -> Result<UserCommands, nova::app::BoxError> {
+    Ok(UserCommands::new(
+        db.store.clone(),
+        Passwords::new(Argon2Config::default())?,
+        Tokens::new(
+            &secrecy::SecretString::from(uuid::Uuid::new_v4().to_string()),
+            chrono::Duration::minutes(15),
+            chrono::Duration::days(30),
+        ),
+    ))
 }
 
 /// Runs relay and/or projectors without the API until SIGINT/SIGTERM.
@@ -134,6 +149,54 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             }
             Ok(())
         }
+        Command::Projections(ProjectionsCommand::Status) => {
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let rows = nova_projections::status::status(&db.store, &db.any).await?;
+            db.close().await;
+            if cli.db.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<20} {:<13} {:>12} {:>12} {:>10} {:>9}  state",
+                    "projection", "domain", "checkpoint", "head", "lag", "lag (s)"
+                );
+                for r in rows {
+                    println!(
+                        "{:<20} {:<13} {:>12} {:>12} {:>10} {:>9.1}  {}",
+                        r.projection,
+                        r.domain.as_str(),
+                        r.checkpoint,
+                        r.head,
+                        r.lag_events,
+                        r.lag_seconds,
+                        r.state
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Admin(AdminCommand::GrantRole { username, role }) => {
+            let role = Role::parse(&role).ok_or("role must be admin or analyst")?;
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let users = offline_user_commands(&db)?;
+            let ctx = CommandContext::new(Some("cli:admin grant-role".into()), None);
+            let done = users.grant_role(&ctx, &username, role).await?;
+            db.close().await;
+            let changed = done.position.is_some();
+            if cli.db.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"username": username, "role": role, "changed": changed, "version": done.version})
+                );
+            } else if changed {
+                println!("granted {role:?} to {username}");
+            } else {
+                println!("{username} already has {role:?}");
+            }
+            Ok(())
+        }
         Command::Admin(AdminCommand::ImportUser {
             username,
             sha256,
@@ -141,16 +204,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
         }) => {
             let db = Database::connect(&cli.db.url()).await?;
             db.migrate().await?;
-            // Importing hashes nothing and issues no token; placeholder keys suffice.
-            let users = UserCommands::new(
-                db.store.clone(),
-                Passwords::new(Argon2Config::default())?,
-                Tokens::new(
-                    &secrecy::SecretString::from(uuid::Uuid::new_v4().to_string()),
-                    chrono::Duration::minutes(15),
-                    chrono::Duration::days(30),
-                ),
-            );
+            let users = offline_user_commands(&db)?;
             let ctx = CommandContext::new(Some("cli:admin import-user".into()), None);
             let (user_id, position) = users
                 .import_legacy(&ctx, &username, &sha256, display_name)

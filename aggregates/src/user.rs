@@ -67,6 +67,7 @@ pub struct UserState {
     pub recent_failures: Vec<DateTime<Utc>>,
     pub locked_until: Option<DateTime<Utc>>,
     pub sessions: BTreeMap<Uuid, Session>,
+    pub roles: BTreeSet<Role>,
 }
 
 impl UserState {
@@ -144,6 +145,10 @@ pub enum UserCommand {
         now: DateTime<Utc>,
     },
     Deactivate {
+        now: DateTime<Utc>,
+    },
+    GrantRole {
+        role: Role,
         now: DateTime<Utc>,
     },
 }
@@ -285,6 +290,14 @@ impl Aggregate for User {
                 );
                 Ok(events)
             }
+            UserCommand::GrantRole { role, now } => Ok(if state.roles.contains(&role) {
+                vec![]
+            } else {
+                vec![UserEvent::RoleGranted(RoleGranted {
+                    role,
+                    granted_at: now,
+                })]
+            }),
             UserCommand::Deactivate { now } => {
                 let mut events: Vec<UserEvent> = state
                     .active_sessions()
@@ -357,6 +370,9 @@ impl Aggregate for User {
                 }
             }
             UserEvent::Deactivated(_) => state.deactivated = true,
+            UserEvent::RoleGranted(e) => {
+                state.roles.insert(e.role);
+            }
         }
         state
     }

@@ -173,7 +173,12 @@ where
                     version,
                 });
             }
-            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::Conflict { .. }) => {
+                metrics::counter!("nova_command_conflict_retries_total",
+                    "domain" => <A::Event as DomainEvent>::DOMAIN.as_str(), "aggregate" => A::NAME)
+                .increment(1);
+                continue;
+            }
             Err(e) => return Err(CommandError::Store(e)),
         }
     }

@@ -7,7 +7,7 @@ use esrs::Aggregate;
 use nova_aggregates::user::{
     ClaimUsername, LoginAttempt, User, UserCommand, UserError, UserState, UsernameClaim,
 };
-use nova_event_schemas::user::{username_claim_id, UserEvent};
+use nova_event_schemas::user::{username_claim_id, Role, UserEvent};
 use nova_infra::store::{EventStore, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -82,6 +82,8 @@ pub struct IssuedTokens {
 pub struct Authenticated {
     pub user_id: Uuid,
     pub session_id: Uuid,
+    pub admin: bool,
+    pub analyst: bool,
     /// Position of the user's latest event: a read of the caller's own data waits for the
     /// projection to reach it.
     pub last_position: i64,
@@ -207,7 +209,12 @@ impl UserCommands {
                 .await
             {
                 Ok(appended) => return Ok((user_id, appended.last_position)),
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => {
+                    metrics::counter!("nova_command_conflict_retries_total",
+                        "domain" => "user", "aggregate" => UsernameClaim::NAME)
+                    .increment(1);
+                    continue;
+                }
                 Err(e) => return Err(UserCommandError::Unavailable(e.to_string())),
             }
         }
@@ -368,6 +375,8 @@ impl UserCommands {
         Ok(Authenticated {
             user_id: claims.sub,
             session_id: claims.sid,
+            admin: loaded.state.roles.contains(&Role::Admin),
+            analyst: loaded.state.roles.contains(&Role::Analyst),
             last_position: loaded.last_position,
         })
     }
@@ -455,6 +464,25 @@ impl UserCommands {
         let now = Utc::now();
         let e = execute::<User>(&self.store, who.user_id, ctx, |_| {
             Ok(UserCommand::Deactivate { now })
+        })
+        .await?;
+        Ok(e.done())
+    }
+
+    /// Grants a role to the user with `username` (operator command, `nova admin grant-role`).
+    pub async fn grant_role(
+        &self,
+        ctx: &CommandContext,
+        username: &str,
+        role: Role,
+    ) -> Result<Done> {
+        let user_id = self
+            .user_id_of(username)
+            .await?
+            .ok_or(UserCommandError::Domain(UserError::NotFound))?;
+        let now = Utc::now();
+        let e = execute::<User>(&self.store, user_id, ctx, |_| {
+            Ok(UserCommand::GrantRole { role, now })
         })
         .await?;
         Ok(e.done())

@@ -120,6 +120,34 @@ pub struct Deactivated {
     pub deactivated_at: DateTime<Utc>,
 }
 
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Ops: projections, rebuilds.
+    Admin,
+    /// Reads event history and past states.
+    Analyst,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "analyst" => Some(Role::Analyst),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGranted {
+    pub role: Role,
+    pub granted_at: DateTime<Utc>,
+}
+
 crate::domain_events! {
     /// Every event the `user` domain stores.
     pub enum UserEvent in Domain::User {
@@ -134,6 +162,7 @@ crate::domain_events! {
         SessionRefreshed(SessionRefreshed) = ("session_refreshed", 1),
         SessionRevoked(SessionRevoked) = ("session_revoked", 1),
         Deactivated(Deactivated) = ("deactivated", 1),
+        RoleGranted(RoleGranted) = ("role_granted", 1),
     }
     upcast(event_type, version, payload) {
         // No older versions exist yet. An upcaster rewrites (type, version, payload) here,

@@ -155,6 +155,7 @@ impl Relay {
             )
             .await?;
         if events.is_empty() {
+            metrics::gauge!("nova_relay_backlog_events", "domain" => self.domain.as_str()).set(0.0);
             return Ok(Round::Idle);
         }
         // Send in order; collect the ack futures.
@@ -210,10 +211,18 @@ impl Relay {
             self.stats
                 .published
                 .fetch_add(count as u64, Ordering::Relaxed);
+            metrics::counter!("nova_relay_published_events_total", "domain" => self.domain.as_str())
+                .increment(count as u64);
+        }
+        if let Ok(head) = self.store.head(self.domain).await {
+            metrics::gauge!("nova_relay_backlog_events", "domain" => self.domain.as_str())
+                .set((head - confirmed).max(0) as f64);
         }
         match ack_error.or(send_error) {
             Some(message) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("nova_relay_publish_failures_total", "domain" => self.domain.as_str())
+                    .increment(1);
                 Err(RelayError::Publish { confirmed, message })
             }
             None => Ok(Round::Published(count)),

@@ -17,6 +17,7 @@ use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::watch;
 
 pub mod checkpoint;
+pub mod status;
 pub mod user_directory;
 
 pub use checkpoint::Checkpoints;
@@ -104,16 +105,21 @@ pub async fn project_once(
     // Re-read (and lock) the checkpoint inside the transaction: another projector process
     // may have applied this batch since.
     let mut position = Checkpoints::load_in(&mut tx, name, domain).await?;
+    let mut applied = 0u64;
     for event in &events {
         if event.position <= position {
             continue;
         }
         projection.apply(&mut tx, event).await?;
         position = event.position;
+        applied += 1;
     }
     Checkpoints::save_in(&mut tx, name, domain, position).await?;
     tx.commit().await?;
     checkpoints.publish(name, domain, position);
+    metrics::counter!("nova_projection_applied_events_total",
+        "projection" => name, "domain" => domain.as_str())
+    .increment(applied);
     // Only now may the source forget these events: a crash before this line means they are
     // delivered again and skipped as at-or-below the checkpoint.
     source.acknowledge(domain, position).await;

@@ -87,7 +87,8 @@ impl Projection for UserDirectory {
             | UserEvent::Locked(_)
             | UserEvent::SessionStarted(_)
             | UserEvent::SessionRefreshed(_)
-            | UserEvent::SessionRevoked(_) => {}
+            | UserEvent::SessionRevoked(_)
+            | UserEvent::RoleGranted(_) => {}
         }
         Ok(())
     }

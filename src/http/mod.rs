@@ -21,6 +21,8 @@ use utoipa_axum::routes;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod metrics;
+pub mod ops;
 pub mod user;
 
 use error::AppError;
@@ -69,6 +71,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(user::router())
+        .merge(ops::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
 }
@@ -83,6 +86,7 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json((*doc).clone()) }
         }),
     )
+    .route("/metrics", axum::routing::get(metrics::render))
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(axum::middleware::from_fn_with_state(
@@ -90,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         idempotency::middleware,
     ))
     .layer(DefaultBodyLimit::max(state.max_body_bytes))
+    .route_layer(axum::middleware::from_fn(metrics::track))
     .layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

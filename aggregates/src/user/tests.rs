@@ -886,6 +886,25 @@ fn a_deactivated_user_has_no_active_session_even_if_one_was_left_unrevoked() {
 }
 
 #[test]
+fn granting_a_role_is_idempotent() {
+    let mut history = with_session();
+    let events = given::<User>(history.clone())
+        .when(UserCommand::GrantRole {
+            role: Role::Admin,
+            now: at(1),
+        })
+        .events();
+    assert!(matches!(&events[..], [UserEvent::RoleGranted(r)] if r.role == Role::Admin));
+    history.extend(events);
+    given::<User>(history)
+        .when(UserCommand::GrantRole {
+            role: Role::Admin,
+            now: at(2),
+        })
+        .then(vec![]);
+}
+
+#[test]
 fn a_session_revoked_for_token_reuse_cannot_be_restarted() {
     let mut history = with_session();
     history.push(refreshed(sid(1), "t2", at(1)));

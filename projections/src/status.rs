@@ -1,0 +1,85 @@
+//! Where each projection stands: its checkpoint per domain against the domain's head, as
+//! events and as seconds (age of the oldest event not yet applied). Feeds
+//! `nova projections status`, `GET /v1/projections` and the lag metrics.
+
+use nova_event_schemas::Domain;
+use nova_infra::store::{EventStore, ReadFilter};
+use serde::Serialize;
+use sqlx::AnyPool;
+
+use crate::{Checkpoints, ProjectionError};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProjectionStatus {
+    pub projection: String,
+    pub domain: Domain,
+    pub checkpoint: i64,
+    pub head: i64,
+    pub lag_events: i64,
+    /// Age of the oldest event not applied yet (0 when caught up).
+    pub lag_seconds: f64,
+    /// `caught_up` or `behind`.
+    pub state: &'static str,
+}
+
+pub async fn status(
+    store: &EventStore,
+    pool: &AnyPool,
+) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+    let checkpoints = Checkpoints::default();
+    let mut out = Vec::new();
+    for projection in crate::all() {
+        for &domain in projection.domains() {
+            let checkpoint = checkpoints.load(pool, projection.name(), domain).await?;
+            let head = store.head(domain).await?;
+            let lag_events = (head - checkpoint).max(0);
+            let lag_seconds = if lag_events == 0 {
+                0.0
+            } else {
+                let next = store
+                    .read(
+                        domain,
+                        &ReadFilter {
+                            after_position: checkpoint,
+                            limit: 1,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                next.first().map_or(0.0, |e| {
+                    (chrono::Utc::now() - e.recorded_at)
+                        .num_milliseconds()
+                        .max(0) as f64
+                        / 1000.0
+                })
+            };
+            out.push(ProjectionStatus {
+                projection: projection.name().to_owned(),
+                domain,
+                checkpoint,
+                head,
+                lag_events,
+                lag_seconds,
+                state: if lag_events == 0 {
+                    "caught_up"
+                } else {
+                    "behind"
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Publishes the status as gauges.
+pub fn record_metrics(statuses: &[ProjectionStatus]) {
+    for s in statuses {
+        let labels = [
+            ("projection", s.projection.clone()),
+            ("domain", s.domain.as_str().to_owned()),
+        ];
+        metrics::gauge!("nova_projection_checkpoint", &labels).set(s.checkpoint as f64);
+        metrics::gauge!("nova_projection_lag_events", &labels).set(s.lag_events as f64);
+        metrics::gauge!("nova_projection_lag_seconds", &labels).set(s.lag_seconds);
+    }
+}

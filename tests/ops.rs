@@ -1,0 +1,168 @@
+//! Ops surface: roles, projection status (HTTP and CLI), metrics.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use nova_infra::db::Engine;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+on_both_backends!(projection_status_needs_a_role, metrics_are_exposed);
+
+fn user_commands(app: &TestApp) -> nova_commands::user::UserCommands {
+    nova_commands::user::UserCommands::new(
+        app.db.store.clone(),
+        nova_commands::user::credentials::Passwords::new(cheap_argon2()).unwrap(),
+        nova_commands::user::credentials::Tokens::new(
+            &secrecy::SecretString::from(SECRET),
+            chrono::Duration::minutes(15),
+            chrono::Duration::days(1),
+        ),
+    )
+}
+
+async fn projection_status_needs_a_role(engine: Engine) {
+    let app = spawn(engine).await;
+    let (_, plain, _) = app.user("plain_user").await;
+    let (_, ops, _) = app.user("ops_user").await;
+    let res = app.get("/v1/projections").send().await.unwrap();
+    expect_error(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let res = app
+        .get("/v1/projections")
+        .bearer_auth(&plain)
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
+
+    let ctx = nova_commands::CommandContext::new(None, None);
+    let users = user_commands(&app);
+    let done = users
+        .grant_role(&ctx, "ops_user", nova_event_schemas::user::Role::Admin)
+        .await
+        .unwrap();
+    assert!(done.position.is_some());
+    // Granting twice changes nothing.
+    let again = users
+        .grant_role(&ctx, "ops_user", nova_event_schemas::user::Role::Admin)
+        .await
+        .unwrap();
+    assert_eq!(again.position, None);
+
+    let res = app
+        .get("/v1/projections")
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let row = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["projection"] == "user_directory")
+        .expect("user_directory listed")
+        .clone();
+    assert_eq!(row["domain"], "user");
+    assert!(row["head"].as_i64().unwrap() >= 4);
+    assert!(row["lag_events"].as_i64().unwrap() >= 0);
+    assert!(row["status"] == "caught_up" || row["status"] == "behind");
+    app.stop().await;
+}
+
+async fn metrics_are_exposed(engine: Engine) {
+    let app = spawn(engine).await;
+    let (_, access, _) = app.user("metered").await;
+    app.get("/v1/users/me")
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    let text = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("nova_http_requests_total"), "{text}");
+    assert!(text.contains(r#"route="/v1/users/me""#), "{text}");
+    assert!(
+        text.contains("nova_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nova_projection_applied_events_total"),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn cli_grant_role_and_projection_status() {
+    let dir = std::env::temp_dir().join(format!("nova-ops-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nova = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nova"))
+            .args(args)
+            .current_dir(&dir)
+            .env_remove("NOVA_DATABASE_URL")
+            .env_remove("NOVA_DATA_DIR")
+            .env_remove("NOVA_NATS_URL")
+            .output()
+            .unwrap()
+    };
+    let legacy = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+    let out = nova(&[
+        "admin",
+        "import-user",
+        "root_op",
+        "--sha256",
+        legacy,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = nova(&["admin", "grant-role", "root_op", "admin", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["changed"], true);
+    let out = nova(&["admin", "grant-role", "root_op", "admin"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already has"));
+    let out = nova(&["admin", "grant-role", "nobody_here", "admin"]);
+    assert!(!out.status.success());
+    let out = nova(&["admin", "grant-role", "root_op", "superuser"]);
+    assert!(!out.status.success());
+
+    let out = nova(&["projections", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(row["projection"], "user_directory");
+    assert_eq!(row["checkpoint"], 0);
+    assert_eq!(row["head"], 3);
+    assert_eq!(row["lag_events"], 3);
+    assert_eq!(row["state"], "behind");
+    let out = nova(&["projections", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("user_directory") && text.contains("behind"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
