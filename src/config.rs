@@ -96,10 +96,12 @@ pub struct ServeArgs {
     #[arg(long, env = "NOVA_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
     /// Access token lifetime.
-    #[arg(long, env = "NOVA_ACCESS_TTL_SECS", default_value_t = 15 * 60)]
+    #[arg(long, env = "NOVA_ACCESS_TTL_SECS", default_value_t = 15 * 60,
+          value_parser = clap::value_parser!(i64).range(1..=86_400))]
     pub access_ttl_secs: i64,
     /// Refresh token lifetime.
-    #[arg(long, env = "NOVA_REFRESH_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    #[arg(long, env = "NOVA_REFRESH_TTL_SECS", default_value_t = 30 * 24 * 3600,
+          value_parser = clap::value_parser!(i64).range(60..=366 * 86_400))]
     pub refresh_ttl_secs: i64,
 }
 

@@ -27,6 +27,12 @@ on_both_backends!(
     consistency_header,
     request_id_becomes_correlation_id,
     system_routes,
+    bodies_must_be_json_objects,
+    password_route_rejects_bad_fields,
+    expired_refresh_token,
+    unknown_usernames_lock_like_real_ones,
+    idempotency_stores_only_meaningful_answers,
+    request_ids_are_sanitized,
 );
 
 async fn register_login_me_walkthrough(engine: Engine) {
@@ -855,5 +861,221 @@ async fn unknown_user_and_wrong_password_take_the_same_time() {
         (0.5..2.0).contains(&ratio),
         "median unknown-user login {u:.4}s vs wrong-password login {w:.4}s"
     );
+    app.stop().await;
+}
+
+async fn bodies_must_be_json_objects(engine: Engine) {
+    let app = spawn(engine).await;
+    let (_, access, _) = app.user("olga").await;
+    let send = |method: reqwest::Method, path: &str, body: &str, auth: bool| {
+        let r = app
+            .client
+            .request(method, app.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if auth {
+            r.bearer_auth(&access)
+        } else {
+            r
+        }
+    };
+    use reqwest::Method;
+    for (method, path, auth) in [
+        (Method::POST, "/v1/users", false),
+        (Method::POST, "/v1/sessions", false),
+        (Method::POST, "/v1/sessions/refresh", false),
+        (Method::PATCH, "/v1/users/me", true),
+        (Method::POST, "/v1/users/me/password", true),
+    ] {
+        for body in [
+            r#"["olga", "correct horse battery"]"#,
+            "",
+            "  ",
+            "{ ,}",
+            "null",
+            "42",
+        ] {
+            let res = send(method.clone(), path, body, auth).send().await.unwrap();
+            expect_error(res, StatusCode::BAD_REQUEST, "invalid_json").await;
+        }
+    }
+    // `application/merge-patch+json` style suffixes are JSON too.
+    let res = app
+        .patch("/v1/users/me")
+        .bearer_auth(&access)
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"status": "ok"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app
+        .patch("/v1/users/me")
+        .bearer_auth(&access)
+        .header("content-type", "text/plain")
+        .body(r#"{"status": "ok"}"#)
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        res,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    app.stop().await;
+}
+
+async fn password_route_rejects_bad_fields(engine: Engine) {
+    let app = spawn(engine).await;
+    let (_, access, _) = app.user("pat").await;
+    for (body, field) in [
+        (json!({"current_password": PASSWORD}), "new_password"),
+        (
+            json!({"new_password": "another good one"}),
+            "current_password",
+        ),
+        (
+            json!({"current_password": 1, "new_password": "another good one"}),
+            "current_password",
+        ),
+        (
+            json!({"current_password": "x".repeat(129), "new_password": "another good one"}),
+            "current_password",
+        ),
+        (
+            json!({"current_password": PASSWORD, "new_password": "n".repeat(129)}),
+            "new_password",
+        ),
+    ] {
+        let res = app
+            .post("/v1/users/me/password")
+            .bearer_auth(&access)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let e = expect_error(res, StatusCode::BAD_REQUEST, "invalid_field").await;
+        assert_eq!(e["details"]["field"], field, "{body}");
+    }
+    let res = app
+        .post("/v1/users/me/password")
+        .json(&json!({"current_password": PASSWORD, "new_password": "another good one"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let res = app
+        .patch("/v1/users/me")
+        .bearer_auth(&access)
+        .json(&json!({"profile_picture_url": "https://user:secret@img.example/p.png"}))
+        .send()
+        .await
+        .unwrap();
+    let e = expect_error(res, StatusCode::BAD_REQUEST, "invalid_field").await;
+    assert_eq!(e["details"]["field"], "profile_picture_url");
+    app.stop().await;
+}
+
+async fn expired_refresh_token(engine: Engine) {
+    let app = spawn_ttl(
+        engine,
+        cheap_argon2(),
+        64 * 1024,
+        None,
+        chrono::Duration::seconds(1),
+    )
+    .await;
+    let (_, _, refresh_token) = app.user("quinn").await;
+    // Wait out the refresh token's lifetime (time itself is the condition here).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let res = refresh(&app, &refresh_token).await;
+    expect_error(res, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    app.stop().await;
+}
+
+async fn unknown_usernames_lock_like_real_ones(engine: Engine) {
+    let app = spawn(engine).await;
+    app.register("rita").await;
+    let mut real = Vec::new();
+    let mut ghost = Vec::new();
+    for _ in 0..6 {
+        real.push(app.login("rita", "wrong password").await.status());
+        ghost.push(app.login("no_such_rita", "wrong password").await.status());
+    }
+    let expected = [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::UNAUTHORIZED,
+        StatusCode::UNAUTHORIZED,
+        StatusCode::UNAUTHORIZED,
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::TOO_MANY_REQUESTS,
+    ];
+    assert_eq!(real, expected);
+    assert_eq!(ghost, expected);
+    app.stop().await;
+}
+
+async fn idempotency_stores_only_meaningful_answers(engine: Engine) {
+    let app = spawn(engine).await;
+    let count = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM idempotency_keys")
+            .fetch_one(&app.db.any)
+            .await
+            .unwrap();
+        n
+    };
+    // Unknown route and missing token: nothing stored, so nothing replayed later.
+    let res = app
+        .post("/v1/nothing")
+        .header("Idempotency-Key", "a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = app
+        .post("/v1/users/me/password")
+        .header("Idempotency-Key", "b")
+        .json(&json!({"current_password": "x", "new_password": "yyyyyyyyy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Login answers carry tokens: never stored.
+    app.register("sam").await;
+    let res = app
+        .post("/v1/sessions")
+        .header("Idempotency-Key", "c")
+        .json(&json!({"username": "sam", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(count().await, 0);
+    // A validation error is an answer worth replaying.
+    let res = app
+        .post("/v1/users")
+        .header("Idempotency-Key", "d")
+        .json(&json!({"username": "x", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(count().await, 1);
+    app.stop().await;
+}
+
+async fn request_ids_are_sanitized(engine: Engine) {
+    let app = spawn(engine).await;
+    let long = "r".repeat(500);
+    let res = app
+        .get("/healthz")
+        .header("X-Request-Id", &long)
+        .send()
+        .await
+        .unwrap();
+    let echoed = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(echoed, long);
+    assert!(Uuid::parse_str(&echoed).is_ok());
     app.stop().await;
 }

@@ -128,6 +128,15 @@ pub struct Done {
     pub position: Option<i64>,
 }
 
+/// A short random pause before retrying a conflict, so that writers that collided do not all
+/// land in the next group-commit batch together again.
+pub async fn backoff(attempt: usize) {
+    use rand::Rng;
+    let max_ms = 2u64 << attempt.min(5);
+    let ms = rand::thread_rng().gen_range(0..=max_ms);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
 /// load → decide → append, retried on conflict. `make` builds the command from the current
 /// state, so a retry re-decides on fresh state.
 pub async fn execute<A>(
@@ -141,7 +150,10 @@ where
     A::Event: DomainEvent,
     A::State: Clone,
 {
-    for _ in 0..MAX_ATTEMPTS {
+    for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            backoff(attempt).await;
+        }
         let loaded = load::<A>(store, id).await?;
         let command = make(&loaded.state).map_err(CommandError::Domain)?;
         let events = A::handle_command(&loaded.state, command).map_err(CommandError::Domain)?;

@@ -2,10 +2,14 @@
 //! password, deactivation. Input is validated here (so the CLI and HTTP share the rules);
 //! decisions are the aggregates'.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 use esrs::Aggregate;
 use nova_aggregates::user::{
     ClaimUsername, LoginAttempt, User, UserCommand, UserError, UserState, UsernameClaim,
+    LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW,
 };
 use nova_event_schemas::user::{username_claim_id, Role, UserEvent};
 use nova_infra::store::{EventStore, StoreError};
@@ -102,6 +106,47 @@ pub struct UserCommands {
     store: EventStore,
     passwords: Passwords,
     tokens: Tokens,
+    unknown: Arc<Mutex<UnknownNames>>,
+}
+
+/// Failed logins for usernames that do not exist, so that they lock exactly like real accounts
+/// and the lockout does not reveal which names are registered. In memory and bounded: a
+/// process restart forgets them (real accounts' failures are events and are not forgotten).
+#[derive(Default)]
+struct UnknownNames {
+    failures: HashMap<String, Vec<DateTime<Utc>>>,
+}
+
+const UNKNOWN_NAMES_MAX: usize = 10_000;
+
+impl UnknownNames {
+    /// Records a failure; returns the lock expiry if the name is (now) locked.
+    fn fail(&mut self, name: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if let Some(until) = self.locked_until(name, now) {
+            return Some(until);
+        }
+        if self.failures.len() >= UNKNOWN_NAMES_MAX {
+            let cutoff = now - LOCKOUT_WINDOW - LOCKOUT_DURATION;
+            self.failures
+                .retain(|_, times| times.last().is_some_and(|t| *t > cutoff));
+            if self.failures.len() >= UNKNOWN_NAMES_MAX {
+                self.failures.clear();
+            }
+        }
+        let times = self.failures.entry(name.to_owned()).or_default();
+        times.retain(|t| *t > now - LOCKOUT_WINDOW);
+        times.push(now);
+        (times.len() >= LOCKOUT_THRESHOLD).then(|| now + LOCKOUT_DURATION)
+    }
+
+    fn locked_until(&self, name: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let times = self.failures.get(name)?;
+        if times.len() < LOCKOUT_THRESHOLD {
+            return None;
+        }
+        let until = *times.last()? + LOCKOUT_DURATION;
+        (now < until).then_some(until)
+    }
 }
 
 /// A partial profile update: `None` = unchanged, `Some(None)` = cleared.
@@ -118,6 +163,7 @@ impl UserCommands {
             store,
             passwords,
             tokens,
+            unknown: Arc::default(),
         }
     }
 
@@ -176,7 +222,10 @@ impl UserCommands {
         let user_id = Uuid::now_v7();
         let claim_id = username_claim_id(username);
         let now = Utc::now();
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                crate::backoff(attempt).await;
+            }
             let claim = load::<UsernameClaim>(&self.store, claim_id).await?;
             let claimed = UsernameClaim::handle_command(
                 &claim.state,
@@ -239,9 +288,18 @@ impl UserCommands {
             None
         };
         let Some(user_id) = user_id else {
-            // Same work, same answer as a wrong password.
+            // Same work, same answers (including the lockout) as a wrong password.
             let _ = self.passwords.verify(password, None).await;
-            return Err(UserCommandError::InvalidCredentials);
+            let name = username.to_lowercase();
+            let locked = self
+                .unknown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fail(&name, Utc::now());
+            return Err(match locked {
+                Some(until) => UserCommandError::Locked { until },
+                None => UserCommandError::InvalidCredentials,
+            });
         };
         let loaded = load::<User>(&self.store, user_id).await?;
         let now = Utc::now();
@@ -435,6 +493,12 @@ impl UserCommands {
         new: SecretString,
     ) -> Result<Done> {
         validate_password("new_password", &new)?;
+        if current.expose_secret().chars().count() > PASSWORD_MAX {
+            return Err(invalid(
+                "current_password",
+                format!("must be at most {PASSWORD_MAX} characters"),
+            ));
+        }
         let loaded = load::<User>(&self.store, who.user_id).await?;
         let checked_hash = loaded.state.password_hash.clone();
         let ok = self
@@ -559,8 +623,13 @@ fn validate_picture_url(value: Option<String>) -> Result<Option<String>> {
     let Some(v) = validate_optional_text("profile_picture_url", value, URL_MAX)? else {
         return Ok(None);
     };
-    let ok = url::Url::parse(&v)
-        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    // No credentials in the URL: they would be shown to everyone who reads the profile.
+    let ok = url::Url::parse(&v).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.username().is_empty()
+            && u.password().is_none()
+    });
     if !ok {
         return Err(invalid("profile_picture_url", "must be an http(s) URL"));
     }

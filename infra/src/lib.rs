@@ -4,6 +4,7 @@
 
 pub mod db;
 pub mod delivery;
+pub mod idempotency;
 pub mod nats;
 pub mod relay;
 pub mod store;

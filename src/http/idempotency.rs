@@ -5,13 +5,15 @@
 //!
 //! Routes that answer with secrets (login, refresh) are not stored — persisting issued tokens
 //! in plaintext would defeat storing them hashed; retrying those is harmless (a second session).
-//! 5xx answers are not stored either, so the client can retry them.
+//! Answers that depend on the moment (5xx, 401, 408, 409, 429) are not stored either, so a
+//! retry runs anew. The layer wraps matched routes only, so unknown paths store nothing.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use nova_infra::idempotency as store;
 use sha2::{Digest, Sha256};
 
 use super::error::AppError;
@@ -79,99 +81,76 @@ async fn handle(
     h.update(&bytes);
     let request_hash = hex::encode(h.finalize());
     let now = chrono::Utc::now().timestamp_millis();
-    let pool = &state.db.any;
+    let pool = state.db.any.clone();
 
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (actor, idem_key, request_hash, created_at) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (actor, idem_key) DO NOTHING",
-    )
-    .bind(&actor)
-    .bind(&key)
-    .bind(&request_hash)
-    .bind(now)
-    .execute(pool)
-    .await
-    .map_err(AppError::unavailable)?
-    .rows_affected()
-        == 1;
-
-    if !claimed {
-        type Stored = (String, Option<i64>, Option<String>, Option<String>, i64);
-        let row: Option<Stored> = sqlx::query_as(
-            "SELECT request_hash, status, headers, body, created_at FROM idempotency_keys \
-             WHERE actor = $1 AND idem_key = $2",
-        )
-        .bind(&actor)
-        .bind(&key)
-        .fetch_optional(pool)
+    if !store::claim(&pool, &actor, &key, &request_hash, now)
         .await
-        .map_err(AppError::unavailable)?;
-        let Some((stored_hash, status, headers, body, created_at)) = row else {
+        .map_err(AppError::unavailable)?
+    {
+        let Some(stored) = store::get(&pool, &actor, &key)
+            .await
+            .map_err(AppError::unavailable)?
+        else {
             return Err(in_progress());
         };
-        if stored_hash != request_hash {
+        if stored.request_hash != request_hash {
             return Err(AppError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different request",
             ));
         }
-        match status {
-            Some(status) => return Ok(replay(status, headers, body)),
-            None if now - created_at < STALE_CLAIM_MS => return Err(in_progress()),
+        match stored.status {
+            Some(status) => return Ok(replay(status, stored.headers, stored.body)),
+            None if now - stored.created_at < STALE_CLAIM_MS => return Err(in_progress()),
             None => {
                 // The first attempt died before answering; take the claim over.
-                let taken = sqlx::query(
-                    "UPDATE idempotency_keys SET created_at = $3 \
-                     WHERE actor = $1 AND idem_key = $2 AND status IS NULL AND created_at = $4",
-                )
-                .bind(&actor)
-                .bind(&key)
-                .bind(now)
-                .bind(created_at)
-                .execute(pool)
-                .await
-                .map_err(AppError::unavailable)?
-                .rows_affected()
-                    == 1;
-                if !taken {
+                if !store::take_over(&pool, &actor, &key, stored.created_at, now)
+                    .await
+                    .map_err(AppError::unavailable)?
+                {
                     return Err(in_progress());
                 }
             }
         }
     }
 
-    let res = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    let status = res.status();
-    if status.is_server_error() {
-        let _ = sqlx::query("DELETE FROM idempotency_keys WHERE actor = $1 AND idem_key = $2")
-            .bind(&actor)
-            .bind(&key)
-            .execute(pool)
-            .await;
-        return Ok(res);
-    }
-    let (rparts, rbody) = res.into_parts();
-    let rbytes = to_bytes(rbody, usize::MAX)
-        .await
-        .map_err(AppError::internal)?;
-    let headers = stored_headers(&rparts.headers);
-    let body_text = String::from_utf8_lossy(&rbytes).into_owned();
-    sqlx::query(
-        "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5 \
-         WHERE actor = $1 AND idem_key = $2",
-    )
-    .bind(&actor)
-    .bind(&key)
-    .bind(i64::from(status.as_u16()))
-    .bind(&headers)
-    .bind(&body_text)
-    .execute(pool)
-    .await
-    .map_err(AppError::unavailable)?;
-    Ok(Response::from_parts(rparts, Body::from(rbytes)))
+    // Run the command and record its answer in a task of its own: a client that disconnects
+    // mid-request must not cancel the bookkeeping after the command took effect, or its
+    // retry would run the command a second time.
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let task = tokio::spawn(async move {
+        let res = next.run(req).await;
+        let status = res.status();
+        if !worth_replaying(status) {
+            let _ = store::release(&pool, &actor, &key).await;
+            return Ok(res);
+        }
+        let (rparts, rbody) = res.into_parts();
+        let rbytes = to_bytes(rbody, usize::MAX)
+            .await
+            .map_err(AppError::internal)?;
+        let headers = stored_headers(&rparts.headers);
+        let body_text = String::from_utf8_lossy(&rbytes).into_owned();
+        store::complete(&pool, &actor, &key, status.as_u16(), &headers, &body_text)
+            .await
+            .map_err(AppError::unavailable)?;
+        Ok(Response::from_parts(rparts, Body::from(rbytes)))
+    });
+    task.await.map_err(AppError::internal)?
+}
+
+/// Answers that a retry should get again. Not: server errors and answers that depend on the
+/// moment (auth, rate limits, concurrent conflicts, in-progress) — a retry should run anew.
+fn worth_replaying(status: StatusCode) -> bool {
+    !(status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::UNAUTHORIZED
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::CONFLICT
+                | StatusCode::TOO_MANY_REQUESTS
+        ))
 }
 
 /// Keys are per caller: the user of a valid access token, else anonymous.
@@ -227,12 +206,5 @@ fn replay(status: i64, headers: Option<String>, body: Option<String>) -> Respons
 
 /// Deletes stored answers older than [`RETENTION_MS`].
 pub async fn purge_expired(pool: &sqlx::AnyPool) -> Result<u64, sqlx::Error> {
-    let cutoff = chrono::Utc::now().timestamp_millis() - RETENTION_MS;
-    Ok(
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(cutoff)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-    )
+    store::purge_before(pool, chrono::Utc::now().timestamp_millis() - RETENTION_MS).await
 }

@@ -89,7 +89,7 @@ pub fn router(state: AppState) -> Router {
     .route("/metrics", axum::routing::get(metrics::render))
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
-    .layer(axum::middleware::from_fn_with_state(
+    .route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         idempotency::middleware,
     ))
@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
     .route_layer(axum::middleware::from_fn(metrics::track))
     .layer(
         ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(sanitize_request_id))
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(
                 TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -111,6 +112,23 @@ pub fn router(state: AppState) -> Router {
             .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
     )
     .with_state(state)
+}
+
+/// Longest client-supplied `X-Request-Id` that is kept; longer or non-printable ones are
+/// dropped (and replaced by a generated id) so they cannot bloat logs and event metadata.
+const MAX_REQUEST_ID: usize = 128;
+
+async fn sanitize_request_id(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let bad = req.headers().get(REQUEST_ID).is_some_and(|v| {
+        v.len() > MAX_REQUEST_ID || v.as_bytes().iter().any(|b| !b.is_ascii_graphic())
+    });
+    if bad {
+        req.headers_mut().remove(REQUEST_ID);
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> AppError {

@@ -69,6 +69,23 @@ pub async fn spawn_full(
     max_body_bytes: usize,
     nats_url: Option<String>,
 ) -> TestApp {
+    spawn_ttl(
+        engine,
+        argon2,
+        max_body_bytes,
+        nats_url,
+        chrono::Duration::days(30),
+    )
+    .await
+}
+
+pub async fn spawn_ttl(
+    engine: Engine,
+    argon2: Argon2Config,
+    max_body_bytes: usize,
+    nats_url: Option<String>,
+    refresh_ttl: chrono::Duration,
+) -> TestApp {
     let testdb = TestDb::new(engine).await;
     let app = Application::build(Settings {
         database_url: testdb.url.clone(),
@@ -80,7 +97,7 @@ pub async fn spawn_full(
         argon2,
         max_body_bytes,
         access_ttl: chrono::Duration::minutes(15),
-        refresh_ttl: chrono::Duration::days(30),
+        refresh_ttl,
     })
     .await
     .expect("application starts");

@@ -85,6 +85,18 @@ impl RecordedEvent {
     }
 }
 
+impl Default for ReadFilter {
+    /// From the beginning, one page of 100.
+    fn default() -> Self {
+        ReadFilter {
+            after_position: 0,
+            limit: 100,
+            aggregate_id: None,
+            event_type: None,
+        }
+    }
+}
+
 pub(crate) const COLUMNS: &str = "position, event_id, aggregate_id, aggregate_type, version, \
      event_type, schema_version, payload, correlation_id, causation_id, actor_id, request_id, \
      recorded_at";
@@ -131,7 +143,7 @@ impl EventRow {
 }
 
 /// Filters for reading a domain's history (replay, export, projections).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReadFilter {
     pub after_position: i64,
     pub limit: i64,
@@ -139,7 +151,7 @@ pub struct ReadFilter {
     pub event_type: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("aggregate {aggregate_id} is at version {actual}, not {expected}")]
     Conflict {
@@ -431,11 +443,17 @@ async fn commit_batch(
                 });
             }
         }
+        Err(e) if batch.len() > 1 => {
+            // One bad request must not fail its neighbours: retry each on its own.
+            tracing::warn!(%domain, error = %e, size = batch.len(), "append batch failed; retrying singly");
+            for pending in batch {
+                Box::pin(commit_batch(backend, domain, vec![pending], head)).await;
+            }
+        }
         Err(e) => {
-            tracing::warn!(%domain, error = %e, "append batch failed");
-            let msg = e.to_string();
+            tracing::warn!(%domain, error = %e, "append failed");
             for (_, reply) in batch {
-                let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }
