@@ -161,6 +161,7 @@ impl Application {
             users,
             checkpoints,
             nats,
+            rebuilds: Default::default(),
             max_body_bytes: s.max_body_bytes,
         };
         Ok(Application {

@@ -109,6 +109,9 @@ pub struct ServeArgs {
 pub enum ProjectionsCommand {
     /// Per projection and domain: checkpoint, head, lag in events and seconds, state.
     Status,
+    /// Rebuild a projection from the event store into a fresh copy while the live one keeps
+    /// serving, then swap. Interrupted, it resumes where it stopped when run again.
+    Rebuild { name: String },
 }
 
 #[derive(Debug, Subcommand)]

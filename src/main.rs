@@ -121,8 +121,11 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             .await
         }
         Command::Project { ref names } => {
-            let known: Vec<&str> = nova_projections::all().iter().map(|p| p.name()).collect();
-            if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            let known: Vec<String> = nova_projections::all()
+                .iter()
+                .map(|p| p.name().to_owned())
+                .collect();
+            if let Some(bad) = names.iter().find(|n| !known.contains(n)) {
                 return Err(
                     format!("unknown projection {bad}; known: {}", known.join(", ")).into(),
                 );
@@ -173,6 +176,51 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                         r.state
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Projections(ProjectionsCommand::Rebuild { name }) => {
+            let live = nova_projections::rebuild::find(&name)?;
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let bar = if cli.db.json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                indicatif::ProgressBar::new(0)
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_message(format!("rebuilding {name}"));
+            let checkpoints = nova_projections::Checkpoints::default();
+            let report =
+                nova_projections::rebuild::rebuild(live, &db.store, &db.any, &checkpoints, |p| {
+                    bar.set_length(p.head.max(0) as u64);
+                    bar.set_position(p.position.max(0) as u64);
+                })
+                .await;
+            bar.finish_and_clear();
+            db.close().await;
+            let report = report?;
+            if cli.db.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let positions: Vec<String> = report
+                    .positions
+                    .iter()
+                    .map(|(d, p)| format!("{d}:{p}"))
+                    .collect();
+                println!(
+                    "rebuilt {} up to {} in {:.1}s{}; swapped in",
+                    report.projection,
+                    positions.join(", "),
+                    report.seconds,
+                    if report.resumed { " (resumed)" } else { "" }
+                );
             }
             Ok(())
         }

@@ -115,7 +115,7 @@ async fn nats_outage_loses_nothing(engine: Engine) {
         .await
         .unwrap();
     nova_projections::catch_up(
-        &nova_projections::user_directory::UserDirectory,
+        &nova_projections::user_directory::UserDirectory::default(),
         &app.db.store,
         &app.db.any,
         &nova_projections::Checkpoints::default(),

@@ -17,6 +17,7 @@ use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::watch;
 
 pub mod checkpoint;
+pub mod rebuild;
 pub mod status;
 pub mod user_directory;
 
@@ -36,7 +37,7 @@ pub enum ProjectionError {
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
     /// Stable name; also the checkpoint key.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// The domains whose events this projection consumes.
     fn domains(&self) -> &'static [Domain];
     /// Applies one event inside the runtime's transaction.
@@ -45,6 +46,22 @@ pub trait Projection: Send + Sync + 'static {
         tx: &mut Transaction<'static, Any>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError>;
+    /// `CREATE` statements (common SQL dialect) of this projection's tables, each table name
+    /// followed by `suffix` — used to build a fresh copy beside the live one.
+    fn ddl(&self, suffix: &str) -> Vec<String> {
+        let _ = suffix;
+        Vec::new()
+    }
+    /// The projection's tables (live names).
+    fn tables(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The same projection writing to the `suffix`ed copy of its tables, checkpointed under
+    /// `<name><suffix>`. `None` if the projection cannot be rebuilt beside itself.
+    fn shadow(&self, suffix: &str) -> Option<Arc<dyn Projection>> {
+        let _ = suffix;
+        None
+    }
 }
 
 pub use nova_infra::delivery::{EventSource, JetStreamSource, StoreTail};
@@ -118,7 +135,7 @@ pub async fn project_once(
     tx.commit().await?;
     checkpoints.publish(name, domain, position);
     metrics::counter!("nova_projection_applied_events_total",
-        "projection" => name, "domain" => domain.as_str())
+        "projection" => name.to_owned(), "domain" => domain.as_str())
     .increment(applied);
     // Only now may the source forget these events: a crash before this line means they are
     // delivered again and skipped as at-or-below the checkpoint.
@@ -142,5 +159,5 @@ pub async fn catch_up(
 
 /// Every projection Nova runs.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(user_directory::UserDirectory)]
+    vec![Arc::new(user_directory::UserDirectory::default())]
 }

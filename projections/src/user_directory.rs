@@ -2,6 +2,8 @@
 //! active flag, timestamps). Serves profile reads and lets other domains check that a user
 //! they reference exists and is active — by id, never by joining the user domain's tables.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use nova_event_schemas::user::UserEvent;
 use nova_event_schemas::Domain;
@@ -10,7 +12,20 @@ use sqlx::{Any, Transaction};
 
 use crate::{Projection, ProjectionError};
 
-pub struct UserDirectory;
+/// The live directory is `UserDirectory::default()`; a rebuild writes to a suffixed copy.
+pub struct UserDirectory {
+    name: String,
+    table: String,
+}
+
+impl Default for UserDirectory {
+    fn default() -> Self {
+        UserDirectory {
+            name: NAME.to_owned(),
+            table: NAME.to_owned(),
+        }
+    }
+}
 
 pub const NAME: &str = "user_directory";
 
@@ -22,8 +37,42 @@ pub fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
 
 #[async_trait]
 impl Projection for UserDirectory {
-    fn name(&self) -> &'static str {
-        NAME
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tables(&self) -> Vec<String> {
+        vec![self.table.clone()]
+    }
+
+    fn ddl(&self, suffix: &str) -> Vec<String> {
+        let table = format!("{}{suffix}", self.table);
+        // Index names are global: a random tag keeps a copy's index from clashing with the
+        // live table's after the swap renames tables (indexes keep their names).
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        vec![
+            format!(
+                "CREATE TABLE {table} (
+                    user_id              TEXT   NOT NULL PRIMARY KEY,
+                    username             TEXT   NOT NULL,
+                    display_name         TEXT,
+                    status               TEXT,
+                    profile_picture_url  TEXT,
+                    active               BIGINT NOT NULL,
+                    created_at           TEXT   NOT NULL,
+                    updated_at           TEXT   NOT NULL,
+                    last_version         BIGINT NOT NULL
+                )"
+            ),
+            format!("CREATE INDEX {table}_username_{tag} ON {table} (username)"),
+        ]
+    }
+
+    fn shadow(&self, suffix: &str) -> Option<Arc<dyn Projection>> {
+        Some(Arc::new(UserDirectory {
+            name: format!("{}{suffix}", self.name),
+            table: format!("{}{suffix}", self.table),
+        }))
     }
 
     fn domains(&self) -> &'static [Domain] {
@@ -36,15 +85,16 @@ impl Projection for UserDirectory {
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         let user_id = event.aggregate_id.to_string();
+        let table = &self.table;
         let at = ts(event.recorded_at);
         match event.decode::<UserEvent>()? {
             UserEvent::Registered(e) => {
-                sqlx::query(
-                    "INSERT INTO user_directory (user_id, username, display_name, status, \
+                sqlx::query(&format!(
+                    "INSERT INTO {table} (user_id, username, display_name, status, \
                          profile_picture_url, active, created_at, updated_at, last_version) \
                      VALUES ($1, $2, $3, NULL, NULL, 1, $4, $4, $5) \
-                     ON CONFLICT (user_id) DO NOTHING",
-                )
+                     ON CONFLICT (user_id) DO NOTHING"
+                ))
                 .bind(&user_id)
                 .bind(&e.username)
                 .bind(&e.display_name)
@@ -54,11 +104,11 @@ impl Projection for UserDirectory {
                 .await?;
             }
             UserEvent::ProfileUpdated(e) => {
-                sqlx::query(
-                    "UPDATE user_directory SET display_name = $2, status = $3, \
+                sqlx::query(&format!(
+                    "UPDATE {table} SET display_name = $2, status = $3, \
                          profile_picture_url = $4, updated_at = $5, last_version = $6 \
-                     WHERE user_id = $1 AND last_version < $6",
-                )
+                     WHERE user_id = $1 AND last_version < $6"
+                ))
                 .bind(&user_id)
                 .bind(&e.display_name)
                 .bind(&e.status)
@@ -69,10 +119,10 @@ impl Projection for UserDirectory {
                 .await?;
             }
             UserEvent::Deactivated(_) => {
-                sqlx::query(
-                    "UPDATE user_directory SET active = 0, updated_at = $2, last_version = $3 \
-                     WHERE user_id = $1 AND last_version < $3",
-                )
+                sqlx::query(&format!(
+                    "UPDATE {table} SET active = 0, updated_at = $2, last_version = $3 \
+                     WHERE user_id = $1 AND last_version < $3"
+                ))
                 .bind(&user_id)
                 .bind(&at)
                 .bind(event.version)

@@ -36,6 +36,7 @@ on_both_backends!(
     failed_batch_rolls_back_with_its_checkpoint,
     live_directory_equals_rebuild,
     two_projector_processes_apply_each_event_once,
+    interrupted_rebuild_resumes_and_swaps,
 );
 
 /// Counts applications per event in its own table; can be told to fail on one position.
@@ -220,7 +221,7 @@ async fn live_directory_equals_rebuild(engine: Engine) {
     let checkpoints = Checkpoints::default();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let live = tokio::spawn(run_projector(
-        Arc::new(UserDirectory),
+        Arc::new(UserDirectory::default()),
         Domain::User,
         Arc::new(StoreTail::new(db.store.clone())),
         db.any.clone(),
@@ -264,9 +265,14 @@ async fn live_directory_equals_rebuild(engine: Engine) {
         .execute(&db.any)
         .await
         .unwrap();
-    catch_up(&UserDirectory, &db.store, &db.any, &Checkpoints::default())
-        .await
-        .unwrap();
+    catch_up(
+        &UserDirectory::default(),
+        &db.store,
+        &db.any,
+        &Checkpoints::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(directory(&db).await, live_rows);
     db.close().await;
 }
@@ -310,5 +316,71 @@ async fn two_projector_processes_apply_each_event_once(engine: Engine) {
     assert_eq!(rows.len() as i64, head);
     assert!(rows.iter().all(|(_, times)| *times == 1), "{rows:?}");
     other.close().await;
+    db.close().await;
+}
+
+/// A rebuild killed after its first batch leaves its copy behind; the next run resumes it
+/// and swaps in a directory equal to the live one.
+async fn interrupted_rebuild_resumes_and_swaps(engine: Engine) {
+    let t = TestDb::new(engine).await;
+    let db = t.open().await;
+    seed(&db.store, 250).await;
+    let checkpoints = Checkpoints::default();
+    catch_up(&UserDirectory::default(), &db.store, &db.any, &checkpoints)
+        .await
+        .unwrap();
+    let live = directory(&db).await;
+
+    let first = {
+        let (store, pool) = (db.store.clone(), db.any.clone());
+        tokio::spawn(async move {
+            nova_projections::rebuild::rebuild(
+                Arc::new(UserDirectory::default()),
+                &store,
+                &pool,
+                &Checkpoints::default(),
+                |_| panic!("interrupted after the first batch"),
+            )
+            .await
+        })
+    };
+    assert!(first.await.is_err());
+    let pending = nova_projections::rebuild::pending(&UserDirectory::default(), &db.any)
+        .await
+        .unwrap()
+        .expect("the interrupted copy is still there");
+    assert!(pending[0].1 > 0);
+
+    let report = nova_projections::rebuild::rebuild(
+        Arc::new(UserDirectory::default()),
+        &db.store,
+        &db.any,
+        &checkpoints,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(report.resumed);
+    let head = db.store.head(Domain::User).await.unwrap();
+    assert_eq!(report.positions, vec![(Domain::User, head)]);
+    assert_eq!(directory(&db).await, live);
+    assert!(
+        nova_projections::rebuild::pending(&UserDirectory::default(), &db.any)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // And it can be rebuilt again from scratch.
+    let again = nova_projections::rebuild::rebuild(
+        Arc::new(UserDirectory::default()),
+        &db.store,
+        &db.any,
+        &checkpoints,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(!again.resumed);
+    assert_eq!(directory(&db).await, live);
     db.close().await;
 }

@@ -35,6 +35,7 @@ pub struct AppState {
     pub checkpoints: Checkpoints,
     /// Set when `NOVA_NATS_URL` is configured.
     pub nats: Option<async_nats::Client>,
+    pub rebuilds: ops::Rebuilds,
     pub max_body_bytes: usize,
 }
 

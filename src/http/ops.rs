@@ -1,5 +1,8 @@
 //! Ops routes (API.md "Analysts and ops"): projection status. Role `admin` or `analyst`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use nova_projections::status::{status, ProjectionStatus};
@@ -9,11 +12,26 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{AppError, ErrorBody};
-use super::extract::{Auth, Json};
+use super::extract::{Auth, Json, Path};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(projections))
+    OpenApiRouter::new()
+        .routes(routes!(projections))
+        .routes(routes!(rebuild))
+}
+
+/// Rebuilds started through the API in this process, by projection name.
+pub type Rebuilds = Arc<Mutex<HashMap<String, RebuildState>>>;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RebuildState {
+    /// `running`, `done` or `failed`.
+    state: String,
+    position: i64,
+    head: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -25,6 +43,9 @@ pub struct ProjectionRow {
     lag_events: i64,
     lag_seconds: f64,
     status: String,
+    /// Progress of a rebuild started through the API, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rebuild: Option<RebuildState>,
 }
 
 impl From<ProjectionStatus> for ProjectionRow {
@@ -37,6 +58,7 @@ impl From<ProjectionStatus> for ProjectionRow {
             lag_events: s.lag_events,
             lag_seconds: s.lag_seconds,
             status: s.state.to_owned(),
+            rebuild: None,
         }
     }
 }
@@ -64,11 +86,122 @@ async fn projections(
             "this route needs the admin or analyst role",
         ));
     }
+    let rebuilds = state
+        .rebuilds
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let items = status(&state.db.store, &state.db.any)
         .await
         .map_err(AppError::unavailable)?
         .into_iter()
-        .map(ProjectionRow::from)
+        .map(|s| {
+            let mut row = ProjectionRow::from(s);
+            row.rebuild = rebuilds.get(&row.projection).cloned();
+            row
+        })
         .collect();
     Ok(Json(ProjectionList { items }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RebuildStarted {
+    projection: String,
+    state: String,
+}
+
+/// Start a zero-downtime rebuild from the event store (role `admin`). Progress appears in
+/// `GET /v1/projections`.
+#[utoipa::path(post, path = "/v1/projections/{name}/rebuild", tag = "ops", security(("bearer" = [])),
+    params(("name" = String, Path, description = "projection name")),
+    responses(
+        (status = 202, body = RebuildStarted),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "a rebuild is already running", body = ErrorBody),
+    ))]
+async fn rebuild(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<RebuildStarted>), AppError> {
+    if !auth.0.admin {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this route needs the admin role",
+        ));
+    }
+    let live =
+        nova_projections::rebuild::find(&name).map_err(|_| AppError::not_found("projection"))?;
+    {
+        let mut map = state.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&name).is_some_and(|r| r.state == "running") {
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                "rebuild_in_progress",
+                "a rebuild of this projection is already running",
+            ));
+        }
+        map.insert(
+            name.clone(),
+            RebuildState {
+                state: "running".into(),
+                position: 0,
+                head: 0,
+                error: None,
+            },
+        );
+    }
+    let rebuilds = state.rebuilds.clone();
+    let key = name.clone();
+    tokio::spawn(async move {
+        let progress = {
+            let rebuilds = rebuilds.clone();
+            let key = key.clone();
+            move |p: nova_projections::rebuild::Progress| {
+                if let Some(r) = rebuilds
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&key)
+                {
+                    r.position = p.position;
+                    r.head = p.head;
+                }
+            }
+        };
+        let result = nova_projections::rebuild::rebuild(
+            live,
+            &state.db.store,
+            &state.db.any,
+            &state.checkpoints,
+            progress,
+        )
+        .await;
+        let mut map = rebuilds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = map.get_mut(&key) {
+            match result {
+                Ok(report) => {
+                    r.state = "done".into();
+                    if let Some((_, p)) = report.positions.last() {
+                        r.position = *p;
+                        r.head = r.head.max(*p);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(projection = %key, error = %e, "rebuild failed");
+                    r.state = "failed".into();
+                    r.error = Some(e.to_string());
+                }
+            }
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RebuildStarted {
+            projection: name,
+            state: "running".into(),
+        }),
+    ))
 }

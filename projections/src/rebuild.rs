@@ -1,0 +1,189 @@
+//! Zero-downtime rebuild: a fresh copy of a projection's tables is built from the event store
+//! (the source of truth, not JetStream) while the live copy keeps serving, then swapped in
+//! atomically.
+//!
+//! 1. The copy (`<table>__rebuild`) and its checkpoint (`<name>__rebuild`) are created if
+//!    absent — so an interrupted rebuild resumes where it stopped.
+//! 2. The copy catches up to the store's head in batches, reporting progress.
+//! 3. Swap, in one transaction: lock the live checkpoint row (the live projector cannot commit
+//!    meanwhile), apply the last few events to the copy, rename live → `__retired` and copy →
+//!    live, carry the copy's checkpoint over to the live name, drop the retired tables.
+//!    Readers see the old table until the commit and the new one after; they never see a
+//!    missing table or a half-built one.
+
+use std::sync::Arc;
+
+use nova_event_schemas::Domain;
+use nova_infra::store::EventStore;
+use serde::Serialize;
+use sqlx::AnyPool;
+
+use crate::{project_once, Checkpoints, Projection, ProjectionError, StoreTail};
+
+pub const SUFFIX: &str = "__rebuild";
+const RETIRED: &str = "__retired";
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Progress {
+    pub domain: Domain,
+    /// Position the copy has reached.
+    pub position: i64,
+    /// The domain's head when this batch was read.
+    pub head: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub projection: String,
+    /// Position per domain at the swap.
+    pub positions: Vec<(Domain, i64)>,
+    /// Whether an earlier, interrupted rebuild was resumed.
+    pub resumed: bool,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("unknown projection {0}")]
+    Unknown(String),
+    #[error("projection {0} cannot be rebuilt beside itself")]
+    NotRebuildable(String),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error("rebuild bookkeeping: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// The live projection with this name.
+pub fn find(name: &str) -> Result<Arc<dyn Projection>, RebuildError> {
+    crate::all()
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| RebuildError::Unknown(name.to_owned()))
+}
+
+/// Where an unfinished rebuild stands (its copy's checkpoint per domain), if one exists.
+pub async fn pending(
+    live: &dyn Projection,
+    pool: &AnyPool,
+) -> Result<Option<Vec<(Domain, i64)>>, sqlx::Error> {
+    let name = format!("{}{SUFFIX}", live.name());
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT domain, position FROM projection_checkpoints WHERE projection = $1")
+            .bind(&name)
+            .fetch_all(pool)
+            .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .filter_map(|(d, p)| Domain::parse(&d).map(|d| (d, p)))
+            .collect(),
+    ))
+}
+
+async fn table_exists(pool: &AnyPool, table: &str) -> Result<bool, sqlx::Error> {
+    // Works on both engines: a zero-row probe fails iff the table is missing.
+    Ok(sqlx::query(&format!("SELECT 1 FROM {table} WHERE 1 = 0"))
+        .fetch_optional(pool)
+        .await
+        .is_ok())
+}
+
+/// Rebuilds `live` into a fresh copy and swaps it in. `progress` is called after every batch.
+pub async fn rebuild(
+    live: Arc<dyn Projection>,
+    store: &EventStore,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    progress: impl Fn(Progress),
+) -> Result<Report, RebuildError> {
+    let started = std::time::Instant::now();
+    let copy = live
+        .shadow(SUFFIX)
+        .ok_or_else(|| RebuildError::NotRebuildable(live.name().to_owned()))?;
+
+    // 1. Create the copy, or resume the one an interrupted rebuild left.
+    let resumed = table_exists(pool, &format!("{}{SUFFIX}", live.tables()[0])).await?;
+    if !resumed {
+        let mut tx = pool.begin().await?;
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
+            .bind(copy.name())
+            .execute(&mut *tx)
+            .await?;
+        for stmt in live.ddl(SUFFIX) {
+            sqlx::query(&stmt).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+    }
+
+    // 2. Catch the copy up, from the store.
+    let source = StoreTail::new(store.clone());
+    let own = Checkpoints::default();
+    for &domain in live.domains() {
+        while project_once(&*copy, domain, &source, pool, &own).await? {
+            progress(Progress {
+                domain,
+                position: own.cached(copy.name(), domain),
+                head: store.head(domain).await.map_err(ProjectionError::from)?,
+            });
+        }
+    }
+
+    // 3. Swap.
+    let mut tx = pool.begin().await?;
+    let mut positions = Vec::new();
+    for &domain in live.domains() {
+        // Locks the live projector out until commit.
+        Checkpoints::load_in(&mut tx, live.name(), domain).await?;
+        let mut position = Checkpoints::load_in(&mut tx, copy.name(), domain).await?;
+        loop {
+            let events = store
+                .read(
+                    domain,
+                    &nova_infra::store::ReadFilter {
+                        after_position: position,
+                        limit: 500,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(ProjectionError::from)?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            for event in &events {
+                copy.apply(&mut tx, event).await?;
+            }
+            position = last;
+        }
+        Checkpoints::save_in(&mut tx, live.name(), domain, position).await?;
+        positions.push((domain, position));
+    }
+    for table in live.tables() {
+        sqlx::query(&format!("ALTER TABLE {table} RENAME TO {table}{RETIRED}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("ALTER TABLE {table}{SUFFIX} RENAME TO {table}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("DROP TABLE {table}{RETIRED}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
+        .bind(copy.name())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    for (domain, position) in &positions {
+        checkpoints.publish(live.name(), *domain, *position);
+    }
+    Ok(Report {
+        projection: live.name().to_owned(),
+        positions,
+        resumed,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
