@@ -230,3 +230,84 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     assert_eq!(directory(&db).await, live);
     db.close().await;
 }
+
+/// API, relay and projector as three processes sharing one PostgreSQL and one NATS: a
+/// registration through the API process becomes visible through the projector process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_relay_and_projector_run_as_separate_processes() {
+    let testdb = TestDb::postgres().await;
+    let nats = PrivateNats::start();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nova"))
+            .args(args)
+            .env("NOVA_DATABASE_URL", &testdb.url)
+            .env("NOVA_NATS_URL", nats.url())
+            .env("NOVA_JWT_SECRET", SECRET)
+            .env("NOVA_LISTEN", format!("127.0.0.1:{port}"))
+            .env("NOVA_ARGON2_MEMORY_KIB", "1024")
+            .env("NOVA_ARGON2_ITERATIONS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nova starts")
+    };
+    let mut api = spawn(&["serve", "--api-only"]);
+    wait_healthy(&http, &base).await;
+    let res = http
+        .post(format!("{base}/v1/users"))
+        .json(&json!({"username": "split_user", "password": "split test pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+    let pos = res.headers()["x-nova-position"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let id = res.json::<Value>().await.unwrap()["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // No projector runs yet: the read cannot catch up (bounded wait, then 503).
+    let res = http
+        .get(format!("{base}/v1/users/{id}"))
+        .header("X-Nova-Min-Position", &pos)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 503);
+
+    let mut relay = spawn(&["relay"]);
+    let mut projector = spawn(&["project", "user_directory"]);
+    let res = http
+        .get(format!("{base}/v1/users/{id}"))
+        .header("X-Nova-Min-Position", &pos)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let db = Database::connect(&testdb.url).await.unwrap();
+    // The relay process (not a fallback) delivered it: its checkpoint moves past the event.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while nova_infra::relay::Relay::checkpoint(&db.any, Domain::User)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relay published nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for child in [&mut api, &mut relay, &mut projector] {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(child.wait().unwrap().success());
+    }
+    db.close().await;
+}
