@@ -6,7 +6,11 @@
 //! happens here and is handed to the aggregate inside the command. Each domain has one module;
 //! a module appends only its own domain's event type (the store picks the table from it).
 
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
 use esrs::Aggregate;
+use lru::LruCache;
 use nova_event_schemas::{DomainEvent, EventMetadata};
 use nova_infra::store::{Appended, EventStore, StoreError};
 use uuid::Uuid;
@@ -60,6 +64,7 @@ pub enum CommandError<E: std::error::Error> {
 }
 
 /// An aggregate as loaded: its state and the version that state reflects.
+#[derive(Clone)]
 pub struct Loaded<S> {
     pub state: S,
     pub version: i64,
@@ -67,34 +72,154 @@ pub struct Loaded<S> {
     pub last_position: i64,
 }
 
-/// Loads an aggregate by folding its events.
-pub async fn load<A>(
-    store: &EventStore,
-    id: Uuid,
-) -> Result<Loaded<A::State>, CommandError<A::Error>>
+/// Loads and executes commands on one aggregate type, with a bounded in-memory cache of
+/// states. A cached state is never trusted blindly: every load reads the events after the
+/// cached version from the store (usually none — one index probe) and folds them on, so the
+/// result is as current as a full replay while costing O(new events), not O(history).
+pub struct Repository<A: Aggregate> {
+    store: EventStore,
+    cache: Arc<Mutex<LruCache<Uuid, Loaded<A::State>>>>,
+}
+
+impl<A: Aggregate> Clone for Repository<A> {
+    fn clone(&self) -> Self {
+        Repository {
+            store: self.store.clone(),
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+/// States kept per aggregate type.
+pub const CACHE_CAPACITY: usize = 10_000;
+
+impl<A> Repository<A>
 where
     A: Aggregate,
     A::Event: DomainEvent,
+    A::State: Clone,
 {
-    let events = store
-        .load(<A::Event as DomainEvent>::DOMAIN, id, 0)
-        .await
-        .map_err(CommandError::Store)?;
-    let mut state = A::State::default();
-    let mut version = 0;
-    let last_position = events.last().map_or(0, |e| e.position);
-    for e in events {
-        let event: A::Event = e
-            .decode()
-            .map_err(|err| CommandError::Corrupt(err.to_string()))?;
-        state = A::apply_event(state, event);
-        version = e.version;
+    pub fn new(store: EventStore) -> Self {
+        let cap = NonZeroUsize::new(CACHE_CAPACITY).unwrap_or(NonZeroUsize::MIN);
+        Repository {
+            store,
+            cache: Arc::new(Mutex::new(LruCache::new(cap))),
+        }
     }
-    Ok(Loaded {
-        state,
-        version,
-        last_position,
-    })
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    fn cached(&self, id: Uuid) -> Option<Loaded<A::State>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn remember(&self, id: Uuid, loaded: &Loaded<A::State>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        // Never replace a newer state with an older one (concurrent loads).
+        if cache.peek(&id).is_some_and(|c| c.version > loaded.version) {
+            return;
+        }
+        cache.put(id, loaded.clone());
+    }
+
+    /// The aggregate's current state: the cached one plus the events appended since.
+    pub async fn load(&self, id: Uuid) -> Result<Loaded<A::State>, CommandError<A::Error>> {
+        let mut loaded = self.cached(id).unwrap_or(Loaded {
+            state: A::State::default(),
+            version: 0,
+            last_position: 0,
+        });
+        let events = self
+            .store
+            .load(<A::Event as DomainEvent>::DOMAIN, id, loaded.version)
+            .await
+            .map_err(CommandError::Store)?;
+        if events.is_empty() && loaded.version > 0 {
+            return Ok(loaded);
+        }
+        for e in events {
+            let event: A::Event = e
+                .decode()
+                .map_err(|err| CommandError::Corrupt(err.to_string()))?;
+            loaded.state = A::apply_event(loaded.state, event);
+            loaded.version = e.version;
+            loaded.last_position = e.position;
+        }
+        if loaded.version > 0 {
+            self.remember(id, &loaded);
+        }
+        Ok(loaded)
+    }
+
+    /// load → decide → append, retried on conflict (with a short jittered pause). `make`
+    /// builds the command from the current state, so a retry re-decides on fresh state.
+    pub async fn execute(
+        &self,
+        id: Uuid,
+        ctx: &CommandContext,
+        make: impl Fn(&A::State) -> Result<A::Command, A::Error>,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let loaded = self.load(id).await?;
+            let command = make(&loaded.state).map_err(CommandError::Domain)?;
+            let events = A::handle_command(&loaded.state, command).map_err(CommandError::Domain)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    state: loaded.state,
+                    events,
+                    appended: None,
+                    version: loaded.version,
+                });
+            }
+            match self
+                .store
+                .append(
+                    vec![(id, A::NAME, loaded.version, events.clone())],
+                    ctx.metadata(),
+                )
+                .await
+            {
+                Ok(appended) => {
+                    let version = loaded.version + events.len() as i64;
+                    let state = events
+                        .iter()
+                        .cloned()
+                        .fold(loaded.state, |s, e| A::apply_event(s, e));
+                    self.remember(
+                        id,
+                        &Loaded {
+                            state: state.clone(),
+                            version,
+                            last_position: appended.last_position,
+                        },
+                    );
+                    return Ok(Executed {
+                        state,
+                        events,
+                        appended: Some(appended),
+                        version,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    metrics::counter!("nova_command_conflict_retries_total",
+                        "domain" => <A::Event as DomainEvent>::DOMAIN.as_str(), "aggregate" => A::NAME)
+                    .increment(1);
+                    continue;
+                }
+                Err(e) => return Err(CommandError::Store(e)),
+            }
+        }
+        Err(CommandError::Conflict)
+    }
 }
 
 /// The result of a command that was appended (or that decided nothing needed to change).
@@ -135,64 +260,4 @@ pub async fn backoff(attempt: usize) {
     let max_ms = 2u64 << attempt.min(5);
     let ms = rand::thread_rng().gen_range(0..=max_ms);
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-}
-
-/// load → decide → append, retried on conflict. `make` builds the command from the current
-/// state, so a retry re-decides on fresh state.
-pub async fn execute<A>(
-    store: &EventStore,
-    id: Uuid,
-    ctx: &CommandContext,
-    make: impl Fn(&A::State) -> Result<A::Command, A::Error>,
-) -> Result<Executed<A>, CommandError<A::Error>>
-where
-    A: Aggregate,
-    A::Event: DomainEvent,
-    A::State: Clone,
-{
-    for attempt in 0..MAX_ATTEMPTS {
-        if attempt > 0 {
-            backoff(attempt).await;
-        }
-        let loaded = load::<A>(store, id).await?;
-        let command = make(&loaded.state).map_err(CommandError::Domain)?;
-        let events = A::handle_command(&loaded.state, command).map_err(CommandError::Domain)?;
-        if events.is_empty() {
-            return Ok(Executed {
-                state: loaded.state,
-                events,
-                appended: None,
-                version: loaded.version,
-            });
-        }
-        match store
-            .append(
-                vec![(id, A::NAME, loaded.version, events.clone())],
-                ctx.metadata(),
-            )
-            .await
-        {
-            Ok(appended) => {
-                let state = events
-                    .iter()
-                    .cloned()
-                    .fold(loaded.state, |s, e| A::apply_event(s, e));
-                let version = loaded.version + events.len() as i64;
-                return Ok(Executed {
-                    state,
-                    events,
-                    appended: Some(appended),
-                    version,
-                });
-            }
-            Err(StoreError::Conflict { .. }) => {
-                metrics::counter!("nova_command_conflict_retries_total",
-                    "domain" => <A::Event as DomainEvent>::DOMAIN.as_str(), "aggregate" => A::NAME)
-                .increment(1);
-                continue;
-            }
-            Err(e) => return Err(CommandError::Store(e)),
-        }
-    }
-    Err(CommandError::Conflict)
 }

@@ -16,7 +16,7 @@ use nova_infra::store::{EventStore, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use crate::{execute, load, CommandContext, CommandError, Done, Executed, MAX_ATTEMPTS};
+use crate::{CommandContext, CommandError, Done, Executed, Repository, MAX_ATTEMPTS};
 
 pub mod credentials;
 
@@ -104,6 +104,8 @@ pub enum AuthError {
 #[derive(Clone)]
 pub struct UserCommands {
     store: EventStore,
+    users: Repository<User>,
+    claims: Repository<UsernameClaim>,
     passwords: Passwords,
     tokens: Tokens,
     unknown: Arc<Mutex<UnknownNames>>,
@@ -160,6 +162,8 @@ pub struct ProfilePatch {
 impl UserCommands {
     pub fn new(store: EventStore, passwords: Passwords, tokens: Tokens) -> Self {
         UserCommands {
+            users: Repository::new(store.clone()),
+            claims: Repository::new(store.clone()),
             store,
             passwords,
             tokens,
@@ -226,7 +230,7 @@ impl UserCommands {
             if attempt > 0 {
                 crate::backoff(attempt).await;
             }
-            let claim = load::<UsernameClaim>(&self.store, claim_id).await?;
+            let claim = self.claims.load(claim_id).await?;
             let claimed = UsernameClaim::handle_command(
                 &claim.state,
                 ClaimUsername {
@@ -272,7 +276,7 @@ impl UserCommands {
 
     /// The user id a username belongs to, read from its claim (strongly consistent).
     pub async fn user_id_of(&self, username: &str) -> Result<Option<Uuid>> {
-        let claim = load::<UsernameClaim>(&self.store, username_claim_id(username)).await?;
+        let claim = self.claims.load(username_claim_id(username)).await?;
         Ok(claim.state.user_id)
     }
 
@@ -301,7 +305,7 @@ impl UserCommands {
                 None => UserCommandError::InvalidCredentials,
             });
         };
-        let loaded = load::<User>(&self.store, user_id).await?;
+        let loaded = self.users.load(user_id).await?;
         let now = Utc::now();
         if loaded.state.deactivated {
             let _ = self.passwords.verify(password, None).await;
@@ -325,19 +329,21 @@ impl UserCommands {
         let refresh = RefreshToken::generate(user_id, session_id);
         let refresh_hash = refresh.hash();
         let expires_at = now + self.tokens.refresh_ttl;
-        let result = execute::<User>(&self.store, user_id, ctx, |state| {
-            Ok(UserCommand::Login(LoginAttempt {
-                // A password change between verification and append invalidates the check.
-                password_ok: verification != Verification::Mismatch
-                    && state.password_hash == checked_hash,
-                upgraded_hash: upgraded_hash.clone(),
-                session_id,
-                refresh_token_hash: refresh_hash.clone(),
-                expires_at,
-                now,
-            }))
-        })
-        .await;
+        let result = self
+            .users
+            .execute(user_id, ctx, |state| {
+                Ok(UserCommand::Login(LoginAttempt {
+                    // A password change between verification and append invalidates the check.
+                    password_ok: verification != Verification::Mismatch
+                        && state.password_hash == checked_hash,
+                    upgraded_hash: upgraded_hash.clone(),
+                    session_id,
+                    refresh_token_hash: refresh_hash.clone(),
+                    expires_at,
+                    now,
+                }))
+            })
+            .await;
         let executed = match result {
             Err(CommandError::Domain(UserError::Locked { until })) => {
                 return Err(UserCommandError::Locked { until })
@@ -364,22 +370,24 @@ impl UserCommands {
         let next_hash = next.hash();
         let now = Utc::now();
         let expires_at = now + self.tokens.refresh_ttl;
-        let executed = execute::<User>(&self.store, user_id, ctx, |_| {
-            Ok(UserCommand::Refresh {
-                session_id,
-                presented_token_hash: presented.clone(),
-                new_token_hash: next_hash.clone(),
-                expires_at,
-                now,
+        let executed = self
+            .users
+            .execute(user_id, ctx, |_| {
+                Ok(UserCommand::Refresh {
+                    session_id,
+                    presented_token_hash: presented.clone(),
+                    new_token_hash: next_hash.clone(),
+                    expires_at,
+                    now,
+                })
             })
-        })
-        .await
-        .map_err(|e| match e {
-            CommandError::Domain(
-                UserError::InvalidRefreshToken | UserError::NotFound | UserError::Deactivated,
-            ) => UserCommandError::InvalidRefreshToken,
-            other => other.into(),
-        })?;
+            .await
+            .map_err(|e| match e {
+                CommandError::Domain(
+                    UserError::InvalidRefreshToken | UserError::NotFound | UserError::Deactivated,
+                ) => UserCommandError::InvalidRefreshToken,
+                other => other.into(),
+            })?;
         let reused = executed
             .events
             .iter()
@@ -424,7 +432,9 @@ impl UserCommands {
             .tokens
             .verify_access(token)
             .ok_or(AuthError::InvalidToken)?;
-        let loaded = load::<User>(&self.store, claims.sub)
+        let loaded = self
+            .users
+            .load(claims.sub)
             .await
             .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         if !loaded.state.session_active(claims.sid, Utc::now()) {
@@ -441,13 +451,15 @@ impl UserCommands {
 
     pub async fn logout(&self, ctx: &CommandContext, who: Authenticated) -> Result<Done> {
         let now = Utc::now();
-        let e = execute::<User>(&self.store, who.user_id, ctx, |_| {
-            Ok(UserCommand::Logout {
-                session_id: who.session_id,
-                now,
+        let e = self
+            .users
+            .execute(who.user_id, ctx, |_| {
+                Ok(UserCommand::Logout {
+                    session_id: who.session_id,
+                    now,
+                })
             })
-        })
-        .await?;
+            .await?;
         Ok(e.done())
     }
 
@@ -472,15 +484,17 @@ impl UserCommands {
                 .transpose()?,
         };
         let now = Utc::now();
-        let e = execute::<User>(&self.store, who.user_id, ctx, |_| {
-            Ok(UserCommand::UpdateProfile {
-                display_name: patch.display_name.clone(),
-                status: patch.status.clone(),
-                profile_picture_url: patch.profile_picture_url.clone(),
-                now,
+        let e = self
+            .users
+            .execute(who.user_id, ctx, |_| {
+                Ok(UserCommand::UpdateProfile {
+                    display_name: patch.display_name.clone(),
+                    status: patch.status.clone(),
+                    profile_picture_url: patch.profile_picture_url.clone(),
+                    now,
+                })
             })
-        })
-        .await?;
+            .await?;
         let done = e.done();
         Ok((e.state, done))
     }
@@ -499,7 +513,7 @@ impl UserCommands {
                 format!("must be at most {PASSWORD_MAX} characters"),
             ));
         }
-        let loaded = load::<User>(&self.store, who.user_id).await?;
+        let loaded = self.users.load(who.user_id).await?;
         let checked_hash = loaded.state.password_hash.clone();
         let ok = self
             .passwords
@@ -512,24 +526,26 @@ impl UserCommands {
             .await
             .map_err(UserCommandError::Internal)?;
         let now = Utc::now();
-        let e = execute::<User>(&self.store, who.user_id, ctx, |state| {
-            Ok(UserCommand::ChangePassword {
-                current_password_ok: ok && state.password_hash == checked_hash,
-                new_password_hash: new_hash.clone(),
-                keep_session: who.session_id,
-                now,
+        let e = self
+            .users
+            .execute(who.user_id, ctx, |state| {
+                Ok(UserCommand::ChangePassword {
+                    current_password_ok: ok && state.password_hash == checked_hash,
+                    new_password_hash: new_hash.clone(),
+                    keep_session: who.session_id,
+                    now,
+                })
             })
-        })
-        .await?;
+            .await?;
         Ok(e.done())
     }
 
     pub async fn deactivate(&self, ctx: &CommandContext, who: Authenticated) -> Result<Done> {
         let now = Utc::now();
-        let e = execute::<User>(&self.store, who.user_id, ctx, |_| {
-            Ok(UserCommand::Deactivate { now })
-        })
-        .await?;
+        let e = self
+            .users
+            .execute(who.user_id, ctx, |_| Ok(UserCommand::Deactivate { now }))
+            .await?;
         Ok(e.done())
     }
 
@@ -545,16 +561,16 @@ impl UserCommands {
             .await?
             .ok_or(UserCommandError::Domain(UserError::NotFound))?;
         let now = Utc::now();
-        let e = execute::<User>(&self.store, user_id, ctx, |_| {
-            Ok(UserCommand::GrantRole { role, now })
-        })
-        .await?;
+        let e = self
+            .users
+            .execute(user_id, ctx, |_| Ok(UserCommand::GrantRole { role, now }))
+            .await?;
         Ok(e.done())
     }
 
     /// The current state of a user, for `/users/me` fallbacks and analysts.
     pub async fn state(&self, user_id: Uuid) -> Result<UserState> {
-        Ok(load::<User>(&self.store, user_id).await?.state)
+        Ok(self.users.load(user_id).await?.state)
     }
 }
 

@@ -1,0 +1,71 @@
+//! The repository's state cache never serves a stale state: another process's appends (a
+//! second repository on the same database) are always folded in.
+
+use chrono::Utc;
+use nova_aggregates::user::{User, UserCommand};
+use nova_commands::{CommandContext, Repository};
+use nova_infra::testing::TestDb;
+use uuid::Uuid;
+
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_state_includes_other_writers_events() {
+    let t = TestDb::sqlite();
+    let db = t.open().await;
+    let here: Repository<User> = Repository::new(db.store.clone());
+    let elsewhere: Repository<User> = Repository::new(db.store.clone());
+    let ctx = CommandContext::new(None, None);
+    let id = Uuid::now_v7();
+    here.execute(id, &ctx, |_| {
+        Ok(UserCommand::Register {
+            user_id: id,
+            username: "cache_me".into(),
+            display_name: None,
+            password_hash: HASH.into(),
+            now: Utc::now(),
+        })
+    })
+    .await
+    .unwrap();
+    // Warm this repository's cache.
+    assert_eq!(here.load(id).await.unwrap().version, 1);
+    // Another process changes the user.
+    elsewhere
+        .execute(id, &ctx, |_| {
+            Ok(UserCommand::UpdateProfile {
+                display_name: Some(Some("Changed".into())),
+                status: None,
+                profile_picture_url: None,
+                now: Utc::now(),
+            })
+        })
+        .await
+        .unwrap();
+    let loaded = here.load(id).await.unwrap();
+    assert_eq!(loaded.version, 2);
+    assert_eq!(loaded.state.display_name.as_deref(), Some("Changed"));
+    // A stale decision is impossible: this repository's next command sees version 2.
+    let done = here
+        .execute(id, &ctx, |_| {
+            Ok(UserCommand::UpdateProfile {
+                display_name: None,
+                status: Some(Some("s".into())),
+                profile_picture_url: None,
+                now: Utc::now(),
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.version, 3);
+    assert_eq!(done.state.display_name.as_deref(), Some("Changed"));
+    // A fresh repository (cold cache) agrees with the warm one.
+    let cold: Repository<User> = Repository::new(db.store.clone());
+    let a = cold.load(id).await.unwrap();
+    let b = here.load(id).await.unwrap();
+    assert_eq!(
+        (a.state, a.version, a.last_position),
+        (b.state, b.version, b.last_position)
+    );
+    db.close().await;
+}
