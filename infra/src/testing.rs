@@ -11,6 +11,20 @@ use uuid::Uuid;
 
 use crate::db::{Database, Engine};
 
+/// Runs an async test body once per engine, each on its own database:
+/// `on_both_backends!(name, …)` makes `mod name { sqlite, postgres }` calling `name(engine)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() { super::$name($crate::db::Engine::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() { super::$name($crate::db::Engine::Postgres).await }
+        }
+    )+ };
+}
+
 pub fn postgres_admin_url() -> String {
     std::env::var("NOVA_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())

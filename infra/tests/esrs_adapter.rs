@@ -6,21 +6,11 @@ use esrs::AggregateState;
 use nova_aggregates::user::{User, UserCommand, UserError};
 use nova_event_schemas::{Domain, EventMetadata};
 use nova_infra::db::Engine;
+use nova_infra::on_both_backends;
 use nova_infra::store::esrs_adapter::EsrsStore;
 use nova_infra::store::StoreError;
 use nova_infra::testing::TestDb;
 use uuid::Uuid;
-
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => { $(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(nova_infra::db::Engine::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(nova_infra::db::Engine::Postgres).await }
-        }
-    )+ };
-}
 
 on_both_backends!(aggregate_manager_runs_on_nova_store);
 

@@ -1,6 +1,7 @@
 //! One conformance suite, run against both backends: every test below exists as
 //! `<name>::sqlite` and `<name>::postgres`, each on its own fresh database.
 
+use nova_infra::on_both_backends;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,17 +13,6 @@ use nova_infra::db::{Database, Engine};
 use nova_infra::store::{AppendRequest, NewEvent, ReadFilter, StoreError, StreamAppend};
 use nova_infra::testing::TestDb;
 use uuid::Uuid;
-
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => { $(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() { super::$name(nova_infra::db::Engine::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() { super::$name(nova_infra::db::Engine::Postgres).await }
-        }
-    )+ };
-}
 
 on_both_backends!(
     append_and_read_back_with_metadata,

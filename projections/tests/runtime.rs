@@ -2,6 +2,7 @@
 //! events ignored, a failed batch rolled back whole and retried, and the user directory
 //! identical whether built live (while events arrive) or from scratch afterwards.
 
+use nova_infra::on_both_backends;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -19,17 +20,6 @@ use nova_projections::{
 };
 use sqlx::{Any, Transaction};
 use uuid::Uuid;
-
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => { $(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(nova_infra::db::Engine::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(nova_infra::db::Engine::Postgres).await }
-        }
-    )+ };
-}
 
 on_both_backends!(
     redelivered_events_are_not_applied_twice,

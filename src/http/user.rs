@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse};
 use nova_commands::user::{IssuedTokens, ProfilePatch};
+use nova_commands::Done;
 use nova_event_schemas::Domain;
 use nova_projections::user_directory;
 use nova_queries::user::{self as users, Profile};
@@ -195,6 +196,17 @@ pub struct Version {
     version: i64,
 }
 
+/// A command's answer when there is no resource to return: `{"version": n}` and, if it
+/// appended anything, `X-Nova-Position`.
+fn version_response(done: Done) -> impl IntoResponse {
+    (
+        AppendHeaders(position_header(Domain::User, done.position)),
+        Json(Version {
+            version: done.version,
+        }),
+    )
+}
+
 /// Deactivate the caller's account (soft delete). All sessions end; the profile disappears
 /// from public reads; other domains clean up through the `user.deactivated` event.
 #[utoipa::path(delete, path = "/v1/users/me", tag = "identity", security(("bearer" = [])),
@@ -208,12 +220,7 @@ async fn deactivate_me(
         .users
         .deactivate(&auth.context(&headers), auth.0)
         .await?;
-    Ok((
-        AppendHeaders(position_header(Domain::User, done.position)),
-        Json(Version {
-            version: done.version,
-        }),
-    ))
+    Ok(version_response(done))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -248,12 +255,7 @@ async fn change_password(
             SecretString::from(req.new_password),
         )
         .await?;
-    Ok((
-        AppendHeaders(position_header(Domain::User, done.position)),
-        Json(Version {
-            version: done.version,
-        }),
-    ))
+    Ok(version_response(done))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -339,10 +341,5 @@ async fn logout(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, AppError> {
     let done = state.users.logout(&auth.context(&headers), auth.0).await?;
-    Ok((
-        AppendHeaders(position_header(Domain::User, done.position)),
-        Json(Version {
-            version: done.version,
-        }),
-    ))
+    Ok(version_response(done))
 }

@@ -7,25 +7,13 @@ use std::net::SocketAddr;
 use nova::app::{Application, Settings};
 use nova_commands::user::credentials::Argon2Config;
 use nova_infra::db::{Database, Engine};
+pub use nova_infra::on_both_backends;
 use nova_infra::testing::TestDb;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use uuid::Uuid;
-
-/// Runs a test body once per engine: `mod <name> { sqlite, postgres }`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => { $(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(nova_infra::db::Engine::Sqlite).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(nova_infra::db::Engine::Postgres).await }
-        }
-    )+ };
-}
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const PASSWORD: &str = "correct horse battery";
