@@ -53,6 +53,15 @@ async fn rebuild_under_live_load(engine: Engine) {
         let (id, token, _) = app.user(&format!("watched_{i}")).await;
         readers_targets.push((id, token));
     }
+    // Readers start once the directory has every watched user.
+    let head = app.db.store.head(Domain::User).await.unwrap();
+    let res = app
+        .get(&format!("/v1/users/{}", readers_targets[0].0))
+        .header("X-Nova-Min-Position", format!("user:{head}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
     let app = Arc::new(app);
     let stop = Arc::new(AtomicBool::new(false));
 

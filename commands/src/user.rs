@@ -450,13 +450,12 @@ impl UserCommands {
     }
 
     pub async fn logout(&self, ctx: &CommandContext, who: Authenticated) -> Result<Done> {
-        let now = Utc::now();
         let e = self
             .users
             .execute(who.user_id, ctx, |_| {
                 Ok(UserCommand::Logout {
                     session_id: who.session_id,
-                    now,
+                    now: Utc::now(),
                 })
             })
             .await?;
@@ -483,7 +482,6 @@ impl UserCommands {
                 .map(validate_picture_url)
                 .transpose()?,
         };
-        let now = Utc::now();
         let e = self
             .users
             .execute(who.user_id, ctx, |_| {
@@ -491,7 +489,9 @@ impl UserCommands {
                     display_name: patch.display_name.clone(),
                     status: patch.status.clone(),
                     profile_picture_url: patch.profile_picture_url.clone(),
-                    now,
+                    // Taken per attempt, after the load: a retried update is stamped later
+                    // than the one it lost to, so `updated_at` never goes backwards.
+                    now: Utc::now(),
                 })
             })
             .await?;
@@ -525,7 +525,6 @@ impl UserCommands {
             .hash(new)
             .await
             .map_err(UserCommandError::Internal)?;
-        let now = Utc::now();
         let e = self
             .users
             .execute(who.user_id, ctx, |state| {
@@ -533,7 +532,7 @@ impl UserCommands {
                     current_password_ok: ok && state.password_hash == checked_hash,
                     new_password_hash: new_hash.clone(),
                     keep_session: who.session_id,
-                    now,
+                    now: Utc::now(),
                 })
             })
             .await?;
@@ -541,10 +540,11 @@ impl UserCommands {
     }
 
     pub async fn deactivate(&self, ctx: &CommandContext, who: Authenticated) -> Result<Done> {
-        let now = Utc::now();
         let e = self
             .users
-            .execute(who.user_id, ctx, |_| Ok(UserCommand::Deactivate { now }))
+            .execute(who.user_id, ctx, |_| {
+                Ok(UserCommand::Deactivate { now: Utc::now() })
+            })
             .await?;
         Ok(e.done())
     }
@@ -560,10 +560,14 @@ impl UserCommands {
             .user_id_of(username)
             .await?
             .ok_or(UserCommandError::Domain(UserError::NotFound))?;
-        let now = Utc::now();
         let e = self
             .users
-            .execute(user_id, ctx, |_| Ok(UserCommand::GrantRole { role, now }))
+            .execute(user_id, ctx, |_| {
+                Ok(UserCommand::GrantRole {
+                    role,
+                    now: Utc::now(),
+                })
+            })
             .await?;
         Ok(e.done())
     }
