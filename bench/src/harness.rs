@@ -107,6 +107,21 @@ pub async fn measure<W: Worker>(
     }
 }
 
+/// A progress bar for fixed work of `total` items (hidden when `progress` is false).
+pub fn count_bar(label: &str, total: u64, progress: bool) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix:<16} [{elapsed_precise}] {wide_bar} {pos:>7}/{len:7} {per_sec:>12} {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
 fn progress_bar(label: &str, plan: &Plan) -> ProgressBar {
     if !plan.progress {
         return ProgressBar::hidden();

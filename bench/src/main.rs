@@ -11,14 +11,21 @@
 //! `NOVA_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`); SQLite uses a
 //! file in the temporary directory.
 //!
+//! The delivery scenarios (`relay`, `project`) also need the NATS server with JetStream named by
+//! `NOVA_TEST_NATS_URL` (default `nats://127.0.0.1:4222`); each measurement publishes to a fresh
+//! namespace of streams that is deleted when it ends.
+//!
 //! Scenarios are subcommands, one module each; shared machinery lives in [`harness`] (timed
 //! concurrent workers, warm-up, progress), [`stats`] (latency percentiles, rates, ratios) and
 //! [`target`] (the databases benchmarked).
 
 mod append;
 mod harness;
+mod project;
+mod relay;
 mod stats;
 mod target;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -41,6 +48,11 @@ struct Cli {
 enum Scenario {
     /// Event appends: raw single-row INSERT+COMMIT vs `EventStore::append` (group commit).
     Append(append::Args),
+    /// Relay to JetStream: raw pipelined async publishes vs `Relay::relay_once` draining.
+    Relay(relay::Args),
+    /// Projections: raw batched INSERTs vs `catch_up`; end-to-end lag append → read model
+    /// through the relay and JetStream at a steady rate.
+    Project(project::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +71,8 @@ fn main() -> ExitCode {
         let run = async {
             match cli.scenario {
                 Scenario::Append(args) => append::run(args).await,
+                Scenario::Relay(args) => relay::run(args).await,
+                Scenario::Project(args) => project::run(args).await,
             }
         };
         tokio::select! {

@@ -57,6 +57,54 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Latency percentiles of a set of samples that are not tied to a timed window (for example the
+/// end-to-end lag of every event of a run), in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub samples: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// Summarises `samples` (in any order).
+    pub fn new(mut samples: Vec<Duration>) -> Percentiles {
+        samples.sort_unstable();
+        Percentiles {
+            samples: samples.len() as u64,
+            p50_ms: ms(percentile(&samples, 50.0)),
+            p95_ms: ms(percentile(&samples, 95.0)),
+            p99_ms: ms(percentile(&samples, 99.0)),
+            max_ms: ms(samples.last().copied().unwrap_or_default()),
+        }
+    }
+}
+
+/// Fixed work timed from start to end: `count` items in `elapsed`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub events: u64,
+    pub seconds: f64,
+    pub per_sec: f64,
+}
+
+impl Throughput {
+    pub fn new(events: u64, elapsed: Duration) -> Throughput {
+        let seconds = elapsed.as_secs_f64();
+        Throughput {
+            events,
+            seconds: round(seconds, 6),
+            per_sec: if seconds > 0.0 {
+                round(events as f64 / seconds, 1)
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// `measured / raw`, or `None` when the raw baseline did nothing.
 pub fn ratio(measured: f64, raw: f64) -> Option<f64> {
     (raw > 0.0).then(|| round(measured / raw, 3))
@@ -97,5 +145,18 @@ mod tests {
         assert_eq!(m.latency.max_ms, 4.0);
         assert_eq!(ratio(3.0, 2.0), Some(1.5));
         assert_eq!(ratio(3.0, 0.0), None);
+    }
+
+    #[test]
+    fn percentiles_and_throughput() {
+        let p = Percentiles::new(ms_samples(&(1..=100).rev().collect::<Vec<_>>()));
+        assert_eq!(p.samples, 100);
+        assert_eq!(
+            (p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms),
+            (50.0, 95.0, 99.0, 100.0)
+        );
+        let t = Throughput::new(500, Duration::from_millis(250));
+        assert_eq!(t.per_sec, 2000.0);
+        assert_eq!(Throughput::new(5, Duration::ZERO).per_sec, 0.0);
     }
 }

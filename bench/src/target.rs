@@ -1,12 +1,15 @@
 //! The databases a run benchmarks: a fresh private database per backend, migrated, and removed
-//! again when the run is done (or dropped on error or interruption).
+//! again when the run is done (or dropped on error or interruption); and, for the delivery
+//! scenarios, the NATS server with a fresh namespace of streams per measurement, deleted again
+//! afterwards.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::ValueEnum;
 use nova_infra::db::{Database, Engine};
-use nova_infra::testing::{postgres_admin_url, TestDb};
+use nova_infra::nats::Names;
+use nova_infra::testing::{nats_url, postgres_admin_url, TestDb, TestNats};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
@@ -133,5 +136,135 @@ async fn check_postgres() -> Result<(), Error> {
         }
         Ok(Err(e)) => Err(cannot(e.to_string()).into()),
         Err(_) => Err(cannot(format!("no answer within {CONNECT_TIMEOUT:?}")).into()),
+    }
+}
+
+/// The NATS server the delivery scenarios publish to: `NOVA_TEST_NATS_URL` (default
+/// `nats://127.0.0.1:4222`), with JetStream enabled.
+pub struct Nats {
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    url: String,
+}
+
+/// Connects to the test NATS server, failing with a readable message when it cannot be reached.
+pub async fn connect_nats() -> Result<Nats, Error> {
+    let url = nats_url();
+    let cannot =
+        |why: String| format!("cannot connect to NATS at {url} (set NOVA_TEST_NATS_URL): {why}");
+    let connecting = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url.as_str());
+    let client = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return Err(cannot(e.to_string()).into()),
+        Err(_) => return Err(cannot(format!("no answer within {CONNECT_TIMEOUT:?}")).into()),
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    Ok(Nats { client, js, url })
+}
+
+impl Nats {
+    /// A fresh namespace of streams (`Names::unique`), created now and deleted by
+    /// [`Namespace::delete`] (or, as a fallback, when dropped).
+    pub async fn namespace(&self) -> Result<Namespace, Error> {
+        let names = Names::unique();
+        let created = tokio::time::timeout(
+            Duration::from_secs(30),
+            nova_infra::nats::ensure_streams(&self.js, &names),
+        )
+        .await;
+        let ns = Namespace {
+            nats: TestNats {
+                client: self.client.clone(),
+                js: self.js.clone(),
+                names,
+            },
+            url: self.url.clone(),
+            deleted: false,
+        };
+        match created {
+            Ok(Ok(())) => Ok(ns),
+            Ok(Err(e)) => {
+                ns.delete().await;
+                Err(format!(
+                    "NATS at {}: cannot create the benchmark streams (is JetStream enabled?): {e}",
+                    self.url
+                )
+                .into())
+            }
+            Err(_) => {
+                ns.delete().await;
+                Err(format!(
+                    "NATS at {}: creating the benchmark streams timed out",
+                    self.url
+                )
+                .into())
+            }
+        }
+    }
+}
+
+/// One private set of streams on the shared NATS server.
+pub struct Namespace {
+    pub nats: TestNats,
+    url: String,
+    deleted: bool,
+}
+
+impl Namespace {
+    pub fn names(&self) -> &Names {
+        &self.nats.names
+    }
+
+    pub fn js(&self) -> &async_nats::jetstream::Context {
+        &self.nats.js
+    }
+
+    /// Messages currently stored in `domain`'s stream.
+    pub async fn stored(&self, domain: nova_event_schemas::Domain) -> Result<u64, Error> {
+        let stream = self
+            .nats
+            .js
+            .get_stream(self.nats.names.stream(domain))
+            .await?;
+        Ok(stream.cached_info().state.messages)
+    }
+
+    /// Deletes the namespace's streams.
+    pub async fn delete(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.nats.cleanup()).await;
+        self.deleted = true;
+    }
+}
+
+impl Drop for Namespace {
+    /// Fallback for runs that end early (error or interruption): delete the streams over a
+    /// connection of a thread of its own, since the run's runtime may be going away.
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        let names = self.nats.names.clone();
+        let url = self.url.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    if let Ok(client) = async_nats::connect(url.as_str()).await {
+                        names
+                            .delete_streams(&async_nats::jetstream::new(client))
+                            .await;
+                    }
+                })
+                .await;
+            });
+        })
+        .join();
     }
 }

@@ -3,12 +3,13 @@
 //! hand out a domain's events in position order, starting after the projector's checkpoint;
 //! the projector code does not know which one it runs on.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, AckKind};
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use nova_event_schemas::Domain;
 use tokio::sync::Mutex;
 
@@ -96,6 +97,7 @@ pub struct JetStreamSource {
     store: EventStore,
     durable_prefix: String,
     consumers: Mutex<HashMap<Domain, consumer::PullConsumer>>,
+    streams: Mutex<HashMap<Domain, consumer::pull::Stream>>,
     pending: Mutex<HashMap<Domain, Pending>>,
     fetch_wait: Duration,
 }
@@ -126,6 +128,7 @@ impl JetStreamSource {
             store,
             durable_prefix: projection.to_owned(),
             consumers: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             fetch_wait: Duration::from_millis(500),
         }
@@ -166,20 +169,55 @@ impl JetStreamSource {
         Ok(c)
     }
 
-    /// Pulls what JetStream has ready into `pending`, acknowledging duplicates at once.
+    /// Waits (up to `fetch_wait`) for the first new message, then takes whatever else has
+    /// already arrived, into `pending`; duplicates are acknowledged at once. Messages come from
+    /// a long-lived pull subscription (with heartbeats), so an event is handed on as soon as
+    /// it arrives, not when a batch fills or expires.
     async fn pull(&self, domain: Domain, after: i64, max: i64) -> Result<(), String> {
-        let consumer = self.consumer(domain).await?;
-        let mut batch = consumer
-            .batch()
-            .max_messages(max.clamp(1, MAX_ACK_PENDING) as usize)
-            .expires(self.fetch_wait)
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut streams = self.streams.lock().await;
+        let stream = match streams.entry(domain) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let consumer = self.consumer(domain).await?;
+                let stream = consumer
+                    .stream()
+                    .max_messages_per_batch(max.clamp(1, MAX_ACK_PENDING) as usize)
+                    .expires(Duration::from_secs(5))
+                    .heartbeat(Duration::from_secs(2))
+                    .messages()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                v.insert(stream)
+            }
+        };
+        let mut received = Vec::new();
+        // Set when the subscription failed: it is dropped and re-made next time.
+        let mut broken: Option<String> = None;
+        match tokio::time::timeout(self.fetch_wait, stream.next()).await {
+            Err(_) => return Ok(()),
+            Ok(Some(Ok(m))) => received.push(m),
+            Ok(Some(Err(e))) => broken = Some(e.to_string()),
+            Ok(None) => broken = Some("message stream ended".into()),
+        }
+        while broken.is_none() && (received.len() as i64) < max {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(m))) => received.push(m),
+                Some(Some(Err(e))) => broken = Some(e.to_string()),
+                Some(None) => broken = Some("message stream ended".into()),
+                None => break,
+            }
+        }
+        if let Some(e) = broken {
+            streams.remove(&domain);
+            if received.is_empty() {
+                return Err(e);
+            }
+            tracing::debug!(%domain, error = %e, "message stream failed; reopening");
+        }
+        drop(streams);
         let mut pending = self.pending.lock().await;
         let pending = pending.entry(domain).or_default();
-        while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(|e| e.to_string())?;
+        for msg in received {
             let envelope = match Envelope::decode(&msg.payload) {
                 Ok(e) => e,
                 Err(e) => {
@@ -218,7 +256,9 @@ impl EventSource for JetStreamSource {
         .await
         .unwrap_or_else(|_| Err("pull timed out".to_owned()));
         if let Err(e) = pulled {
-            // Forget the consumer handle: it is re-fetched once JetStream answers again.
+            // Forget the consumer and its subscription: both are re-made once JetStream
+            // answers again.
+            self.streams.lock().await.remove(&domain);
             self.consumers.lock().await.remove(&domain);
             tracing::warn!(%domain, error = %e, "JetStream unavailable; reading the store");
             return StoreTail::new(self.store.clone())
@@ -264,7 +304,7 @@ impl EventSource for JetStreamSource {
     }
 
     async fn wait_for_more(&self, _domain: Domain, _seen: i64) {
-        // `next_batch` already waited up to `fetch_wait` for messages.
+        // `next_batch` already waited up to `fetch_wait` for the next message.
     }
 
     async fn acknowledge(&self, domain: Domain, position: i64) {

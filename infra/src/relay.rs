@@ -25,10 +25,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::nats::{Envelope, Names};
-use crate::store::{EventStore, ReadFilter, StoreError};
+use crate::store::{EventStore, ReadFilter, RecordedEvent, StoreError};
 
 /// Events published per round (all in flight at once).
-pub const BATCH: i64 = 256;
+pub const BATCH: i64 = 1024;
 const LEASE_MS: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,10 @@ pub struct Relay {
     domain: Domain,
     names: Names,
     owner: String,
+    /// Until when (ms) this relay's lease is known to hold; renewed at half-life.
+    lease_until: AtomicI64,
+    /// (after position, events) read ahead during the previous round.
+    prefetched: std::sync::Mutex<Option<(i64, Vec<RecordedEvent>)>>,
     pub stats: Arc<RelayStats>,
 }
 
@@ -83,6 +87,8 @@ impl Relay {
             domain,
             names,
             owner: Uuid::new_v4().to_string(),
+            lease_until: AtomicI64::new(0),
+            prefetched: std::sync::Mutex::new(None),
             stats: Arc::default(),
         }
     }
@@ -123,37 +129,70 @@ impl Relay {
     }
 
     async fn save(&self, position: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        let saved = sqlx::query(
             "UPDATE relay_checkpoints SET position = $2, updated_at = $3 \
-             WHERE domain = $1 AND owner = $4 AND position < $2",
+             WHERE domain = $1 AND owner = $4",
         )
         .bind(self.domain.as_str())
         .bind(position)
         .bind(chrono::Utc::now().timestamp_millis())
         .bind(&self.owner)
         .execute(&self.pool)
-        .await?;
+        .await?
+        .rows_affected();
+        if saved == 0 {
+            // Someone else holds the lease now; ask again next round.
+            self.lease_until.store(0, Ordering::Relaxed);
+        }
         self.stats.checkpoint.store(position, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Publishes the next batch after the checkpoint.
-    pub async fn relay_once(&self) -> Result<Round, RelayError> {
-        let Some(checkpoint) = self.lease().await? else {
-            return Ok(Round::NotLeader);
-        };
-        self.stats.checkpoint.store(checkpoint, Ordering::Relaxed);
-        let events = self
-            .store
+    async fn read_after(&self, position: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.store
             .read(
                 self.domain,
                 &ReadFilter {
-                    after_position: checkpoint,
+                    after_position: position,
                     limit: BATCH,
                     ..Default::default()
                 },
             )
-            .await?;
+            .await
+    }
+
+    /// This relay's checkpoint if it leads: from memory while the lease is fresh, else by
+    /// taking or renewing the lease in the database.
+    async fn leading_checkpoint(&self) -> Result<Option<i64>, sqlx::Error> {
+        let now = chrono::Utc::now().timestamp_millis();
+        if self.lease_until.load(Ordering::Relaxed) - LEASE_MS / 2 > now {
+            return Ok(Some(self.stats.checkpoint.load(Ordering::Relaxed)));
+        }
+        let checkpoint = self.lease().await?;
+        if let Some(cp) = checkpoint {
+            self.lease_until.store(now + LEASE_MS, Ordering::Relaxed);
+            self.stats.checkpoint.store(cp, Ordering::Relaxed);
+        }
+        Ok(checkpoint)
+    }
+
+    /// Publishes the next batch after the checkpoint.
+    pub async fn relay_once(&self) -> Result<Round, RelayError> {
+        let Some(checkpoint) = self.leading_checkpoint().await? else {
+            return Ok(Round::NotLeader);
+        };
+        // The batch read while the previous round's acks were outstanding, if it starts here.
+        let prefetched = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .filter(|(after, _)| *after == checkpoint)
+            .map(|(_, events)| events);
+        let events = match prefetched {
+            Some(events) => events,
+            None => self.read_after(checkpoint).await?,
+        };
         if events.is_empty() {
             metrics::gauge!("nova_relay_backlog_events", "domain" => self.domain.as_str()).set(0.0);
             return Ok(Round::Idle);
@@ -187,10 +226,18 @@ impl Relay {
                 }
             }
         }
-        // Await every ack, concurrently.
+        // Await every ack, concurrently — and meanwhile read the next batch, which is used if
+        // this one is confirmed whole.
         let positions: Vec<i64> = acks.iter().map(|(p, _)| *p).collect();
-        let results =
-            futures::future::join_all(acks.into_iter().map(|(_, ack)| ack.into_future())).await;
+        let (results, next) = tokio::join!(
+            futures::future::join_all(acks.into_iter().map(|(_, ack)| ack.into_future())),
+            self.read_after(prev)
+        );
+        if let Ok(next) = next {
+            if !next.is_empty() {
+                *self.prefetched.lock().unwrap_or_else(|p| p.into_inner()) = Some((prev, next));
+            }
+        }
         let mut confirmed = checkpoint;
         let mut count = 0usize;
         let mut ack_error = None;
