@@ -48,7 +48,11 @@ fn offline_user_commands(db: &Database) -> Result<UserCommands, nova::app::BoxEr
 }
 
 /// Runs relay and/or projectors without the API until SIGINT/SIGTERM.
-async fn run_background(cli: &Cli, components: Components) -> Result<(), nova::app::BoxError> {
+async fn run_background(
+    cli: &Cli,
+    components: Components,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), nova::app::BoxError> {
     let app = Application::build(Settings {
         database_url: cli.db.url(),
         nats_url: cli.db.nats_url.clone(),
@@ -64,12 +68,14 @@ async fn run_background(cli: &Cli, components: Components) -> Result<(), nova::a
     })
     .await?;
     tracing::info!(?components, "nova running");
-    app.run_until(shutdown_signal()).await?;
+    app.run_until(shutdown).await?;
     tracing::info!("nova stopped");
     Ok(())
 }
 
 async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
+    // Installed before anything else: SIGTERM during start-up still means a graceful stop.
+    let shutdown = shutdown_signal();
     match cli.command {
         Command::Serve(args) => {
             let secret = jwt_secret(&cli.db, args.jwt_secret.clone())?;
@@ -102,7 +108,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             if let Some(addr) = app.local_addr() {
                 tracing::info!(%addr, "nova listening");
             }
-            app.run_until(shutdown_signal()).await?;
+            app.run_until(shutdown).await?;
             tracing::info!("nova stopped");
             Ok(())
         }
@@ -117,6 +123,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                     relay: true,
                     projections: Some(Vec::new()),
                 },
+                shutdown,
             )
             .await
         }
@@ -138,6 +145,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                     relay: false,
                     projections,
                 },
+                shutdown,
             )
             .await
         }

@@ -303,11 +303,16 @@ async fn api_relay_and_projector_run_as_separate_processes() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for child in [&mut api, &mut relay, &mut projector] {
+    for (name, child) in [
+        ("api", &mut api),
+        ("relay", &mut relay),
+        ("projector", &mut projector),
+    ] {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        assert!(child.wait().unwrap().success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{name} exited with {status:?}");
     }
     db.close().await;
 }

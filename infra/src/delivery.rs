@@ -102,6 +102,17 @@ pub struct JetStreamSource {
     fetch_wait: Duration,
 }
 
+/// Acknowledges without ever blocking the projector: while NATS is unreachable the client's
+/// queue can be full; an ack that cannot be sent is simply redelivered later and dropped as a
+/// duplicate.
+async fn ack(msg: &jetstream::Message) {
+    match tokio::time::timeout(Duration::from_millis(250), msg.ack()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "ack failed"),
+        Err(_) => tracing::debug!("ack timed out"),
+    }
+}
+
 /// Unacknowledged messages per consumer; JetStream stops delivering beyond this.
 pub const MAX_ACK_PENDING: i64 = 2048;
 /// A message not acknowledged within this time is redelivered.
@@ -229,7 +240,7 @@ impl JetStreamSource {
             };
             let position = envelope.event.position;
             if position <= after {
-                let _ = msg.ack().await;
+                ack(&msg).await;
                 continue;
             }
             // A redelivered copy replaces the older one (whose ack would be stale anyway).
@@ -265,8 +276,28 @@ impl EventSource for JetStreamSource {
                 .next_batch(domain, after, max)
                 .await;
         }
+        // Entries at or below the checkpoint (it may have jumped: a rebuild swap, another
+        // projector process) are done: acknowledge and forget them.
+        let stale = {
+            let mut pending = self.pending.lock().await;
+            let entry = pending.entry(domain).or_default();
+            let rest = entry.split_off(&(after + 1));
+            std::mem::replace(entry, rest)
+        };
+        for (_, (_, m)) in stale {
+            ack(&m).await;
+        }
         let pending = self.pending.lock().await;
-        let Some(pending) = pending.get(&domain) else {
+        let Some(pending) = pending.get(&domain).filter(|p| !p.is_empty()) else {
+            drop(pending);
+            // Nothing from JetStream although the store has more: the relay is behind, the
+            // messages are held by a dead consumer's unacknowledged deliveries, or the stream
+            // lost them. The store serves; JetStream's copies are dropped as duplicates later.
+            if self.store.head(domain).await? > after {
+                return StoreTail::new(self.store.clone())
+                    .next_batch(domain, after, max)
+                    .await;
+            }
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -275,7 +306,7 @@ impl EventSource for JetStreamSource {
             if out.len() as i64 >= max {
                 break;
             }
-            if envelope.prev_position != cursor {
+            if envelope.prev_position > cursor {
                 // Something between `cursor` and `position` has not arrived (yet): take it
                 // from the store instead of waiting.
                 let missing = self
@@ -293,7 +324,7 @@ impl EventSource for JetStreamSource {
                     cursor = e.position;
                     out.push(e);
                 }
-                if envelope.prev_position != cursor {
+                if envelope.prev_position > cursor {
                     break;
                 }
             }
@@ -318,10 +349,7 @@ impl EventSource for JetStreamSource {
             done.into_values().map(|(_, m)| m).collect()
         };
         for m in acked {
-            if let Err(e) = m.ack().await {
-                // Harmless: it is redelivered and then dropped as a duplicate.
-                tracing::debug!(%domain, error = %e, "ack failed");
-            }
+            ack(&m).await;
         }
     }
 }

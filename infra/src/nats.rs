@@ -16,6 +16,10 @@ use crate::store::RecordedEvent;
 /// not depend on it (consumers also skip positions they have applied); it only saves work.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// How long JetStream keeps events. Consumers that fall further behind read the store (the
+/// source of truth), so this only bounds the stream's size.
+pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Stream and subject names. Production uses the defaults (`NOVA_<DOMAIN>`,
 /// `nova.<domain>.<event_type>`); tests use a unique prefix so they can share one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +63,7 @@ impl Names {
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: DUPLICATE_WINDOW,
+            max_age: MAX_AGE,
             ..Default::default()
         }
     }
@@ -100,7 +105,10 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names) -> Result<()
                     .await
                     .map_err(|e| NatsError::JetStream(e.to_string()))?;
                 let c = &info.config;
-                if c.subjects != wanted.subjects || c.duplicate_window != wanted.duplicate_window {
+                if c.subjects != wanted.subjects
+                    || c.duplicate_window != wanted.duplicate_window
+                    || c.max_age != wanted.max_age
+                {
                     js.update_stream(wanted)
                         .await
                         .map_err(|e| NatsError::JetStream(e.to_string()))?;

@@ -181,6 +181,14 @@ impl Relay {
         let Some(checkpoint) = self.leading_checkpoint().await? else {
             return Ok(Round::NotLeader);
         };
+        // While disconnected, publishes would only pile up in the client's buffer (and be
+        // flushed as stale duplicates on reconnect): wait instead.
+        if self.js.client().connection_state() != async_nats::connection::State::Connected {
+            return Err(RelayError::Publish {
+                confirmed: checkpoint,
+                message: "not connected to NATS".into(),
+            });
+        }
         // The batch read while the previous round's acks were outstanding, if it starts here.
         let prefetched = self
             .prefetched
@@ -290,9 +298,19 @@ impl Relay {
                     continue;
                 }
                 Ok(Round::Idle) => None,
-                Ok(Round::NotLeader) => Some(Duration::from_millis(LEASE_MS as u64 / 2)),
+                Ok(Round::NotLeader) => {
+                    // Another process publishes; this one's view of the backlog is stale.
+                    metrics::gauge!("nova_relay_backlog_events", "domain" => self.domain.as_str())
+                        .set(0.0);
+                    Some(Duration::from_millis(LEASE_MS as u64 / 2))
+                }
                 Err(e) => {
                     tracing::warn!(domain = %self.domain, error = %e, "relay round failed");
+                    if matches!(e, RelayError::Publish { .. }) {
+                        // NATS may have come back without its streams (new storage, a deleted
+                        // stream): recreate them; idempotent when they exist.
+                        let _ = crate::nats::ensure_streams(&self.js, &self.names).await;
+                    }
                     let b = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     Some(b)

@@ -131,8 +131,44 @@ pub async fn rebuild(
         }
     }
 
-    // 3. Swap.
+    // 3. Swap (retried: on PostgreSQL it gives up waiting for table locks after a moment
+    // rather than queueing every reader behind a long-running one).
+    let mut attempt = 0;
+    let positions = loop {
+        attempt += 1;
+        match swap(&*live, &*copy, store, pool).await {
+            Ok(p) => break p,
+            Err(e) if attempt < 5 => {
+                tracing::warn!(projection = live.name(), error = %e, "rebuild swap failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    for (domain, position) in &positions {
+        checkpoints.publish(live.name(), *domain, *position);
+    }
+    Ok(Report {
+        projection: live.name().to_owned(),
+        positions,
+        resumed,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The swap transaction: catch the copy up under the live checkpoint's lock, rename, carry
+/// the position over.
+async fn swap(
+    live: &dyn Projection,
+    copy: &dyn Projection,
+    store: &EventStore,
+    pool: &AnyPool,
+) -> Result<Vec<(Domain, i64)>, RebuildError> {
     let mut tx = pool.begin().await?;
+    // PostgreSQL only (SQLite rejects the statement, harmlessly: it has no lock queue).
+    let _ = sqlx::query("SET LOCAL lock_timeout = '2s'")
+        .execute(&mut *tx)
+        .await;
     let mut positions = Vec::new();
     for &domain in live.domains() {
         // Locks the live projector out until commit.
@@ -177,13 +213,5 @@ pub async fn rebuild(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    for (domain, position) in &positions {
-        checkpoints.publish(live.name(), *domain, *position);
-    }
-    Ok(Report {
-        projection: live.name().to_owned(),
-        positions,
-        resumed,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(positions)
 }
