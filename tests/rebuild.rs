@@ -28,7 +28,10 @@ async fn directory(app: &TestApp) -> Vec<(String, String, Option<String>, i64, S
 }
 
 async fn rebuild_under_live_load(engine: Engine) {
-    let app = spawn(engine).await;
+    // Delivered through a real (private) nats-server: the live projector consumes JetStream
+    // while the rebuild reads the store.
+    let nats = nova_infra::testing::PrivateNats::start();
+    let app = spawn_with_nats(engine, nats.url()).await;
     let (_, admin, _) = app.user("ops_admin").await;
     nova_commands::user::UserCommands::new(
         app.db.store.clone(),
@@ -226,4 +229,5 @@ async fn rebuild_under_live_load(engine: Engine) {
         assert_eq!(Some(r), live_map.get(&r.0));
     }
     app.stop().await;
+    drop(nats);
 }
