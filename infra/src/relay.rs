@@ -30,6 +30,8 @@ use crate::store::{EventStore, ReadFilter, RecordedEvent, StoreError};
 /// Events published per round (all in flight at once).
 pub const BATCH: i64 = 1024;
 const LEASE_MS: i64 = 10_000;
+/// Longest time a busy relay goes without writing its durable checkpoint.
+const SAVE_EVERY_MS: i64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -58,6 +60,7 @@ pub struct Relay {
     owner: String,
     /// Until when (ms) this relay's lease is known to hold; renewed at half-life.
     lease_until: AtomicI64,
+    last_save: AtomicI64,
     /// (after position, events) read ahead during the previous round.
     prefetched: std::sync::Mutex<Option<(i64, Vec<RecordedEvent>)>>,
     pub stats: Arc<RelayStats>,
@@ -89,6 +92,7 @@ impl Relay {
             owner: Uuid::new_v4().to_string(),
             lease_until: AtomicI64::new(0),
             prefetched: std::sync::Mutex::new(None),
+            last_save: AtomicI64::new(0),
             stats: Arc::default(),
         }
     }
@@ -168,10 +172,22 @@ impl Relay {
         if self.lease_until.load(Ordering::Relaxed) - LEASE_MS / 2 > now {
             return Ok(Some(self.stats.checkpoint.load(Ordering::Relaxed)));
         }
-        let checkpoint = self.lease().await?;
-        if let Some(cp) = checkpoint {
-            self.lease_until.store(now + LEASE_MS, Ordering::Relaxed);
-            self.stats.checkpoint.store(cp, Ordering::Relaxed);
+        let was_leading = self.lease_until.load(Ordering::Relaxed) > now;
+        let checkpoint = self.lease().await?.map(|stored| {
+            // While this relay held the lease continuously, its own (possibly not yet
+            // written) checkpoint is the newer one.
+            if was_leading {
+                stored.max(self.stats.checkpoint.load(Ordering::Relaxed))
+            } else {
+                stored
+            }
+        });
+        match checkpoint {
+            Some(cp) => {
+                self.lease_until.store(now + LEASE_MS, Ordering::Relaxed);
+                self.stats.checkpoint.store(cp, Ordering::Relaxed);
+            }
+            None => self.lease_until.store(0, Ordering::Relaxed),
         }
         Ok(checkpoint)
     }
@@ -262,16 +278,26 @@ impl Relay {
             }
         }
         if count > 0 {
-            self.save(confirmed).await?;
+            // Under a full backlog the durable checkpoint is written at most every
+            // SAVE_EVERY_MS (a crash re-sends at most that much, dropped as duplicates);
+            // a partial round — the relay caught up — always writes it.
+            let now = chrono::Utc::now().timestamp_millis();
+            let due = now - self.last_save.load(Ordering::Relaxed) >= SAVE_EVERY_MS;
+            if due || (count as i64) < BATCH || ack_error.is_some() || send_error.is_some() {
+                self.save(confirmed).await?;
+                self.last_save.store(now, Ordering::Relaxed);
+                if let Ok(head) = self.store.head(self.domain).await {
+                    metrics::gauge!("nova_relay_backlog_events", "domain" => self.domain.as_str())
+                        .set((head - confirmed).max(0) as f64);
+                }
+            } else {
+                self.stats.checkpoint.store(confirmed, Ordering::Relaxed);
+            }
             self.stats
                 .published
                 .fetch_add(count as u64, Ordering::Relaxed);
             metrics::counter!("nova_relay_published_events_total", "domain" => self.domain.as_str())
                 .increment(count as u64);
-        }
-        if let Ok(head) = self.store.head(self.domain).await {
-            metrics::gauge!("nova_relay_backlog_events", "domain" => self.domain.as_str())
-                .set((head - confirmed).max(0) as f64);
         }
         match ack_error.or(send_error) {
             Some(message) => {
