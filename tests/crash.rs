@@ -4,6 +4,8 @@
 //! once, and the read model (fed through the relay and JetStream) equals a from-scratch
 //! rebuild.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,16 +54,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-async fn directory(db: &Database) -> Vec<(String, String, Option<String>, i64, i64)> {
-    sqlx::query_as(
-        "SELECT user_id, username, display_name, active, last_version \
-         FROM user_directory ORDER BY user_id",
-    )
-    .fetch_all(&db.any)
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -204,30 +196,14 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    let live = directory(&db).await;
+    let live = common::directory(&db).await;
     for (id, _) in &acknowledged {
         assert!(
             live.iter().any(|r| r.0 == id.to_string()),
             "{id} missing from the directory"
         );
     }
-    sqlx::query("DELETE FROM user_directory")
-        .execute(&db.any)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM projection_checkpoints")
-        .execute(&db.any)
-        .await
-        .unwrap();
-    nova_projections::catch_up(
-        &nova_projections::user_directory::UserDirectory::default(),
-        &db.store,
-        &db.any,
-        &nova_projections::Checkpoints::default(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(directory(&db).await, live);
+    assert_eq!(common::replayed_directory(&db).await, live);
     db.close().await;
 }
 

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,16 +15,6 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 on_both_backends!(rebuild_under_live_load);
-
-async fn directory(app: &TestApp) -> Vec<(String, String, Option<String>, i64, String, i64)> {
-    sqlx::query_as(
-        "SELECT user_id, username, display_name, active, updated_at, last_version \
-         FROM user_directory ORDER BY user_id",
-    )
-    .fetch_all(&app.db.any)
-    .await
-    .unwrap()
-}
 
 async fn rebuild_under_live_load(engine: Engine) {
     // Delivered through a real (private) nats-server: the live projector consumes JetStream
@@ -205,29 +194,8 @@ async fn rebuild_under_live_load(engine: Engine) {
     assert!(head > 0);
     let mut app = Arc::try_unwrap(app).unwrap_or_else(|_| panic!("app still shared"));
     app.stop_server().await;
-    let live = directory(&app).await;
-    sqlx::query("DELETE FROM user_directory")
-        .execute(&app.db.any)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM projection_checkpoints")
-        .execute(&app.db.any)
-        .await
-        .unwrap();
-    nova_projections::catch_up(
-        &nova_projections::user_directory::UserDirectory::default(),
-        &app.db.store,
-        &app.db.any,
-        &nova_projections::Checkpoints::default(),
-    )
-    .await
-    .unwrap();
-    let replayed = directory(&app).await;
-    let live_map: HashMap<_, _> = live.iter().map(|r| (r.0.clone(), r.clone())).collect();
-    assert_eq!(replayed.len(), live.len());
-    for r in &replayed {
-        assert_eq!(Some(r), live_map.get(&r.0));
-    }
+    let live = directory(&app.db).await;
+    assert_eq!(replayed_directory(&app.db).await, live);
     app.stop().await;
     drop(nats);
 }

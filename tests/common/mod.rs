@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use nova::app::{Application, Settings};
 use nova_commands::user::credentials::Argon2Config;
 use nova_infra::db::{Database, Engine};
+#[allow(unused_imports)]
 pub use nova_infra::on_both_backends;
 use nova_infra::testing::TestDb;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
@@ -213,4 +214,50 @@ pub async fn expect_error(res: Response, status: StatusCode, code: &str) -> Valu
         .as_str()
         .is_some_and(|m| !m.is_empty()));
     body["error"].clone()
+}
+
+/// Every column of the user directory, ordered by id.
+pub type DirectoryRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    String,
+    String,
+    i64,
+);
+
+pub async fn directory(db: &Database) -> Vec<DirectoryRow> {
+    sqlx::query_as(
+        "SELECT user_id, username, display_name, status, profile_picture_url, active, \
+                created_at, updated_at, last_version \
+         FROM user_directory ORDER BY user_id",
+    )
+    .fetch_all(&db.any)
+    .await
+    .unwrap()
+}
+
+/// Wipes the directory and its checkpoint, replays it from the store, and returns its rows —
+/// what a from-scratch rebuild produces. Run only with no projector running.
+pub async fn replayed_directory(db: &Database) -> Vec<DirectoryRow> {
+    sqlx::query("DELETE FROM user_directory")
+        .execute(&db.any)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM projection_checkpoints")
+        .execute(&db.any)
+        .await
+        .unwrap();
+    nova_projections::catch_up(
+        &nova_projections::user_directory::UserDirectory::default(),
+        &db.store,
+        &db.any,
+        &nova_projections::Checkpoints::default(),
+    )
+    .await
+    .unwrap();
+    directory(db).await
 }
