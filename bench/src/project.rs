@@ -42,7 +42,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::harness::count_bar;
-use crate::stats::{ratio, Percentiles, Throughput};
+use crate::stats::{print_throughput_table, ratio, Percentiles, Throughput};
 use crate::target::{connect_nats, engine_name, open_fresh, BackendChoice, Nats};
 use crate::workload::{append_registered, pre_append, read_all};
 use crate::Error;
@@ -521,28 +521,17 @@ fn print_tables(report: &Report) {
         report.events
     );
     println!();
-    println!(
-        "{:<9} {:<10} {:>9} {:>9} {:>12}  {:>9}",
-        "backend", "path", "events", "seconds", "events/s", "proj/raw"
-    );
-    for b in &report.backends {
-        let a = &b.apply;
-        for (path, t, vs) in [
-            ("raw", &a.raw, String::new()),
+    print_throughput_table(
+        "projector",
+        report.backends.iter().map(|b| {
             (
-                "projector",
-                &a.projector,
-                a.projector_to_raw
-                    .map(|r| format!("{r:.2}x"))
-                    .unwrap_or_else(|| "n/a".to_owned()),
-            ),
-        ] {
-            println!(
-                "{:<9} {:<10} {:>9} {:>9.3} {:>12.0}  {:>9}",
-                b.backend, path, t.events, t.seconds, t.per_sec, vs
-            );
-        }
-    }
+                b.backend,
+                &b.apply.raw,
+                &b.apply.projector,
+                b.apply.projector_to_raw,
+            )
+        }),
+    );
     println!();
     if let Some(b) = report.backends.first() {
         println!("{:<11}{}", "raw:", b.apply.raw_operation);

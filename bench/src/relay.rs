@@ -31,7 +31,7 @@ use nova_infra::store::{ReadFilter, RecordedEvent};
 use serde::Serialize;
 
 use crate::harness::count_bar;
-use crate::stats::{ratio, Throughput};
+use crate::stats::{print_throughput_table, ratio, Throughput};
 use crate::target::{connect_nats, engine_name, open_fresh, BackendChoice, Namespace, Nats};
 use crate::workload::{pre_append, read_all};
 use crate::Error;
@@ -303,27 +303,13 @@ fn print_table(report: &Report) {
         report.events, report.event_type, report.order
     );
     println!();
-    println!(
-        "{:<9} {:<6} {:>9} {:>9} {:>12}  {:>9}",
-        "backend", "path", "events", "seconds", "events/s", "relay/raw"
+    print_throughput_table(
+        "relay",
+        report
+            .backends
+            .iter()
+            .map(|b| (b.backend, &b.raw, &b.relay, b.relay_to_raw)),
     );
-    for b in &report.backends {
-        for (path, t, vs) in [
-            ("raw", &b.raw, String::new()),
-            (
-                "relay",
-                &b.relay,
-                b.relay_to_raw
-                    .map(|r| format!("{r:.2}x"))
-                    .unwrap_or_else(|| "n/a".to_owned()),
-            ),
-        ] {
-            println!(
-                "{:<9} {:<6} {:>9} {:>9.3} {:>12.0}  {:>9}",
-                b.backend, path, t.events, t.seconds, t.per_sec, vs
-            );
-        }
-    }
     println!();
     println!(
         "{:<9} {:>10} {:>12} {:>8} {:>11} {:>8}   (ms per round of {})",

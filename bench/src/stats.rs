@@ -120,6 +120,35 @@ fn round(x: f64, decimals: i32) -> f64 {
     (x * scale).round() / scale
 }
 
+/// Prints the header and the "raw" and measured rows of a throughput comparison:
+/// `backend  path  events  seconds  events/s  <measured>/raw`.
+pub fn print_throughput_table<'a>(
+    measured: &str,
+    rows: impl IntoIterator<Item = (&'a str, &'a Throughput, &'a Throughput, Option<f64>)>,
+) {
+    let width = measured.len().max(4);
+    println!(
+        "{:<9} {:<width$} {:>9} {:>9} {:>12}  {:>9}",
+        "backend",
+        "path",
+        "events",
+        "seconds",
+        "events/s",
+        format!("{measured}/raw")
+    );
+    for (backend, raw, value, vs) in rows {
+        let vs = vs
+            .map(|r| format!("{r:.2}x"))
+            .unwrap_or_else(|| "n/a".to_owned());
+        for (path, t, vs) in [("raw", raw, String::new()), (measured, value, vs)] {
+            println!(
+                "{:<9} {:<width$} {:>9} {:>9.3} {:>12.0}  {:>9}",
+                backend, path, t.events, t.seconds, t.per_sec, vs
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
