@@ -94,6 +94,8 @@ pub struct JetStreamSource {
     js: jetstream::Context,
     names: Names,
     ack_wait: Duration,
+    /// The store, which fills gaps and serves when JetStream cannot.
+    tail: StoreTail,
     store: EventStore,
     durable_prefix: String,
     consumers: Mutex<HashMap<Domain, consumer::PullConsumer>>,
@@ -136,6 +138,7 @@ impl JetStreamSource {
             js,
             names,
             ack_wait,
+            tail: StoreTail::new(store.clone()),
             store,
             durable_prefix: projection.to_owned(),
             consumers: Mutex::new(HashMap::new()),
@@ -272,9 +275,7 @@ impl EventSource for JetStreamSource {
             self.streams.lock().await.remove(&domain);
             self.consumers.lock().await.remove(&domain);
             tracing::warn!(%domain, error = %e, "JetStream unavailable; reading the store");
-            return StoreTail::new(self.store.clone())
-                .next_batch(domain, after, max)
-                .await;
+            return self.tail.next_batch(domain, after, max).await;
         }
         // Entries at or below the checkpoint (it may have jumped: a rebuild swap, another
         // projector process) are done: acknowledge and forget them.
@@ -294,9 +295,7 @@ impl EventSource for JetStreamSource {
             // messages are held by a dead consumer's unacknowledged deliveries, or the stream
             // lost them. The store serves; JetStream's copies are dropped as duplicates later.
             if self.store.head(domain).await? > after {
-                return StoreTail::new(self.store.clone())
-                    .next_batch(domain, after, max)
-                    .await;
+                return self.tail.next_batch(domain, after, max).await;
             }
             return Ok(Vec::new());
         };
@@ -310,15 +309,8 @@ impl EventSource for JetStreamSource {
                 // Something between `cursor` and `position` has not arrived (yet): take it
                 // from the store instead of waiting.
                 let missing = self
-                    .store
-                    .read(
-                        domain,
-                        &ReadFilter {
-                            after_position: cursor,
-                            limit: max - out.len() as i64,
-                            ..Default::default()
-                        },
-                    )
+                    .tail
+                    .next_batch(domain, cursor, max - out.len() as i64)
                     .await?;
                 for e in missing.into_iter().take_while(|e| e.position < position) {
                     cursor = e.position;
