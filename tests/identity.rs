@@ -623,15 +623,7 @@ async fn deactivation(engine: Engine) {
 async fn legacy_hash_is_upgraded_on_login(engine: Engine) {
     use sha2::Digest;
     let app = spawn(engine).await;
-    let users = nova_commands::user::UserCommands::new(
-        app.db.store.clone(),
-        nova_commands::user::credentials::Passwords::new(cheap_argon2()).unwrap(),
-        nova_commands::user::credentials::Tokens::new(
-            &secrecy::SecretString::from(SECRET),
-            chrono::Duration::minutes(15),
-            chrono::Duration::days(1),
-        ),
-    );
+    let users = app.user_commands();
     let legacy = hex::encode(sha2::Sha256::digest(b"old legacy pass"));
     let ctx = nova_commands::CommandContext::new(None, None);
     let (id, _) = users

@@ -11,18 +11,6 @@ use serde_json::Value;
 
 on_both_backends!(projection_status_needs_a_role, metrics_are_exposed);
 
-fn user_commands(app: &TestApp) -> nova_commands::user::UserCommands {
-    nova_commands::user::UserCommands::new(
-        app.db.store.clone(),
-        nova_commands::user::credentials::Passwords::new(cheap_argon2()).unwrap(),
-        nova_commands::user::credentials::Tokens::new(
-            &secrecy::SecretString::from(SECRET),
-            chrono::Duration::minutes(15),
-            chrono::Duration::days(1),
-        ),
-    )
-}
-
 async fn projection_status_needs_a_role(engine: Engine) {
     let app = spawn(engine).await;
     let (_, plain, _) = app.user("plain_user").await;
@@ -38,7 +26,7 @@ async fn projection_status_needs_a_role(engine: Engine) {
     expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
 
     let ctx = nova_commands::CommandContext::new(None, None);
-    let users = user_commands(&app);
+    let users = app.user_commands();
     let done = users
         .grant_role(&ctx, "ops_user", nova_event_schemas::user::Role::Admin)
         .await

@@ -22,22 +22,14 @@ async fn rebuild_under_live_load(engine: Engine) {
     let nats = nova_infra::testing::PrivateNats::start();
     let app = spawn_with_nats(engine, nats.url()).await;
     let (_, admin, _) = app.user("ops_admin").await;
-    nova_commands::user::UserCommands::new(
-        app.db.store.clone(),
-        nova_commands::user::credentials::Passwords::new(cheap_argon2()).unwrap(),
-        nova_commands::user::credentials::Tokens::new(
-            &secrecy::SecretString::from(SECRET),
-            chrono::Duration::minutes(15),
-            chrono::Duration::days(1),
-        ),
-    )
-    .grant_role(
-        &nova_commands::CommandContext::new(None, None),
-        "ops_admin",
-        nova_event_schemas::user::Role::Admin,
-    )
-    .await
-    .unwrap();
+    app.user_commands()
+        .grant_role(
+            &nova_commands::CommandContext::new(None, None),
+            "ops_admin",
+            nova_event_schemas::user::Role::Admin,
+        )
+        .await
+        .unwrap();
 
     // Some users to read during the rebuild, each with a session to update its profile.
     let mut readers_targets = Vec::new();

@@ -173,6 +173,20 @@ impl TestApp {
         }
     }
 
+    /// The user command service on this app's store, for setting up state no route creates
+    /// (roles, imported legacy accounts).
+    pub fn user_commands(&self) -> nova_commands::user::UserCommands {
+        nova_commands::user::UserCommands::new(
+            self.db.store.clone(),
+            nova_commands::user::credentials::Passwords::new(cheap_argon2()).unwrap(),
+            nova_commands::user::credentials::Tokens::new(
+                &SecretString::from(SECRET),
+                chrono::Duration::minutes(15),
+                chrono::Duration::days(1),
+            ),
+        )
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
