@@ -13,12 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Duration as ChronoDuration;
+use nova_commands::follow::FollowCommands;
+use nova_commands::post::PostCommands;
 use nova_commands::user::credentials::{Argon2Config, Passwords, Tokens};
+use nova_commands::user::notifications::NotificationCommands;
 use nova_commands::user::UserCommands;
 use nova_event_schemas::Domain;
 use nova_infra::db::Database;
 use nova_infra::nats::Names;
 use nova_infra::relay::Relay;
+use nova_projections::policy::run_policy;
 use nova_projections::{run_projector, Checkpoints, EventSource, JetStreamSource, StoreTail};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
@@ -139,6 +143,34 @@ impl Application {
             }
         }
 
+        let follows = FollowCommands::new(db.store.clone(), db.any.clone());
+        let posts = PostCommands::new(db.store.clone(), db.any.clone());
+        // Policies run wherever all projections run (`nova serve`, `nova project` without
+        // names): they react to other domains' events with commands to their own.
+        if s.components.projections.is_none() {
+            for policy in nova_commands::policies(&follows, &posts, &checkpoints) {
+                let source: Arc<dyn EventSource> = match &js {
+                    Some(js) => Arc::new(JetStreamSource::new(
+                        js.clone(),
+                        s.nats_names.clone(),
+                        db.store.clone(),
+                        policy.name(),
+                    )),
+                    None => tail.clone(),
+                };
+                for &domain in policy.domains() {
+                    tasks.push(tokio::spawn(run_policy(
+                        policy.clone(),
+                        domain,
+                        source.clone(),
+                        db.any.clone(),
+                        checkpoints.clone(),
+                        stop_rx.clone(),
+                    )));
+                }
+            }
+        }
+
         crate::http::metrics::handle();
         tasks.push(tokio::spawn(publish_status_metrics(
             db.clone(),
@@ -159,6 +191,9 @@ impl Application {
         let state = AppState {
             db: db.clone(),
             users,
+            follows,
+            posts,
+            notifications: NotificationCommands::new(db.store.clone(), db.any.clone()),
             checkpoints,
             nats,
             rebuilds: Default::default(),

@@ -68,6 +68,10 @@ pub struct UserState {
     pub locked_until: Option<DateTime<Utc>>,
     pub sessions: BTreeMap<Uuid, Session>,
     pub roles: BTreeSet<Role>,
+    /// Notification kinds the user switched off.
+    pub notifications_disabled: BTreeSet<NotificationKind>,
+    /// Read marker of the notification list: (created_at, id) of the last read notification.
+    pub notifications_read_up_to: Option<(String, Uuid)>,
 }
 
 impl UserState {
@@ -149,6 +153,18 @@ pub enum UserCommand {
     },
     GrantRole {
         role: Role,
+        now: DateTime<Utc>,
+    },
+    /// Replaces the set of notification kinds that are off.
+    SetNotificationPreferences {
+        disabled: BTreeSet<NotificationKind>,
+        now: DateTime<Utc>,
+    },
+    /// Moves the read marker forward to `up_to` (never backwards). `up_to_created_at` was looked
+    /// up in the notification view by the command handler.
+    MarkNotificationsRead {
+        up_to: Uuid,
+        up_to_created_at: String,
         now: DateTime<Utc>,
     },
 }
@@ -298,6 +314,40 @@ impl Aggregate for User {
                     granted_at: now,
                 })]
             }),
+            UserCommand::SetNotificationPreferences { disabled, now } => {
+                Ok(if disabled == state.notifications_disabled {
+                    vec![]
+                } else {
+                    vec![UserEvent::NotificationPreferencesChanged(
+                        NotificationPreferencesChanged {
+                            disabled: disabled.into_iter().collect(),
+                            changed_at: now,
+                        },
+                    )]
+                })
+            }
+            UserCommand::MarkNotificationsRead {
+                up_to,
+                up_to_created_at,
+                now,
+            } => {
+                let marker = (up_to_created_at, up_to);
+                Ok(
+                    if state
+                        .notifications_read_up_to
+                        .as_ref()
+                        .is_some_and(|m| *m >= marker)
+                    {
+                        vec![]
+                    } else {
+                        vec![UserEvent::NotificationsRead(NotificationsRead {
+                            up_to: marker.1,
+                            up_to_created_at: marker.0,
+                            read_at: now,
+                        })]
+                    },
+                )
+            }
             UserCommand::Deactivate { now } => {
                 let mut events: Vec<UserEvent> = state
                     .active_sessions()
@@ -372,6 +422,12 @@ impl Aggregate for User {
             UserEvent::Deactivated(_) => state.deactivated = true,
             UserEvent::RoleGranted(e) => {
                 state.roles.insert(e.role);
+            }
+            UserEvent::NotificationPreferencesChanged(e) => {
+                state.notifications_disabled = e.disabled.into_iter().collect();
+            }
+            UserEvent::NotificationsRead(e) => {
+                state.notifications_read_up_to = Some((e.up_to_created_at, e.up_to));
             }
         }
         state

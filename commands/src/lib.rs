@@ -15,7 +15,21 @@ use nova_event_schemas::{DomainEvent, EventMetadata};
 use nova_infra::store::{Appended, EventStore, StoreError};
 use uuid::Uuid;
 
+pub mod follow;
+pub mod post;
 pub mod user;
+
+use nova_projections::policy::Policy;
+
+/// Every policy Nova runs: each reacts to another domain's events with commands to its own.
+pub fn policies(
+    follows: &follow::FollowCommands,
+    posts: &post::PostCommands,
+    checkpoints: &nova_projections::Checkpoints,
+) -> Vec<Arc<dyn Policy>> {
+    let _ = (follows, posts, checkpoints);
+    Vec::new()
+}
 
 /// First try plus retries after a version conflict (DESIGN rule 3).
 pub const MAX_ATTEMPTS: usize = 4;

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::{CommandContext, CommandError, Done, Executed, Repository, MAX_ATTEMPTS};
 
 pub mod credentials;
+pub mod notifications;
 
 use credentials::{hash_token, Passwords, RefreshToken, Tokens, Verification};
 

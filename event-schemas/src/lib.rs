@@ -11,6 +11,8 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod follow;
+pub mod post;
 pub mod user;
 
 /// The six domains. Each owns exactly one events table and one event enum.

@@ -148,6 +148,69 @@ pub struct RoleGranted {
     pub granted_at: DateTime<Utc>,
 }
 
+/// The kinds of notification a user can receive, each switchable in their preferences.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// Someone followed you.
+    Follow,
+    /// Someone liked your post.
+    Like,
+    /// Someone commented on your post.
+    Comment,
+    /// Someone mentioned you in a post or comment.
+    Mention,
+    /// Someone shared your post.
+    Share,
+}
+
+impl NotificationKind {
+    pub const ALL: [NotificationKind; 5] = [
+        NotificationKind::Follow,
+        NotificationKind::Like,
+        NotificationKind::Comment,
+        NotificationKind::Mention,
+        NotificationKind::Share,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::Follow => "follow",
+            NotificationKind::Like => "like",
+            NotificationKind::Comment => "comment",
+            NotificationKind::Mention => "mention",
+            NotificationKind::Share => "share",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NotificationKind> {
+        NotificationKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A user's notification settings belong to the user (the notification view is a projection
+/// and has no writer of its own). The event carries the complete setting after the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationPreferencesChanged {
+    /// The kinds switched off; every other kind is on.
+    pub disabled: Vec<NotificationKind>,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// The user read their notifications up to and including `up_to` (in the list's order:
+/// `up_to_created_at`, then id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsRead {
+    pub up_to: Uuid,
+    /// RFC 3339 creation time of the `up_to` notification, as the notification view lists it.
+    pub up_to_created_at: String,
+    pub read_at: DateTime<Utc>,
+}
+
 crate::domain_events! {
     /// Every event the `user` domain stores.
     pub enum UserEvent in Domain::User {
@@ -163,6 +226,9 @@ crate::domain_events! {
         SessionRevoked(SessionRevoked) = ("session_revoked", 1),
         Deactivated(Deactivated) = ("deactivated", 1),
         RoleGranted(RoleGranted) = ("role_granted", 1),
+        NotificationPreferencesChanged(NotificationPreferencesChanged) =
+            ("notification_preferences_changed", 1),
+        NotificationsRead(NotificationsRead) = ("notifications_read", 1),
     }
     upcast(event_type, version, payload) {
         // No older versions exist yet. An upcaster rewrites (type, version, payload) here,

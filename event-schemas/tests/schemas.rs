@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use nova_event_schemas::{user::UserEvent, DomainEvent};
+use nova_event_schemas::{follow::FollowEvent, post::PostEvent, user::UserEvent, DomainEvent};
 
 fn check<E: DomainEvent>() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,6 +44,8 @@ fn check<E: DomainEvent>() {
 #[test]
 fn schemas_match_checked_in_files() {
     check::<UserEvent>();
+    check::<FollowEvent>();
+    check::<PostEvent>();
 }
 
 #[test]

@@ -17,6 +17,11 @@ use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::watch;
 
 pub mod checkpoint;
+pub mod feed;
+pub mod follow_graph;
+pub mod notification;
+pub mod policy;
+pub mod post_view;
 pub mod rebuild;
 pub mod status;
 pub mod user_directory;

@@ -138,7 +138,9 @@ impl Projection for UserDirectory {
             | UserEvent::SessionStarted(_)
             | UserEvent::SessionRefreshed(_)
             | UserEvent::SessionRevoked(_)
-            | UserEvent::RoleGranted(_) => {}
+            | UserEvent::RoleGranted(_)
+            | UserEvent::NotificationPreferencesChanged(_)
+            | UserEvent::NotificationsRead(_) => {}
         }
         Ok(())
     }

@@ -7,6 +7,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::Router;
+use nova_commands::follow::FollowCommands;
+use nova_commands::post::PostCommands;
+use nova_commands::user::notifications::NotificationCommands;
 use nova_commands::user::UserCommands;
 use nova_infra::db::Database;
 use nova_projections::Checkpoints;
@@ -20,9 +23,13 @@ use utoipa_axum::routes;
 
 pub mod error;
 pub mod extract;
+pub mod feed;
+pub mod follow;
 pub mod idempotency;
 pub mod metrics;
+pub mod notification;
 pub mod ops;
+pub mod post;
 pub mod user;
 
 use error::AppError;
@@ -32,6 +39,9 @@ use extract::{Json, REQUEST_ID};
 pub struct AppState {
     pub db: Database,
     pub users: UserCommands,
+    pub follows: FollowCommands,
+    pub posts: PostCommands,
+    pub notifications: NotificationCommands,
     pub checkpoints: Checkpoints,
     /// Set when `NOVA_NATS_URL` is configured.
     pub nats: Option<async_nats::Client>,
@@ -72,6 +82,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(user::router())
+        .merge(follow::router())
+        .merge(post::router())
+        .merge(feed::router())
+        .merge(notification::router())
         .merge(ops::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -1243,3 +1243,82 @@ mod properties {
         assert!(refreshes > 0, "no refresh reached");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Notification settings and read marker (owned by the user; the notification view projects them).
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn notification_preferences_change_only_when_different() {
+    let disabled: BTreeSet<NotificationKind> = [NotificationKind::Like].into();
+    let events = given::<User>([registered()])
+        .when(UserCommand::SetNotificationPreferences {
+            disabled: disabled.clone(),
+            now: at(1),
+        })
+        .events();
+    assert_eq!(
+        events,
+        vec![UserEvent::NotificationPreferencesChanged(
+            NotificationPreferencesChanged {
+                disabled: vec![NotificationKind::Like],
+                changed_at: at(1),
+            }
+        )]
+    );
+    let mut history = vec![registered()];
+    history.extend(events);
+    given::<User>(history.clone())
+        .when(UserCommand::SetNotificationPreferences {
+            disabled,
+            now: at(2),
+        })
+        .then(vec![]);
+    // Switching everything back on is a change too.
+    let events = given::<User>(history)
+        .when(UserCommand::SetNotificationPreferences {
+            disabled: BTreeSet::new(),
+            now: at(3),
+        })
+        .events();
+    assert!(
+        matches!(&events[..], [UserEvent::NotificationPreferencesChanged(p)] if p.disabled.is_empty())
+    );
+}
+
+#[test]
+fn read_marker_only_moves_forward() {
+    let (n1, n2) = (sid(101), sid(102));
+    let read = |id: Uuid, ts: &str, now| UserCommand::MarkNotificationsRead {
+        up_to: id,
+        up_to_created_at: ts.into(),
+        now,
+    };
+    let first = given::<User>([registered()])
+        .when(read(n2, "2024-06-01T00:05:00.000000Z", at(6)))
+        .events();
+    assert_eq!(first.len(), 1);
+    let mut history = vec![registered()];
+    history.extend(first);
+    // An older notification, or the same one again, leaves the marker where it is.
+    given::<User>(history.clone())
+        .when(read(n1, "2024-06-01T00:01:00.000000Z", at(7)))
+        .then(vec![]);
+    given::<User>(history.clone())
+        .when(read(n2, "2024-06-01T00:05:00.000000Z", at(7)))
+        .then(vec![]);
+    let later = given::<User>(history)
+        .when(read(n1, "2024-06-01T00:09:00.000000Z", at(10)))
+        .events();
+    assert!(matches!(&later[..], [UserEvent::NotificationsRead(r)] if r.up_to == n1));
+}
+
+#[test]
+fn notification_commands_need_an_active_account() {
+    given::<User>([registered(), deactivated(at(1))])
+        .when(UserCommand::SetNotificationPreferences {
+            disabled: BTreeSet::new(),
+            now: at(2),
+        })
+        .then_err(UserError::Deactivated);
+}

@@ -1,0 +1,1 @@
+//! The `follow` domain: the relationship aggregate (follows and blocks between two users).

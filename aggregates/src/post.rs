@@ -1,0 +1,1 @@
+//! The `post` domain: posts (with edits, comments, shares), likes and bookmarks.

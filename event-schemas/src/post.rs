@@ -1,0 +1,174 @@
+//! Events of the `post` domain (content): posts with their edits, comments and shares; likes;
+//! bookmarks.
+//!
+//! Three aggregate kinds share the domain's one events table:
+//! - a post (id = the post's UUIDv7): creation, edits (each edit is an event, so the edit
+//!   history is the stream), deletion, hiding, comments and shares;
+//! - a like (id = [`like_id`] of post and user): so that likes on a popular post do not all
+//!   contend for the post's stream, and liking twice is one like;
+//! - a bookmark (id = [`bookmark_id`] of user and post), with an optional collection name.
+//!
+//! Events carry what the read views need (the post's author on a like, comment or share; the
+//! resolved ids of `@mentions`), so projections never look anything up.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Domain;
+
+const LIKE_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_7661_2d70_6f73_742d_6c69_6b65_0001);
+const BOOKMARK_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_7661_2d70_6f73_742d_626f_6f6b_0001);
+
+fn pair_id(namespace: &Uuid, first: Uuid, second: Uuid) -> Uuid {
+    let mut name = [0u8; 32];
+    name[..16].copy_from_slice(first.as_bytes());
+    name[16..].copy_from_slice(second.as_bytes());
+    Uuid::new_v5(namespace, &name)
+}
+
+/// The aggregate id of `user_id`'s like of `post_id`.
+pub fn like_id(post_id: Uuid, user_id: Uuid) -> Uuid {
+    pair_id(&LIKE_NAMESPACE, post_id, user_id)
+}
+
+/// The aggregate id of `user_id`'s bookmark of `post_id`.
+pub fn bookmark_id(user_id: Uuid, post_id: Uuid) -> Uuid {
+    pair_id(&BOOKMARK_NAMESPACE, user_id, post_id)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostCreated {
+    pub post_id: Uuid,
+    pub author_id: Uuid,
+    pub content: String,
+    pub media_urls: Vec<String>,
+    /// Users mentioned as `@username` that existed and were active when the post was written.
+    pub mentions: Vec<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The post after the edit: every field carries its new value (the previous values are in the
+/// earlier events of the stream — that is the edit history).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostEdited {
+    pub content: String,
+    pub media_urls: Vec<String>,
+    pub mentions: Vec<Uuid>,
+    pub edited_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostDeleted {
+    pub author_id: Uuid,
+    pub deleted_at: DateTime<Utc>,
+}
+
+/// Why a post was hidden without its author deleting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HideReason {
+    /// The author deactivated their account (issued by the deactivation policy).
+    AuthorDeactivated,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostHidden {
+    pub author_id: Uuid,
+    pub reason: HideReason,
+    pub hidden_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentAdded {
+    pub comment_id: Uuid,
+    pub post_id: Uuid,
+    /// The commenter.
+    pub author_id: Uuid,
+    pub post_author_id: Uuid,
+    pub content: String,
+    pub mentions: Vec<Uuid>,
+    pub commented_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentDeleted {
+    pub comment_id: Uuid,
+    pub post_id: Uuid,
+    /// Who deleted it: the comment's author or the post's author.
+    pub deleted_by: Uuid,
+    pub deleted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostShared {
+    pub share_id: Uuid,
+    pub post_id: Uuid,
+    /// Who shared.
+    pub user_id: Uuid,
+    pub post_author_id: Uuid,
+    pub shared_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Liked {
+    pub post_id: Uuid,
+    pub user_id: Uuid,
+    pub post_author_id: Uuid,
+    pub liked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Unliked {
+    pub post_id: Uuid,
+    pub user_id: Uuid,
+    pub unliked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bookmarked {
+    pub post_id: Uuid,
+    pub user_id: Uuid,
+    /// Named collection, or none for the default list.
+    pub collection: Option<String>,
+    pub bookmarked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Unbookmarked {
+    pub post_id: Uuid,
+    pub user_id: Uuid,
+    pub unbookmarked_at: DateTime<Utc>,
+}
+
+crate::domain_events! {
+    /// Every event the `post` domain stores.
+    pub enum PostEvent in Domain::Post {
+        Created(PostCreated) = ("created", 1),
+        Edited(PostEdited) = ("edited", 1),
+        Deleted(PostDeleted) = ("deleted", 1),
+        Hidden(PostHidden) = ("hidden", 1),
+        CommentAdded(CommentAdded) = ("comment_added", 1),
+        CommentDeleted(CommentDeleted) = ("comment_deleted", 1),
+        Shared(PostShared) = ("shared", 1),
+        Liked(Liked) = ("liked", 1),
+        Unliked(Unliked) = ("unliked", 1),
+        Bookmarked(Bookmarked) = ("bookmarked", 1),
+        Unbookmarked(Unbookmarked) = ("unbookmarked", 1),
+    }
+    upcast(event_type, version, payload) {
+        (event_type, version, payload)
+    }
+}

@@ -1,0 +1,1 @@
+//! `follow_graph`: follow edges, follower/following lists and counts (from the follow domain).

@@ -1,0 +1,1 @@
+//! `notification`: per-user notifications with read state and preferences.

@@ -1,0 +1,172 @@
+//! Policies: consumers that react to another domain's events by issuing commands to their **own**
+//! domain's aggregates (DESIGN rule 1) — e.g. "when a user is deactivated, end their follows".
+//!
+//! A policy runs on the same sources as projections (store tail or JetStream) with its own
+//! checkpoint, but its effects are appends through the command path, not rows in a read-model
+//! transaction. Delivery is therefore at-least-once: the checkpoint moves after an event's
+//! commands succeeded, and a crash in between repeats them. Policies must be idempotent — their
+//! commands decide "nothing to do" on a second run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nova_event_schemas::Domain;
+use nova_infra::store::{EventStore, RecordedEvent, StoreError};
+use sqlx::AnyPool;
+use tokio::sync::watch;
+
+use crate::{Checkpoints, EventSource, StoreTail};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("checkpoint database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("event source error: {0}")]
+    Source(#[from] StoreError),
+    #[error("event cannot be decoded: {0}")]
+    Decode(#[from] nova_event_schemas::DecodeError),
+    /// The reaction could not be carried out now (store or read model unavailable, conflicts);
+    /// the event is retried.
+    #[error("{0}")]
+    Retry(String),
+}
+
+#[async_trait]
+pub trait Policy: Send + Sync + 'static {
+    /// Stable name; also the checkpoint key (prefixed `policy.` by convention).
+    fn name(&self) -> &str;
+    /// The domains whose events this policy reacts to.
+    fn domains(&self) -> &'static [Domain];
+    /// Reacts to one event. Idempotent: handling the same event twice has the effect of once.
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), PolicyError>;
+}
+
+const BATCH: i64 = 100;
+
+/// Handles the next batch of events after the policy's checkpoint. Returns whether anything was
+/// handled. The checkpoint moves after each handled event, so a failure part-way through a
+/// batch repeats only the failed event.
+pub async fn react_once(
+    policy: &dyn Policy,
+    domain: Domain,
+    source: &dyn EventSource,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+) -> Result<bool, PolicyError> {
+    let name = policy.name();
+    let checkpoint = checkpoints.load(pool, name, domain).await?;
+    let events = source.next_batch(domain, checkpoint, BATCH).await?;
+    if events.is_empty() {
+        return Ok(false);
+    }
+    let mut position = checkpoint;
+    for event in &events {
+        if event.position <= position {
+            continue;
+        }
+        let outcome = policy.handle(event).await;
+        if let Err(e) = outcome {
+            save(pool, checkpoints, name, domain, position).await?;
+            return Err(e);
+        }
+        position = event.position;
+        metrics::counter!("nova_policy_handled_events_total",
+            "policy" => name.to_owned(), "domain" => domain.as_str())
+        .increment(1);
+    }
+    save(pool, checkpoints, name, domain, position).await?;
+    source.acknowledge(domain, position).await;
+    Ok(true)
+}
+
+async fn save(
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    name: &str,
+    domain: Domain,
+    position: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Never move a checkpoint backwards (another process may have run ahead).
+    let stored = Checkpoints::load_in(&mut tx, name, domain).await?;
+    if position > stored {
+        Checkpoints::save_in(&mut tx, name, domain, position).await?;
+    }
+    tx.commit().await?;
+    checkpoints.publish(name, domain, position.max(stored));
+    Ok(())
+}
+
+/// Runs one policy for one domain until `stop` flips to true; failures are retried with
+/// backoff, never skipped.
+pub async fn run_policy(
+    policy: Arc<dyn Policy>,
+    domain: Domain,
+    source: Arc<dyn EventSource>,
+    pool: AnyPool,
+    checkpoints: Checkpoints,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = policy.name().to_owned();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match react_once(&*policy, domain, &*source, &pool, &checkpoints).await {
+            Ok(true) => backoff = Duration::from_millis(100),
+            Ok(false) => {
+                let seen = checkpoints.cached(&name, domain);
+                tokio::select! {
+                    _ = source.wait_for_more(domain, seen) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(policy = %name, %domain, error = %e, "policy failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs a policy over everything currently in the store (used by tests).
+pub async fn react_all(
+    policy: &dyn Policy,
+    store: &EventStore,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+) -> Result<(), PolicyError> {
+    let source = StoreTail::new(store.clone());
+    for &domain in policy.domains() {
+        while react_once(policy, domain, &source, pool, checkpoints).await? {}
+    }
+    Ok(())
+}
+
+/// Waits until projection `projection` has applied `domain` up to the domain's current head —
+/// what a policy does before it lists an aggregate set from a read model, so that nothing
+/// committed before the triggering event is missed.
+pub async fn wait_until_current(
+    store: &EventStore,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    projection: &str,
+    domain: Domain,
+) -> Result<(), PolicyError> {
+    let head = store.head(domain).await?;
+    match checkpoints
+        .wait_for(pool, projection, domain, head, Duration::from_secs(10))
+        .await?
+    {
+        crate::checkpoint::Caught::Up => Ok(()),
+        crate::checkpoint::Caught::TimedOut => Err(PolicyError::Retry(format!(
+            "projection {projection} is behind {domain} position {head}"
+        ))),
+    }
+}
