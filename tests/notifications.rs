@@ -357,6 +357,33 @@ async fn bad_input_and_missing_token(engine: Engine) {
             .unwrap();
         expect_error(res, StatusCode::BAD_REQUEST, "invalid_field").await;
     }
+    let res = app
+        .get("/v1/notifications/preferences")
+        .bearer_auth(&alice_token)
+        .header("X-Nova-Min-Position", "follow:-1")
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::BAD_REQUEST, "invalid_header").await;
+
+    // The routes are documented.
+    let doc: Value = app
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/notifications",
+        "/v1/notifications/read",
+        "/v1/notifications/preferences",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert!(doc["paths"]["/v1/notifications/preferences"]["put"].is_object());
+
     // Nothing of the above changed alice's state.
     let page = notifications(&app, &alice_token, "", None).await;
     assert_eq!(page["unread_count"], 1);

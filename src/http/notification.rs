@@ -185,15 +185,19 @@ pub struct PreferencesPatch {
 /// The caller's notification preferences. Always reflects the caller's own latest writes.
 #[utoipa::path(get, path = "/v1/notifications/preferences", tag = "notifications",
     security(("bearer" = [])),
+    params(("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. user:42")),
     responses(
         (status = 200, body = PreferencesBody),
+        (status = 400, description = "bad X-Nova-Min-Position", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
 async fn get_preferences(
     State(state): State<AppState>,
     auth: Auth,
+    min: MinPosition,
 ) -> Result<Json<PreferencesBody>, AppError> {
+    min.wait(&state, NAME, CONSUMES).await?;
     wait_for(&state, NAME, Domain::User, auth.0.last_position).await?;
     let prefs = notifications::preferences(&state.db.any, auth.0.user_id).await?;
     Ok(Json(PreferencesBody::from(&prefs)))
