@@ -18,6 +18,7 @@ on_both_backends!(
     list_mark_read_and_pages,
     bad_input_and_missing_token,
     preferences_roundtrip_and_effect,
+    over_jetstream,
 );
 
 /// Appends one event to a new aggregate (or the next version of `version`); returns the
@@ -477,4 +478,45 @@ async fn preferences_roundtrip_and_effect(engine: Engine) {
         ]
     );
     app.stop().await;
+}
+
+/// The view fed through the relay and JetStream (three domains, three consumers) answers the
+/// same, and read-your-writes holds on each domain.
+async fn over_jetstream(engine: Engine) {
+    let nats = nova_infra::testing::PrivateNats::start();
+    let app = spawn_with_nats(engine, nats.url()).await;
+    let (alice, token, _) = app.user("alice").await;
+    let (bob, _, _) = app.user("bob").await;
+    let res = app
+        .client
+        .put(app.url("/v1/notifications/preferences"))
+        .bearer_auth(&token)
+        .json(&json!({"share": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let pos = follow(&app, bob, alice).await;
+    let page = notifications(&app, &token, "", Some(&pos)).await;
+    assert_eq!(page["items"][0]["kind"], "follow");
+    let (p, _) = post(&app, alice).await;
+    let pos = like(&app, p, alice, bob).await;
+    let page = notifications(&app, &token, "", Some(&pos)).await;
+    let kinds: Vec<&Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["kind"])
+        .collect();
+    assert_eq!(kinds, vec![&json!("like"), &json!("follow")]);
+    assert_eq!(page["unread_count"], 2);
+    let res = app
+        .get("/v1/notifications/preferences")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["share"], false);
+    app.stop().await;
+    drop(nats);
 }
