@@ -7,6 +7,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nova_aggregates::user::UserError;
+use nova_commands::user::notifications::NotificationCommandError;
 use nova_commands::user::{AuthError, UserCommandError};
 use nova_queries::QueryError;
 use serde::Serialize;
@@ -270,6 +271,18 @@ impl From<UserCommandError> for AppError {
             ),
             UserCommandError::Unavailable(m) => AppError::unavailable(m),
             UserCommandError::Internal(m) => AppError::internal(m),
+        }
+    }
+}
+
+impl From<NotificationCommandError> for AppError {
+    fn from(e: NotificationCommandError) -> Self {
+        match e {
+            NotificationCommandError::NotificationNotFound => AppError::not_found("notification"),
+            NotificationCommandError::Domain(d) => UserCommandError::Domain(d).into(),
+            NotificationCommandError::Conflict => UserCommandError::Conflict.into(),
+            NotificationCommandError::Unavailable(m) => AppError::unavailable(m),
+            NotificationCommandError::Internal(m) => AppError::internal(m),
         }
     }
 }

@@ -1,20 +1,115 @@
 //! The user's notification settings: per-kind preferences and the read marker. They are the
 //! user's own data (events of the `user` domain); the notification view projects them.
 
-use nova_infra::store::EventStore;
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::Utc;
+use nova_aggregates::user::{User, UserCommand, UserError};
+use nova_event_schemas::user::NotificationKind;
+use nova_infra::store::{EventStore, StoreError};
 use sqlx::AnyPool;
+use uuid::Uuid;
+
+use crate::{CommandContext, CommandError, Done, Repository};
+
+/// Why a notification-settings command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationCommandError {
+    /// The notification does not exist, or is not the caller's.
+    #[error("no such notification")]
+    NotificationNotFound,
+    #[error(transparent)]
+    Domain(UserError),
+    #[error("the account changed concurrently too often; retry")]
+    Conflict,
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CommandError<UserError>> for NotificationCommandError {
+    fn from(e: CommandError<UserError>) -> Self {
+        match e {
+            CommandError::Domain(d) => NotificationCommandError::Domain(d),
+            CommandError::Conflict | CommandError::Store(StoreError::Conflict { .. }) => {
+                NotificationCommandError::Conflict
+            }
+            CommandError::Store(s) => NotificationCommandError::Unavailable(s.to_string()),
+            CommandError::Corrupt(m) => NotificationCommandError::Internal(m),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, NotificationCommandError>;
+
+/// Per-kind settings: `true` = on. Always holds every kind.
+pub type Preferences = BTreeMap<NotificationKind, bool>;
 
 #[derive(Clone)]
 pub struct NotificationCommands {
-    #[allow(dead_code)]
-    store: EventStore,
+    users: Repository<User>,
     /// The notification view, to look up the notification a read marker points at.
-    #[allow(dead_code)]
     read: AnyPool,
 }
 
 impl NotificationCommands {
     pub fn new(store: EventStore, read: AnyPool) -> Self {
-        NotificationCommands { store, read }
+        NotificationCommands {
+            users: Repository::new(store),
+            read,
+        }
+    }
+
+    /// Merges `changes` (kinds absent from it keep their setting) into `user`'s current
+    /// preferences; returns the complete resulting preferences.
+    pub async fn set_preferences(
+        &self,
+        ctx: &CommandContext,
+        user: Uuid,
+        changes: &Preferences,
+    ) -> Result<(Preferences, Done)> {
+        let executed = self
+            .users
+            .execute(user, ctx, |state| {
+                let mut disabled: BTreeSet<NotificationKind> = state.notifications_disabled.clone();
+                for (kind, on) in changes {
+                    if *on {
+                        disabled.remove(kind);
+                    } else {
+                        disabled.insert(*kind);
+                    }
+                }
+                Ok(UserCommand::SetNotificationPreferences {
+                    disabled,
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        let prefs = NotificationKind::ALL
+            .into_iter()
+            .map(|k| (k, !executed.state.notifications_disabled.contains(&k)))
+            .collect();
+        Ok((prefs, executed.done()))
+    }
+
+    /// Marks `user`'s notifications read up to and including `up_to` (in list order). The
+    /// marker never moves backwards; marking an older notification changes nothing.
+    pub async fn mark_read(&self, ctx: &CommandContext, user: Uuid, up_to: Uuid) -> Result<Done> {
+        let created_at = nova_queries::notification::created_at_of(&self.read, user, up_to)
+            .await
+            .map_err(|e| NotificationCommandError::Unavailable(e.to_string()))?
+            .ok_or(NotificationCommandError::NotificationNotFound)?;
+        let executed = self
+            .users
+            .execute(user, ctx, |_| {
+                Ok(UserCommand::MarkNotificationsRead {
+                    up_to,
+                    up_to_created_at: created_at.clone(),
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok(executed.done())
     }
 }
