@@ -31,6 +31,8 @@ on_both_backends!(
     deactivation_policy_removes_the_users_edges,
     policy_handling_an_event_twice_appends_nothing,
     rebuild_equals_live,
+    lists_skip_deactivated_users,
+    deactivation_policy_over_jetstream,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -751,5 +753,80 @@ async fn rebuild_equals_live(engine: Engine) {
     let id = u[1].0.to_string();
     let expected = live.1.iter().find(|r| r.0 == id).map(|r| (r.1, r.2));
     assert_eq!(Some(profile_counts(&app, u[1].0).await), expected);
+    app.stop().await;
+}
+
+async fn lists_skip_deactivated_users(engine: Engine) {
+    let mut app = spawn(engine).await;
+    let u = users(&app, &["alice", "bob", "carol"]).await;
+    let ((a, ta), (b, tb), (c, tc)) = (u[0].clone(), u[1].clone(), u[2].clone());
+    follow(&app, &tb, a).await;
+    follow(&app, &tc, a).await;
+    follow(&app, &ta, b).await;
+    caught_up(&app, "follow_graph", Domain::Follow).await;
+
+    // Deactivate bob with no policy running: his edges are still in the graph, but the lists
+    // (names from the directory) no longer show him.
+    app.stop_server().await;
+    let users = app.user_commands();
+    let who = users.authenticate(&tb).await.unwrap();
+    users
+        .deactivate(&CommandContext::new(None, Some(b)), who)
+        .await
+        .unwrap();
+    nova_projections::catch_up(
+        &nova_projections::user_directory::UserDirectory::default(),
+        &app.db.store,
+        &app.db.any,
+        &Checkpoints::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        nova_queries::follow::edges_of(&app.db.any, b)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let page = nova_queries::follow::followers(&app.db.any, a, None, 20)
+        .await
+        .unwrap();
+    let listed: Vec<Uuid> = page.items.iter().map(|i| i.user_id).collect();
+    assert_eq!(listed, vec![c]);
+    let page = nova_queries::follow::following(&app.db.any, a, None, 20)
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+    app.stop().await;
+}
+
+async fn deactivation_policy_over_jetstream(engine: Engine) {
+    // Delivered through a real (private) nats-server: the graph and the policy consume
+    // JetStream durable consumers.
+    let nats = nova_infra::testing::PrivateNats::start();
+    let app = spawn_with_nats(engine, nats.url()).await;
+    let u = users(&app, &["alice", "bob"]).await;
+    let ((a, ta), (b, tb)) = (u[0].clone(), u[1].clone());
+    follow(&app, &ta, b).await;
+    follow(&app, &tb, a).await;
+    assert_eq!(profile_counts(&app, a).await, (1, 1));
+
+    deactivate(&app, &tb).await;
+    let head = app.db.store.head(Domain::User).await.unwrap();
+    let caught = Checkpoints::default()
+        .wait_for(
+            &app.db.any,
+            POLICY_NAME,
+            Domain::User,
+            head,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(caught, Caught::Up);
+    caught_up(&app, "follow_graph", Domain::Follow).await;
+    assert_eq!(profile_counts(&app, a).await, (0, 0));
+    assert_eq!(app.db.store.head(Domain::Follow).await.unwrap(), 4);
     app.stop().await;
 }
