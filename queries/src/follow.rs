@@ -211,3 +211,26 @@ pub async fn edges_of(pool: &AnyPool, user: Uuid) -> Result<Vec<(Uuid, Uuid)>, Q
     }
     Ok(edges)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = Cursor {
+            followed_at: "2026-11-23T13:00:00.123456Z".into(),
+            user_id: Uuid::now_v7(),
+        };
+        assert_eq!(Cursor::parse(&c.encode()), Some(c));
+        for bad in ["", "zz", "6162", "abc", "é1", &"00".repeat(200)] {
+            assert_eq!(Cursor::parse(bad), None, "{bad}");
+        }
+        // Well-formed hex of the wrong content.
+        let not_a_time: String = "yesterday|00000000-0000-0000-0000-000000000000"
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(Cursor::parse(&not_a_time), None);
+    }
+}
