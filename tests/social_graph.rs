@@ -269,6 +269,16 @@ async fn follow_unfollow_walkthrough(engine: Engine) {
     assert!(paths["/v1/users/{id}/follow"]["delete"].is_object());
     assert!(paths["/v1/users/{id}/block"]["put"].is_object());
     assert!(paths["/v1/users/{id}/block"]["delete"].is_object());
+    let params: Vec<&str> = paths["/v1/users/{id}/followers"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["id", "limit", "cursor", "X-Nova-Min-Position"] {
+        assert!(params.contains(&name), "{name} in {params:?}");
+    }
+    assert!(doc["components"]["schemas"]["FollowPage"].is_object());
     app.stop().await;
 }
 
