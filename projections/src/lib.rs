@@ -167,5 +167,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(user_directory::UserDirectory::default()),
         Arc::new(notification::NotificationView::default()),
+        Arc::new(follow_graph::FollowGraph::default()),
     ]
 }

@@ -18,8 +18,7 @@ pub struct Profile {
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
-    /// Follower and following counts come from the follow domain's projection once that
-    /// domain exists; until then they are 0.
+    /// Follower and following counts, from the follow domain's `follow_graph` projection.
     pub followers: i64,
     pub following: i64,
 }
@@ -44,18 +43,21 @@ pub async fn active_profile(pool: &AnyPool, user_id: Uuid) -> Result<Option<Prof
     .bind(user_id.to_string())
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|r| {
-        Some(Profile {
-            user_id: Uuid::parse_str(&r.0).ok()?,
-            username: r.1,
-            display_name: r.2,
-            status: r.3,
-            profile_picture_url: r.4,
-            created_at: r.5,
-            updated_at: r.6,
-            followers: 0,
-            following: 0,
-        })
+    let Some(r) = row else { return Ok(None) };
+    let Ok(id) = Uuid::parse_str(&r.0) else {
+        return Ok(None);
+    };
+    let (followers, following) = crate::follow::counts(pool, id).await?;
+    Ok(Some(Profile {
+        user_id: id,
+        username: r.1,
+        display_name: r.2,
+        status: r.3,
+        profile_picture_url: r.4,
+        created_at: r.5,
+        updated_at: r.6,
+        followers,
+        following,
     }))
 }
 

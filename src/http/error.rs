@@ -6,8 +6,10 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use nova_aggregates::follow::FollowError;
 use nova_aggregates::user::UserError;
 use nova_commands::user::notifications::NotificationCommandError;
+use nova_commands::follow::FollowCommandError;
 use nova_commands::user::{AuthError, UserCommandError};
 use nova_queries::QueryError;
 use serde::Serialize;
@@ -283,6 +285,35 @@ impl From<NotificationCommandError> for AppError {
             NotificationCommandError::Conflict => UserCommandError::Conflict.into(),
             NotificationCommandError::Unavailable(m) => AppError::unavailable(m),
             NotificationCommandError::Internal(m) => AppError::internal(m),
+        }
+    }
+}
+
+impl From<FollowCommandError> for AppError {
+    fn from(e: FollowCommandError) -> Self {
+        use StatusCode as S;
+        match e {
+            FollowCommandError::NotFound => AppError::not_found("user"),
+            FollowCommandError::Domain(d) => match d {
+                FollowError::SelfFollow => {
+                    AppError::new(S::UNPROCESSABLE_ENTITY, "self_follow", d.to_string())
+                }
+                FollowError::SelfBlock => {
+                    AppError::new(S::UNPROCESSABLE_ENTITY, "self_block", d.to_string())
+                }
+                // The same answer whichever of the two blocks the other.
+                FollowError::Blocked => {
+                    AppError::new(S::UNPROCESSABLE_ENTITY, "blocked", d.to_string())
+                }
+                FollowError::WrongPair => AppError::internal(d),
+            },
+            FollowCommandError::Conflict => AppError::new(
+                S::CONFLICT,
+                "version_conflict",
+                "the resource changed concurrently; retry",
+            ),
+            FollowCommandError::Unavailable(m) => AppError::unavailable(m),
+            FollowCommandError::Internal(m) => AppError::internal(m),
         }
     }
 }

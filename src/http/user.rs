@@ -8,7 +8,7 @@ use axum::response::{AppendHeaders, IntoResponse};
 use nova_commands::user::{IssuedTokens, ProfilePatch};
 use nova_commands::Done;
 use nova_event_schemas::Domain;
-use nova_projections::user_directory;
+use nova_projections::{follow_graph, user_directory};
 use nova_queries::user::{self as users, Profile};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -96,10 +96,11 @@ async fn me(State(state): State<AppState>, auth: Auth) -> Result<Json<Profile>, 
         .ok_or_else(|| AppError::not_found("user"))
 }
 
-/// A user's public profile. Deactivated users are not found.
+/// A user's public profile. Deactivated users are not found. `followers`/`following` come
+/// from the follow graph (`X-Nova-Min-Position: follow:<n>` waits for it).
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "identity",
     params(("id" = Uuid, Path, description = "user id"),
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. user:42")),
+           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. user:42 or follow:7")),
     responses(
         (status = 200, body = Profile),
         (status = 400, body = ErrorBody),
@@ -112,6 +113,8 @@ async fn profile(
     min: MinPosition,
 ) -> Result<Json<Profile>, AppError> {
     min.wait(&state, user_directory::NAME, &[Domain::User])
+        .await?;
+    min.wait(&state, follow_graph::NAME, &[Domain::Follow])
         .await?;
     users::active_profile(&state.db.any, id)
         .await?
