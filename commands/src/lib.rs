@@ -27,8 +27,11 @@ pub fn policies(
     posts: &post::PostCommands,
     checkpoints: &nova_projections::Checkpoints,
 ) -> Vec<Arc<dyn Policy>> {
-    let _ = (follows, posts, checkpoints);
-    Vec::new()
+    let _ = follows;
+    vec![Arc::new(post::policy::PostOnUserDeactivated::new(
+        posts.clone(),
+        checkpoints.clone(),
+    ))]
 }
 
 /// First try plus retries after a version conflict (DESIGN rule 3).
