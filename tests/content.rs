@@ -25,6 +25,7 @@ on_both_backends!(
     bookmarks_with_collections,
     author_posts_are_paginated,
     deactivation_hides_the_authors_posts,
+    deactivation_over_jetstream,
     rebuild_equals_live,
 );
 
@@ -909,14 +910,33 @@ async fn author_posts_are_paginated(engine: Engine) {
 
 async fn deactivation_hides_the_authors_posts(engine: Engine) {
     let app = spawn(engine).await;
-    let (alice, a) = member(&app, "alice").await;
-    let (_, b) = member(&app, "bob").await;
-    let (p1, _) = create(&app, &a, json!({"content": "one"})).await;
-    let (p2, _) = create(&app, &a, json!({"content": "two"})).await;
-    let (p3, _) = create(&app, &a, json!({"content": "three"})).await;
-    let (bobs, _) = create(&app, &b, json!({"content": "bob's"})).await;
+    deactivation_scenario(&app).await;
+    app.stop().await;
+}
+
+/// The same with projectors and the policy consuming JetStream (a private nats-server).
+async fn deactivation_over_jetstream(engine: Engine) {
+    let nats = nova_infra::testing::PrivateNats::start();
+    let app = spawn_with_nats(engine, nats.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.get("/readyz").send().await.map(|r| r.status()).ok() != Some(StatusCode::OK) {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    deactivation_scenario(&app).await;
+    app.stop().await;
+    drop(nats);
+}
+
+async fn deactivation_scenario(app: &TestApp) {
+    let (alice, a) = member(app, "alice").await;
+    let (_, b) = member(app, "bob").await;
+    let (p1, _) = create(app, &a, json!({"content": "one"})).await;
+    let (p2, _) = create(app, &a, json!({"content": "two"})).await;
+    let (p3, _) = create(app, &a, json!({"content": "three"})).await;
+    let (bobs, _) = create(app, &b, json!({"content": "bob's"})).await;
     ok(
-        &app,
+        app,
         Method::DELETE,
         &format!("/v1/posts/{p3}"),
         &a,
@@ -926,7 +946,7 @@ async fn deactivation_hides_the_authors_posts(engine: Engine) {
     .await
     .unwrap();
 
-    let res = call(&app, Method::DELETE, "/v1/users/me", &a, None).await;
+    let res = call(app, Method::DELETE, "/v1/users/me", &a, None).await;
     assert_eq!(res.status(), StatusCode::OK);
 
     // The policy hides p1 and p2 (p3 is already deleted).
@@ -944,7 +964,7 @@ async fn deactivation_hides_the_authors_posts(engine: Engine) {
     let pos = format!("post:{head}");
     for p in [p1, p2, p3] {
         read_err(
-            &app,
+            app,
             &b,
             &format!("/v1/posts/{p}"),
             &pos,
@@ -953,9 +973,9 @@ async fn deactivation_hides_the_authors_posts(engine: Engine) {
         )
         .await;
     }
-    let list = read(&app, &b, &format!("/v1/users/{alice}/posts"), &pos).await;
+    let list = read(app, &b, &format!("/v1/users/{alice}/posts"), &pos).await;
     assert_eq!(ids(&list).len(), 0);
-    read(&app, &b, &format!("/v1/posts/{bobs}"), &pos).await;
+    read(app, &b, &format!("/v1/posts/{bobs}"), &pos).await;
     assert!(!post_events(&app.db, p3)
         .await
         .iter()
@@ -988,7 +1008,6 @@ async fn deactivation_hides_the_authors_posts(engine: Engine) {
     policy.handle(&deactivated).await.unwrap();
     policy.handle(&deactivated).await.unwrap();
     assert_eq!(app.db.store.head(Domain::Post).await.unwrap(), head);
-    app.stop().await;
 }
 
 type PostRow = (
