@@ -251,6 +251,29 @@ async fn post_lifecycle(engine: Engine) {
     expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "post_deleted").await;
     assert_eq!(post_events(&app.db, id).await.len(), 4);
 
+    // A retried create with the same Idempotency-Key creates one post.
+    let send = || {
+        app.post("/v1/posts")
+            .bearer_auth(&a)
+            .header("Idempotency-Key", "post-1")
+            .json(&json!({"content": "once"}))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first_pos = position(&first);
+    let first: Value = first.json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(position(&again), first_pos);
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let head = app.db.store.head(Domain::Post).await.unwrap();
+    assert_eq!(
+        format!("post:{head}"),
+        first_pos,
+        "the retry appended nothing"
+    );
+
     // Unknown and malformed ids.
     let unknown = format!("/v1/posts/{}", Uuid::now_v7());
     read_err(&app, &b, &unknown, &pos, StatusCode::NOT_FOUND, "not_found").await;
