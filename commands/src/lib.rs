@@ -27,11 +27,16 @@ pub fn policies(
     posts: &post::PostCommands,
     checkpoints: &nova_projections::Checkpoints,
 ) -> Vec<Arc<dyn Policy>> {
-    let _ = posts;
-    vec![Arc::new(follow::FollowOnUserDeactivated::new(
-        follows.clone(),
-        checkpoints.clone(),
-    ))]
+    vec![
+        Arc::new(follow::FollowOnUserDeactivated::new(
+            follows.clone(),
+            checkpoints.clone(),
+        )),
+        Arc::new(post::policy::PostOnUserDeactivated::new(
+            posts.clone(),
+            checkpoints.clone(),
+        )),
+    ]
 }
 
 /// First try plus retries after a version conflict (DESIGN rule 3).

@@ -1,19 +1,499 @@
 //! Command handlers of the `post` domain, and its policy on `user.deactivated`.
+//!
+//! Input is validated here (content length, media URLs, collection names); `@mentions` are
+//! resolved to active user ids through the user directory (a read model, never the user
+//! domain's events); facts a like or bookmark needs about its post are loaded from the post
+//! aggregate (same domain). Decisions are the aggregates'.
 
-use nova_infra::store::EventStore;
+use std::collections::HashSet;
+
+use chrono::Utc;
+use nova_aggregates::post::{
+    Bookmark, BookmarkCommand, Like, LikeCommand, Post, PostCommand, PostError, PostFacts,
+    PostState,
+};
+use nova_event_schemas::post::{bookmark_id, like_id, HideReason};
+use nova_infra::store::{EventStore, StoreError};
 use sqlx::AnyPool;
+use uuid::Uuid;
+
+use crate::user::{URL_MAX, USERNAME_MAX, USERNAME_MIN};
+use crate::{CommandContext, CommandError, Done, Repository};
+
+pub mod policy;
+
+pub const CONTENT_MAX: usize = 5000;
+pub const COMMENT_MAX: usize = 2000;
+pub const MEDIA_MAX: usize = 4;
+pub const COLLECTION_MAX: usize = 64;
+/// Mentions recognised per post or comment; further names stay plain text.
+pub const MENTIONS_MAX: usize = 20;
+
+/// Why a post command failed, in terms the HTTP edge maps once.
+#[derive(Debug, thiserror::Error)]
+pub enum PostCommandError {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Domain(PostError),
+    #[error("the post changed concurrently too often; retry")]
+    Conflict,
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CommandError<PostError>> for PostCommandError {
+    fn from(e: CommandError<PostError>) -> Self {
+        match e {
+            CommandError::Domain(d) => PostCommandError::Domain(d),
+            CommandError::Conflict => PostCommandError::Conflict,
+            CommandError::Store(StoreError::Conflict { .. }) => PostCommandError::Conflict,
+            CommandError::Store(s) => PostCommandError::Unavailable(s.to_string()),
+            CommandError::Corrupt(m) => PostCommandError::Internal(m),
+        }
+    }
+}
+
+impl From<nova_queries::QueryError> for PostCommandError {
+    fn from(e: nova_queries::QueryError) -> Self {
+        PostCommandError::Unavailable(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, PostCommandError>;
 
 #[derive(Clone)]
 pub struct PostCommands {
-    #[allow(dead_code)]
     store: EventStore,
     /// Read models (the user directory) for facts about other domains.
-    #[allow(dead_code)]
     read: AnyPool,
+    posts: Repository<Post>,
+    likes: Repository<Like>,
+    bookmarks: Repository<Bookmark>,
 }
 
 impl PostCommands {
     pub fn new(store: EventStore, read: AnyPool) -> Self {
-        PostCommands { store, read }
+        PostCommands {
+            posts: Repository::new(store.clone()),
+            likes: Repository::new(store.clone()),
+            bookmarks: Repository::new(store.clone()),
+            store,
+            read,
+        }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    pub fn read_pool(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// Creates a post; returns its id.
+    pub async fn create(
+        &self,
+        ctx: &CommandContext,
+        author: Uuid,
+        content: String,
+        media_urls: Vec<String>,
+    ) -> Result<(Uuid, Done)> {
+        let content = validate_text("content", content, CONTENT_MAX)?;
+        let media_urls = validate_media(media_urls)?;
+        let mentions = self.mentions(&content).await?;
+        let post_id = Uuid::now_v7();
+        let e = self
+            .posts
+            .execute(post_id, ctx, |_| {
+                Ok(PostCommand::Create {
+                    post_id,
+                    author_id: author,
+                    content: content.clone(),
+                    media_urls: media_urls.clone(),
+                    mentions: mentions.clone(),
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok((post_id, e.done()))
+    }
+
+    /// Edits a post (author only): absent fields keep their value; mentions are recomputed
+    /// from the new content.
+    pub async fn edit(
+        &self,
+        ctx: &CommandContext,
+        actor: Uuid,
+        post_id: Uuid,
+        content: Option<String>,
+        media_urls: Option<Vec<String>>,
+    ) -> Result<(PostState, Done)> {
+        let content = content
+            .map(|c| validate_text("content", c, CONTENT_MAX))
+            .transpose()?;
+        let media_urls = media_urls.map(validate_media).transpose()?;
+        let mentions = match &content {
+            Some(c) => Some(self.mentions(c).await?),
+            None => None,
+        };
+        let e = self
+            .posts
+            .execute(post_id, ctx, |state| {
+                Ok(PostCommand::Edit {
+                    actor,
+                    content: content.clone().unwrap_or_else(|| state.content.clone()),
+                    media_urls: media_urls
+                        .clone()
+                        .unwrap_or_else(|| state.media_urls.clone()),
+                    mentions: mentions.clone().unwrap_or_else(|| state.mentions.clone()),
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        let done = e.done();
+        Ok((e.state, done))
+    }
+
+    /// Soft-deletes a post (author only); deleting again changes nothing.
+    pub async fn delete(&self, ctx: &CommandContext, actor: Uuid, post_id: Uuid) -> Result<Done> {
+        let e = self
+            .posts
+            .execute(post_id, ctx, |_| {
+                Ok(PostCommand::Delete {
+                    actor,
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok(e.done())
+    }
+
+    /// Hides a post (deactivation policy); hiding again changes nothing.
+    pub async fn hide(
+        &self,
+        ctx: &CommandContext,
+        post_id: Uuid,
+        reason: HideReason,
+    ) -> Result<Done> {
+        let e = self
+            .posts
+            .execute(post_id, ctx, |_| {
+                Ok(PostCommand::Hide {
+                    reason,
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok(e.done())
+    }
+
+    /// Comments on a visible post; returns the comment's id.
+    pub async fn add_comment(
+        &self,
+        ctx: &CommandContext,
+        actor: Uuid,
+        post_id: Uuid,
+        content: String,
+    ) -> Result<(Uuid, Done)> {
+        let content = validate_text("content", content, COMMENT_MAX)?;
+        let mentions = self.mentions(&content).await?;
+        let comment_id = Uuid::now_v7();
+        let e = self
+            .posts
+            .execute(post_id, ctx, |_| {
+                Ok(PostCommand::AddComment {
+                    comment_id,
+                    author_id: actor,
+                    content: content.clone(),
+                    mentions: mentions.clone(),
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok((comment_id, e.done()))
+    }
+
+    /// Deletes a comment (its author or the post's author); deleting again changes nothing.
+    pub async fn delete_comment(
+        &self,
+        ctx: &CommandContext,
+        actor: Uuid,
+        post_id: Uuid,
+        comment_id: Uuid,
+    ) -> Result<Done> {
+        let e = self
+            .posts
+            .execute(post_id, ctx, |_| {
+                Ok(PostCommand::DeleteComment {
+                    comment_id,
+                    actor,
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok(e.done())
+    }
+
+    /// Shares (reposts) a visible post; returns the share's id.
+    pub async fn share(
+        &self,
+        ctx: &CommandContext,
+        actor: Uuid,
+        post_id: Uuid,
+    ) -> Result<(Uuid, Done)> {
+        let share_id = Uuid::now_v7();
+        let e = self
+            .posts
+            .execute(post_id, ctx, |_| {
+                Ok(PostCommand::Share {
+                    share_id,
+                    user_id: actor,
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok((share_id, e.done()))
+    }
+
+    /// The post's facts as its aggregate knows them (`None` if it does not exist).
+    async fn facts(&self, post_id: Uuid) -> Result<Option<PostFacts>> {
+        Ok(self.posts.load(post_id).await?.state.facts())
+    }
+
+    pub async fn like(&self, ctx: &CommandContext, actor: Uuid, post_id: Uuid) -> Result<Done> {
+        let post = self.facts(post_id).await?;
+        let e = self
+            .likes
+            .execute(like_id(post_id, actor), ctx, |_| {
+                Ok(LikeCommand::Like {
+                    post,
+                    user_id: actor,
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok(e.done())
+    }
+
+    pub async fn unlike(&self, ctx: &CommandContext, actor: Uuid, post_id: Uuid) -> Result<Done> {
+        let post = self.facts(post_id).await?;
+        let e = self
+            .likes
+            .execute(like_id(post_id, actor), ctx, |_| {
+                Ok(LikeCommand::Unlike {
+                    post,
+                    user_id: actor,
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok(e.done())
+    }
+
+    /// Bookmarks a visible post into `collection` (`None` = the default list).
+    pub async fn bookmark(
+        &self,
+        ctx: &CommandContext,
+        actor: Uuid,
+        post_id: Uuid,
+        collection: Option<String>,
+    ) -> Result<Done> {
+        let collection = collection.map(validate_collection).transpose()?;
+        let post = self.facts(post_id).await?;
+        let e = self
+            .bookmarks
+            .execute(bookmark_id(actor, post_id), ctx, |_| {
+                Ok(BookmarkCommand::Bookmark {
+                    post,
+                    user_id: actor,
+                    collection: collection.clone(),
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok(e.done())
+    }
+
+    pub async fn unbookmark(
+        &self,
+        ctx: &CommandContext,
+        actor: Uuid,
+        post_id: Uuid,
+    ) -> Result<Done> {
+        let post = self.facts(post_id).await?;
+        let e = self
+            .bookmarks
+            .execute(bookmark_id(actor, post_id), ctx, |_| {
+                Ok(BookmarkCommand::Unbookmark {
+                    post,
+                    user_id: actor,
+                    now: Utc::now(),
+                })
+            })
+            .await?;
+        Ok(e.done())
+    }
+
+    /// The current state of a post (for handlers and analysts).
+    pub async fn state(&self, post_id: Uuid) -> Result<PostState> {
+        Ok(self.posts.load(post_id).await?.state)
+    }
+
+    /// The active users `text` mentions, in order of first mention.
+    async fn mentions(&self, text: &str) -> Result<Vec<Uuid>> {
+        let names = mentioned_usernames(text);
+        let ids = nova_queries::user::ids_by_usernames(&self.read, &names).await?;
+        let mut seen = HashSet::new();
+        Ok(names
+            .iter()
+            .filter_map(|n| ids.get(n).copied())
+            .filter(|id| seen.insert(*id))
+            .collect())
+    }
+}
+
+/// `@username` tokens of `text`, lower-cased, deduplicated, in order, at most
+/// [`MENTIONS_MAX`]. A token is `@` not preceded by a word character (so e-mail addresses do
+/// not count), followed by a maximal run of `[A-Za-z0-9_]` of a valid username's length.
+pub fn mentioned_usernames(text: &str) -> Vec<String> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let chars: Vec<char> = text.chars().collect();
+    let mut names: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '@' && (i == 0 || !is_word(chars[i - 1])) {
+            let start = i + 1;
+            let mut end = start;
+            while end < chars.len() && is_word(chars[end]) {
+                end += 1;
+            }
+            let len = end - start;
+            if (USERNAME_MIN..=USERNAME_MAX).contains(&len) {
+                let name: String = chars[start..end].iter().collect::<String>().to_lowercase();
+                if !names.contains(&name) {
+                    names.push(name);
+                    if names.len() == MENTIONS_MAX {
+                        break;
+                    }
+                }
+            }
+            i = end.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> PostCommandError {
+    PostCommandError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Trimmed text of 1..=`max` characters, without control characters other than line breaks
+/// and tabs.
+fn validate_text(field: &'static str, value: String, max: usize) -> Result<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if v.chars().count() > max {
+        return Err(invalid(field, format!("must be at most {max} characters")));
+    }
+    if v.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(v.to_owned())
+}
+
+fn validate_media(urls: Vec<String>) -> Result<Vec<String>> {
+    if urls.len() > MEDIA_MAX {
+        return Err(invalid(
+            "media_urls",
+            format!("at most {MEDIA_MAX} media URLs"),
+        ));
+    }
+    urls.into_iter()
+        .map(|u| {
+            let u = u.trim().to_owned();
+            if u.chars().count() > URL_MAX {
+                return Err(invalid(
+                    "media_urls",
+                    format!("each URL must be at most {URL_MAX} characters"),
+                ));
+            }
+            // No credentials: the URL is shown to everyone who reads the post.
+            let ok = url::Url::parse(&u).is_ok_and(|p| {
+                matches!(p.scheme(), "http" | "https")
+                    && p.host().is_some()
+                    && p.username().is_empty()
+                    && p.password().is_none()
+            });
+            if !ok {
+                return Err(invalid("media_urls", "each must be an http(s) URL"));
+            }
+            Ok(u)
+        })
+        .collect()
+}
+
+fn validate_collection(name: String) -> Result<String> {
+    let v = name.trim();
+    if v.is_empty() || v.chars().count() > COLLECTION_MAX {
+        return Err(invalid(
+            "collection",
+            format!("must be 1 to {COLLECTION_MAX} characters"),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(invalid("collection", "must not contain control characters"));
+    }
+    Ok(v.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_mentions() {
+        assert_eq!(
+            mentioned_usernames("hi @Alice and @bob_2, mail me@example.com, @al @alice again"),
+            vec!["alice", "bob_2"]
+        );
+        assert_eq!(mentioned_usernames("@abc's (@def)"), vec!["abc", "def"]);
+        let long = format!("@{}", "a".repeat(33));
+        assert!(mentioned_usernames(&long).is_empty());
+        let many: String = (0..30).map(|i| format!("@user{i:02} ")).collect();
+        assert_eq!(mentioned_usernames(&many).len(), MENTIONS_MAX);
+    }
+
+    #[test]
+    fn validates_text_and_urls() {
+        assert!(validate_text("content", "  ".into(), 10).is_err());
+        assert!(validate_text("content", "ééé".into(), 3).is_ok());
+        assert!(validate_text("content", "éééé".into(), 3).is_err());
+        assert!(validate_text("content", "a\u{0}".into(), 3).is_err());
+        assert_eq!(validate_text("c", " a\nb ".into(), 5).unwrap(), "a\nb");
+        assert!(validate_media(vec!["https://x.io/a.png".into()]).is_ok());
+        for bad in ["ftp://x.io/a", "garbage", "https://u:p@x.io/", "http://"] {
+            assert!(validate_media(vec![bad.into()]).is_err(), "{bad}");
+        }
+        assert!(validate_media(vec!["https://x.io/".into(); 5]).is_err());
+        let long = format!("https://x.io/{}", "a".repeat(URL_MAX));
+        assert!(validate_media(vec![long]).is_err());
+        assert!(validate_collection("".into()).is_err());
+        assert!(validate_collection("x".repeat(65)).is_err());
+        assert!(validate_collection("art".into()).is_ok());
     }
 }

@@ -168,5 +168,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(user_directory::UserDirectory::default()),
         Arc::new(notification::NotificationView::default()),
         Arc::new(follow_graph::FollowGraph::default()),
+        Arc::new(post_view::PostView::default()),
     ]
 }

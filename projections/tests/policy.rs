@@ -16,7 +16,10 @@ use nova_projections::policy::{react_all, react_once, Policy, PolicyError};
 use nova_projections::{Checkpoints, StoreTail};
 use uuid::Uuid;
 
-on_both_backends!(failed_reaction_is_retried_alone, checkpoint_survives_restart);
+on_both_backends!(
+    failed_reaction_is_retried_alone,
+    checkpoint_survives_restart
+);
 
 /// Records the positions it handled; fails once at `fail_at`.
 struct Recorder {

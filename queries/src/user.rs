@@ -71,3 +71,31 @@ pub async fn is_active(pool: &AnyPool, user_id: Uuid) -> Result<bool, QueryError
             .await?;
     Ok(row.is_some_and(|r| r.0 == 1))
 }
+
+/// The ids of the active users among `usernames` (lower-cased names, as the directory stores
+/// them), keyed by username. Unknown and deactivated names are absent.
+pub async fn ids_by_usernames(
+    pool: &AnyPool,
+    usernames: &[String],
+) -> Result<std::collections::HashMap<String, Uuid>, QueryError> {
+    let mut found = std::collections::HashMap::new();
+    if usernames.is_empty() {
+        return Ok(found);
+    }
+    let params: Vec<String> = (1..=usernames.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT username, user_id FROM user_directory \
+         WHERE active = 1 AND username IN ({})",
+        params.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+    for name in usernames {
+        query = query.bind(name.to_lowercase());
+    }
+    for (username, id) in query.fetch_all(pool).await? {
+        if let Ok(id) = Uuid::parse_str(&id) {
+            found.insert(username, id);
+        }
+    }
+    Ok(found)
+}

@@ -7,9 +7,11 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nova_aggregates::follow::FollowError;
+use nova_aggregates::post::PostError;
 use nova_aggregates::user::UserError;
-use nova_commands::user::notifications::NotificationCommandError;
 use nova_commands::follow::FollowCommandError;
+use nova_commands::post::PostCommandError;
+use nova_commands::user::notifications::NotificationCommandError;
 use nova_commands::user::{AuthError, UserCommandError};
 use nova_queries::QueryError;
 use serde::Serialize;
@@ -314,6 +316,39 @@ impl From<FollowCommandError> for AppError {
             ),
             FollowCommandError::Unavailable(m) => AppError::unavailable(m),
             FollowCommandError::Internal(m) => AppError::internal(m),
+        }
+    }
+}
+
+impl From<PostCommandError> for AppError {
+    fn from(e: PostCommandError) -> Self {
+        use StatusCode as S;
+        match e {
+            PostCommandError::Invalid { field, message } => {
+                AppError::invalid_field(field, format!("{field} {message}"))
+            }
+            PostCommandError::Domain(d) => match d {
+                PostError::NotFound => AppError::not_found("post"),
+                PostError::CommentNotFound => AppError::not_found("comment"),
+                PostError::Forbidden => {
+                    AppError::new(S::FORBIDDEN, "forbidden", "only the author may do this")
+                }
+                PostError::Deleted => AppError::new(
+                    S::UNPROCESSABLE_ENTITY,
+                    "post_deleted",
+                    "the post was deleted or hidden",
+                ),
+                PostError::AlreadyExists => {
+                    AppError::new(S::CONFLICT, "already_exists", d.to_string())
+                }
+            },
+            PostCommandError::Conflict => AppError::new(
+                S::CONFLICT,
+                "version_conflict",
+                "the resource changed concurrently; retry",
+            ),
+            PostCommandError::Unavailable(m) => AppError::unavailable(m),
+            PostCommandError::Internal(m) => AppError::internal(m),
         }
     }
 }

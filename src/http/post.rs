@@ -1,9 +1,645 @@
-//! Routes of the `post` area (API.md).
+//! Routes of the `post` area (API.md "Content"): posts, comments, likes, shares, bookmarks.
+//! Handlers are thin: parse, build the command context, call the command service or a query,
+//! map the result. Every route needs an access token. Commands that appended answer with
+//! `X-Nova-Position: post:<n>`; reads honour `X-Nova-Min-Position`.
 
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{AppendHeaders, IntoResponse};
+use nova_commands::Done;
+use nova_event_schemas::Domain;
+use nova_projections::post_view;
+use nova_queries::post::{
+    self as posts, BookmarkRow, CollectionFilter, CommentRow, Cursor, PostRow, DEFAULT_LIMIT,
+    MAX_LIMIT,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
 
+use super::error::{AppError, ErrorBody};
+use super::extract::{position_header, Auth, Json, MinPosition, Path};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(create_post))
+        .routes(routes!(get_post, edit_post, delete_post))
+        .routes(routes!(author_posts))
+        .routes(routes!(add_comment, list_comments))
+        .routes(routes!(delete_comment))
+        .routes(routes!(like, unlike))
+        .routes(routes!(share))
+        .routes(routes!(bookmark, unbookmark))
+        .routes(routes!(list_bookmarks))
+}
+
+/// `axum::extract::Query` with Nova's error format.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub struct Query<T>(pub T);
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// 1–100, default 20.
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn page_params(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<(i64, Option<Cursor>), AppError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let cursor = match cursor {
+        None => None,
+        Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
+            AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_cursor",
+                "cursor is not one this server issued",
+            )
+        })?),
+    };
+    Ok((limit, cursor))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePostRequest {
+    /// 1–5000 characters (not only whitespace). `@username` mentions are recognised.
+    content: String,
+    /// Up to 4 http(s) URLs of at most 2048 characters.
+    #[serde(default)]
+    media_urls: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PostCreated {
+    post_id: Uuid,
+}
+
+/// A post with its counters.
+#[derive(Serialize, ToSchema)]
+pub struct PostBody {
+    post_id: Uuid,
+    author_id: Uuid,
+    content: String,
+    media_urls: Vec<String>,
+    /// Users mentioned (active when the post was written or last edited).
+    mentions: Vec<Uuid>,
+    /// RFC 3339.
+    created_at: String,
+    edited_at: Option<String>,
+    like_count: i64,
+    comment_count: i64,
+    share_count: i64,
+}
+
+impl From<PostRow> for PostBody {
+    fn from(r: PostRow) -> Self {
+        PostBody {
+            post_id: r.post_id,
+            author_id: r.author_id,
+            content: r.content,
+            media_urls: serde_json::from_str(&r.media_urls_json).unwrap_or_default(),
+            mentions: serde_json::from_str(&r.mentions_json).unwrap_or_default(),
+            created_at: r.created_at,
+            edited_at: r.edited_at,
+            like_count: r.like_count,
+            comment_count: r.comment_count,
+            share_count: r.share_count,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PostPage {
+    items: Vec<PostBody>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Version {
+    version: i64,
+}
+
+fn version_response(done: Done) -> impl IntoResponse {
+    (
+        AppendHeaders(position_header(Domain::Post, done.position)),
+        Json(Version {
+            version: done.version,
+        }),
+    )
+}
+
+/// Create a post.
+#[utoipa::path(post, path = "/v1/posts", tag = "content", security(("bearer" = [])),
+    request_body = CreatePostRequest,
+    responses(
+        (status = 201, body = PostCreated),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ))]
+async fn create_post(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    Json(req): Json<CreatePostRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let (post_id, done) = state
+        .posts
+        .create(
+            &auth.context(&headers),
+            auth.0.user_id,
+            req.content,
+            req.media_urls,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        AppendHeaders(position_header(Domain::Post, done.position)),
+        Json(PostCreated { post_id }),
+    ))
+}
+
+/// A post with its like, comment and share counts. Deleted and hidden posts are not found.
+#[utoipa::path(get, path = "/v1/posts/{id}", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id"),
+           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
+    responses(
+        (status = 200, body = PostBody),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+async fn get_post(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(id): Path<Uuid>,
+    min: MinPosition,
+) -> Result<Json<PostBody>, AppError> {
+    min.wait(&state, post_view::NAME, &[Domain::Post]).await?;
+    posts::visible_post(&state.db.any, id)
+        .await?
+        .map(|p| Json(p.into()))
+        .ok_or_else(|| AppError::not_found("post"))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditPostRequest {
+    /// Absent: unchanged.
+    content: Option<String>,
+    /// Absent: unchanged; `[]` removes all media.
+    media_urls: Option<Vec<String>>,
+}
+
+/// Edit a post (author only). The previous versions stay in the post's event stream.
+#[utoipa::path(patch, path = "/v1/posts/{id}", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id")),
+    request_body = EditPostRequest,
+    responses(
+        (status = 200, body = Version),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "post_deleted", body = ErrorBody),
+    ))]
+async fn edit_post(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(req): Json<EditPostRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let (_, done) = state
+        .posts
+        .edit(
+            &auth.context(&headers),
+            auth.0.user_id,
+            id,
+            req.content,
+            req.media_urls,
+        )
+        .await?;
+    Ok(version_response(done))
+}
+
+/// Delete a post (author only; soft delete; deleting again changes nothing).
+#[utoipa::path(delete, path = "/v1/posts/{id}", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id")),
+    responses(
+        (status = 200, body = Version),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
+async fn delete_post(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let done = state
+        .posts
+        .delete(&auth.context(&headers), auth.0.user_id, id)
+        .await?;
+    Ok(version_response(done))
+}
+
+/// An author's visible posts, newest first.
+#[utoipa::path(get, path = "/v1/users/{id}/posts", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "author's user id"), ListParams,
+           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
+    responses(
+        (status = 200, body = PostPage),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ))]
+async fn author_posts(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(id): Path<Uuid>,
+    Query(q): Query<ListParams>,
+    min: MinPosition,
+) -> Result<Json<PostPage>, AppError> {
+    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
+    min.wait(&state, post_view::NAME, &[Domain::Post]).await?;
+    let page = posts::posts_by_author(&state.db.any, id, limit, cursor.as_ref()).await?;
+    Ok(Json(PostPage {
+        items: page.items.into_iter().map(PostBody::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentRequest {
+    /// 1–2000 characters. `@username` mentions are recognised.
+    content: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CommentCreated {
+    comment_id: Uuid,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CommentBody {
+    comment_id: Uuid,
+    post_id: Uuid,
+    author_id: Uuid,
+    content: String,
+    mentions: Vec<Uuid>,
+    created_at: String,
+}
+
+impl From<CommentRow> for CommentBody {
+    fn from(c: CommentRow) -> Self {
+        CommentBody {
+            comment_id: c.comment_id,
+            post_id: c.post_id,
+            author_id: c.author_id,
+            content: c.content,
+            mentions: serde_json::from_str(&c.mentions_json).unwrap_or_default(),
+            created_at: c.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CommentPage {
+    items: Vec<CommentBody>,
+    next_cursor: Option<String>,
+}
+
+/// Comment on a post. Not on a deleted or hidden post (422 `post_deleted`).
+#[utoipa::path(post, path = "/v1/posts/{id}/comments", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id")),
+    request_body = CommentRequest,
+    responses(
+        (status = 201, body = CommentCreated),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "post_deleted", body = ErrorBody),
+    ))]
+async fn add_comment(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(req): Json<CommentRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let (comment_id, done) = state
+        .posts
+        .add_comment(&auth.context(&headers), auth.0.user_id, id, req.content)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        AppendHeaders(position_header(Domain::Post, done.position)),
+        Json(CommentCreated { comment_id }),
+    ))
+}
+
+/// A visible post's comments, oldest first.
+#[utoipa::path(get, path = "/v1/posts/{id}/comments", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id"), ListParams,
+           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
+    responses(
+        (status = 200, body = CommentPage),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
+async fn list_comments(
+    State(state): State<AppState>,
+    _auth: Auth,
+    Path(id): Path<Uuid>,
+    Query(q): Query<ListParams>,
+    min: MinPosition,
+) -> Result<Json<CommentPage>, AppError> {
+    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
+    min.wait(&state, post_view::NAME, &[Domain::Post]).await?;
+    if posts::visible_post(&state.db.any, id).await?.is_none() {
+        return Err(AppError::not_found("post"));
+    }
+    let page = posts::comments(&state.db.any, id, limit, cursor.as_ref()).await?;
+    Ok(Json(CommentPage {
+        items: page.items.into_iter().map(CommentBody::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Delete a comment (its author or the post's author; deleting again changes nothing).
+#[utoipa::path(delete, path = "/v1/posts/{id}/comments/{comment_id}", tag = "content",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id"),
+           ("comment_id" = Uuid, Path, description = "comment id")),
+    responses(
+        (status = 200, body = Version),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
+async fn delete_comment(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, comment_id)): Path<(Uuid, Uuid)>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let done = state
+        .posts
+        .delete_comment(&auth.context(&headers), auth.0.user_id, id, comment_id)
+        .await?;
+    Ok(version_response(done))
+}
+
+/// Like a post (liking twice is one like).
+#[utoipa::path(put, path = "/v1/posts/{id}/like", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id")),
+    responses(
+        (status = 200, body = Version),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "post_deleted", body = ErrorBody),
+    ))]
+async fn like(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let done = state
+        .posts
+        .like(&auth.context(&headers), auth.0.user_id, id)
+        .await?;
+    Ok(version_response(done))
+}
+
+/// Take a like back (unliking twice changes nothing).
+#[utoipa::path(delete, path = "/v1/posts/{id}/like", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id")),
+    responses(
+        (status = 200, body = Version),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
+async fn unlike(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let done = state
+        .posts
+        .unlike(&auth.context(&headers), auth.0.user_id, id)
+        .await?;
+    Ok(version_response(done))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ShareCreated {
+    share_id: Uuid,
+}
+
+/// Share (repost) a post.
+#[utoipa::path(post, path = "/v1/posts/{id}/shares", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id")),
+    responses(
+        (status = 201, body = ShareCreated),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "post_deleted", body = ErrorBody),
+    ))]
+async fn share(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let (share_id, done) = state
+        .posts
+        .share(&auth.context(&headers), auth.0.user_id, id)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        AppendHeaders(position_header(Domain::Post, done.position)),
+        Json(ShareCreated { share_id }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookmarkRequest {
+    /// 1–64 characters; absent or `null`: the default list.
+    collection: Option<String>,
+}
+
+/// The optional JSON body of a bookmark: none (or an empty body) is the default list.
+fn bookmark_body(body: &Bytes) -> Result<Option<String>, AppError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Ok(None),
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body must be a JSON object",
+            ))
+        }
+    }
+    let req: BookmarkRequest = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            AppError::invalid_field("collection", e.to_string())
+        } else {
+            AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("malformed JSON: {e}"),
+            )
+        }
+    })?;
+    Ok(req.collection)
+}
+
+/// Bookmark a post, optionally into a named collection (bookmarking into another collection
+/// moves it).
+#[utoipa::path(put, path = "/v1/posts/{id}/bookmark", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id")),
+    request_body(content = Option<BookmarkRequest>, description = "optional"),
+    responses(
+        (status = 200, body = Version),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "post_deleted", body = ErrorBody),
+    ))]
+async fn bookmark(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, AppError> {
+    let collection = bookmark_body(&body)?;
+    let done = state
+        .posts
+        .bookmark(&auth.context(&headers), auth.0.user_id, id, collection)
+        .await?;
+    Ok(version_response(done))
+}
+
+/// Remove a bookmark (removing twice changes nothing).
+#[utoipa::path(delete, path = "/v1/posts/{id}/bookmark", tag = "content", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "post id")),
+    responses(
+        (status = 200, body = Version),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
+async fn unbookmark(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    let done = state
+        .posts
+        .unbookmark(&auth.context(&headers), auth.0.user_id, id)
+        .await?;
+    Ok(version_response(done))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BookmarkParams {
+    /// Absent: every bookmark; empty: the default list only; a name: that collection.
+    collection: Option<String>,
+    /// 1–100, default 20.
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BookmarkBody {
+    post_id: Uuid,
+    collection: Option<String>,
+    bookmarked_at: String,
+    post: PostBody,
+}
+
+impl From<BookmarkRow> for BookmarkBody {
+    fn from(b: BookmarkRow) -> Self {
+        BookmarkBody {
+            post_id: b.post.post_id,
+            collection: b.collection,
+            bookmarked_at: b.bookmarked_at,
+            post: b.post.into(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BookmarkPage {
+    items: Vec<BookmarkBody>,
+    next_cursor: Option<String>,
+}
+
+/// The caller's bookmarks of visible posts, newest first.
+#[utoipa::path(get, path = "/v1/bookmarks", tag = "content", security(("bearer" = [])),
+    params(BookmarkParams,
+           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
+    responses(
+        (status = 200, body = BookmarkPage),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ))]
+async fn list_bookmarks(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<BookmarkParams>,
+    min: MinPosition,
+) -> Result<Json<BookmarkPage>, AppError> {
+    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
+    let filter = match q.collection {
+        None => CollectionFilter::All,
+        Some(c) if c.trim().is_empty() => CollectionFilter::Default,
+        Some(c) => CollectionFilter::Named(c.trim().to_owned()),
+    };
+    min.wait(&state, post_view::NAME, &[Domain::Post]).await?;
+    let page = posts::bookmarks(
+        &state.db.any,
+        auth.0.user_id,
+        &filter,
+        limit,
+        cursor.as_ref(),
+    )
+    .await?;
+    Ok(Json(BookmarkPage {
+        items: page.items.into_iter().map(BookmarkBody::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
