@@ -894,7 +894,9 @@ async fn author_posts_are_paginated(engine: Engine) {
         created.push(id.to_string());
         pos = p;
     }
-    create(&app, &b, json!({"content": "not alice's"})).await;
+    // Reads below wait for this, the latest post, so every post is projected.
+    let (_, p) = create(&app, &b, json!({"content": "not alice's"})).await;
+    pos = p;
     created.reverse();
 
     let mut seen = Vec::new();
