@@ -164,5 +164,8 @@ pub async fn catch_up(
 
 /// Every projection Nova runs.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(user_directory::UserDirectory::default())]
+    vec![
+        Arc::new(user_directory::UserDirectory::default()),
+        Arc::new(feed::Feed::default()),
+    ]
 }
