@@ -15,6 +15,9 @@ CREATE TABLE feed_authors (
     pulled     BIGINT NOT NULL,
     active     BIGINT NOT NULL
 );
+-- Small partial indexes: reads find the few pulled and the few deactivated authors by them.
+CREATE INDEX feed_authors_pulled_idx ON feed_authors (author_id) WHERE pulled = 1;
+CREATE INDEX feed_authors_inactive_idx ON feed_authors (author_id) WHERE active = 0;
 
 CREATE TABLE feed_posts (
     post_id     TEXT   NOT NULL PRIMARY KEY,

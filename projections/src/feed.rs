@@ -348,6 +348,12 @@ impl Projection for Feed {
                 )"
             ),
             format!(
+                "CREATE INDEX {authors}_pulled_{tag} ON {authors} (author_id) WHERE pulled = 1"
+            ),
+            format!(
+                "CREATE INDEX {authors}_inactive_{tag} ON {authors} (author_id) WHERE active = 0"
+            ),
+            format!(
                 "CREATE TABLE {posts} (
                     post_id     TEXT   NOT NULL PRIMARY KEY,
                     author_id   TEXT   NOT NULL,
