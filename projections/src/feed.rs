@@ -1,1 +1,474 @@
 //! `feed`: per-user home timelines (fan-out on write, read-time merge above a threshold).
+//!
+//! The feed reads three domains — `user` (author status), `follow` (edges) and `post` — and
+//! keeps its own copies of the facts it needs, so it never joins another projection's tables.
+//! Live projectors run the three domains concurrently and a rebuild runs them one after
+//! another, so the tables are kept equal to a function of each domain's own history (ADR 0007):
+//!
+//! > `feed_timeline` = { (owner, post) : owner follows the post's author, the author is not
+//! > `pulled`, the post is visible }
+//!
+//! Every event below keeps that equation true whatever has been applied of the other domains,
+//! and so the tables after all events are the same for every interleaving. Author status
+//! (`active`) is not folded into the timeline; reads filter on it. Own posts and posts of
+//! `pulled` authors (whose follower count ever reached the threshold) are merged at read time
+//! from `feed_posts` (see `nova_queries::feed`).
+//!
+//! Concurrency: the equation relates rows written by different domains' projectors (a post's
+//! fan-out reads the edges; a follow's back-fill reads the posts). Two such transactions
+//! running at once under PostgreSQL's READ COMMITTED could each miss the other's uncommitted
+//! row, so every event that touches the timeline first takes a transaction-scoped advisory
+//! lock of this feed (its own key per table set, so a rebuild copy does not contend with the
+//! live feed). On SQLite writers are serialised by the engine.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use nova_event_schemas::follow::FollowEvent;
+use nova_event_schemas::post::PostEvent;
+use nova_event_schemas::user::UserEvent;
+use nova_event_schemas::Domain;
+use nova_infra::store::RecordedEvent;
+use sqlx::{Any, Transaction};
+
+use crate::user_directory::ts;
+use crate::{Projection, ProjectionError};
+
+pub const NAME: &str = "feed";
+
+/// Followers at which an author switches, for good, from fan-out on write to read-time merge.
+pub const FANOUT_THRESHOLD: i64 = 1000;
+
+/// The live feed is `Feed::default()`; a rebuild writes to a suffixed copy of its tables.
+pub struct Feed {
+    name: String,
+    suffix: String,
+    threshold: i64,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Feed::with_threshold(FANOUT_THRESHOLD)
+    }
+}
+
+/// The four tables, by role, with a suffix applied.
+struct Tables {
+    follows: String,
+    authors: String,
+    posts: String,
+    timeline: String,
+}
+
+impl Tables {
+    fn new(suffix: &str) -> Tables {
+        Tables {
+            follows: format!("feed_follows{suffix}"),
+            authors: format!("feed_authors{suffix}"),
+            posts: format!("feed_posts{suffix}"),
+            timeline: format!("feed_timeline{suffix}"),
+        }
+    }
+}
+
+impl Feed {
+    /// The live feed with another fan-out threshold (tests and benchmarks). Its tables and
+    /// name are the live ones.
+    pub fn with_threshold(threshold: i64) -> Feed {
+        Feed {
+            name: NAME.to_owned(),
+            suffix: String::new(),
+            threshold,
+        }
+    }
+
+    pub fn threshold(&self) -> i64 {
+        self.threshold
+    }
+
+    fn t(&self) -> Tables {
+        Tables::new(&self.suffix)
+    }
+
+    /// Serialises this feed's timeline-touching transactions (see the module doc). PostgreSQL
+    /// only: the two-key form keeps it apart from the event store's one-key append locks.
+    async fn lock(&self, tx: &mut Transaction<'static, Any>) -> Result<(), ProjectionError> {
+        if tx.backend_name() == "PostgreSQL" {
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(hashtext('nova_feed'), hashtext($1))")
+                .bind(self.t().timeline)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn post_created(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        e: &nova_event_schemas::post::PostCreated,
+    ) -> Result<(), ProjectionError> {
+        let Tables {
+            follows,
+            authors,
+            posts,
+            timeline,
+        } = self.t();
+        let media = serde_json::to_string(&e.media_urls).unwrap_or_else(|_| "[]".to_owned());
+        let (post_id, author_id, created_at) = (
+            e.post_id.to_string(),
+            e.author_id.to_string(),
+            ts(e.created_at),
+        );
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO {posts} (post_id, author_id, content, media_urls, created_at, \
+                 edited_at, visible) \
+             VALUES ($1, $2, $3, $4, $5, NULL, 1) \
+             ON CONFLICT (post_id) DO NOTHING"
+        ))
+        .bind(&post_id)
+        .bind(&author_id)
+        .bind(&e.content)
+        .bind(&media)
+        .bind(&created_at)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(());
+        }
+        // Fan-out: one statement over the author's current followers, unless the author is
+        // read at query time. Never into the author's own timeline (merged at read time).
+        sqlx::query(&format!(
+            "INSERT INTO {timeline} (owner_id, created_at, post_id, author_id) \
+             SELECT f.follower_id, $2, $3, $1 FROM {follows} f \
+             WHERE f.followee_id = $1 AND f.follower_id <> $1 \
+               AND NOT EXISTS (SELECT 1 FROM {authors} a \
+                               WHERE a.author_id = $1 AND a.pulled = 1) \
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(&author_id)
+        .bind(&created_at)
+        .bind(&post_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Deleted or hidden: gone from every timeline, and from read-time merges.
+    async fn post_removed(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        post_id: &str,
+    ) -> Result<(), ProjectionError> {
+        let Tables {
+            posts, timeline, ..
+        } = self.t();
+        sqlx::query(&format!(
+            "UPDATE {posts} SET visible = 0 WHERE post_id = $1"
+        ))
+        .bind(post_id)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(&format!("DELETE FROM {timeline} WHERE post_id = $1"))
+            .bind(post_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn followed(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        follower: &str,
+        followee: &str,
+    ) -> Result<(), ProjectionError> {
+        let Tables {
+            follows,
+            authors,
+            posts,
+            timeline,
+        } = self.t();
+        if follower == followee {
+            return Ok(());
+        }
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO {follows} (follower_id, followee_id) VALUES ($1, $2) \
+             ON CONFLICT (follower_id, followee_id) DO NOTHING"
+        ))
+        .bind(follower)
+        .bind(followee)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(());
+        }
+        let before: Option<(i64, i64)> = sqlx::query_as(&format!(
+            "SELECT followers, pulled FROM {authors} WHERE author_id = $1"
+        ))
+        .bind(followee)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let (followers, was_pulled) = before.map_or((0, false), |(f, p)| (f, p == 1));
+        let followers = followers + 1;
+        let pulled = was_pulled || followers >= self.threshold;
+        sqlx::query(&format!(
+            "INSERT INTO {authors} (author_id, followers, pulled, active) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (author_id) DO UPDATE SET followers = $2, pulled = $3"
+        ))
+        .bind(followee)
+        .bind(followers)
+        .bind(i64::from(pulled))
+        .execute(&mut **tx)
+        .await?;
+        if pulled && !was_pulled {
+            // Switched to read-time merge: no timeline holds this author's posts any more.
+            sqlx::query(&format!(
+                "DELETE FROM {timeline} WHERE post_id IN \
+                     (SELECT post_id FROM {posts} WHERE author_id = $1)"
+            ))
+            .bind(followee)
+            .execute(&mut **tx)
+            .await?;
+        } else if !pulled {
+            // Back-fill the followee's visible posts.
+            sqlx::query(&format!(
+                "INSERT INTO {timeline} (owner_id, created_at, post_id, author_id) \
+                 SELECT $1, p.created_at, p.post_id, p.author_id FROM {posts} p \
+                 WHERE p.author_id = $2 AND p.visible = 1 \
+                 ON CONFLICT DO NOTHING"
+            ))
+            .bind(follower)
+            .bind(followee)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn unfollowed(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        follower: &str,
+        followee: &str,
+    ) -> Result<(), ProjectionError> {
+        let Tables {
+            follows,
+            authors,
+            timeline,
+            ..
+        } = self.t();
+        let removed = sqlx::query(&format!(
+            "DELETE FROM {follows} WHERE follower_id = $1 AND followee_id = $2"
+        ))
+        .bind(follower)
+        .bind(followee)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if removed == 0 {
+            return Ok(());
+        }
+        // `pulled` stays: it depends on the highest count ever reached, not the current one.
+        sqlx::query(&format!(
+            "UPDATE {authors} SET followers = followers - 1 WHERE author_id = $1"
+        ))
+        .bind(followee)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(&format!(
+            "DELETE FROM {timeline} WHERE owner_id = $1 AND author_id = $2"
+        ))
+        .bind(follower)
+        .bind(followee)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn deactivated(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        user: &str,
+    ) -> Result<(), ProjectionError> {
+        let authors = self.t().authors;
+        sqlx::query(&format!(
+            "INSERT INTO {authors} (author_id, followers, pulled, active) VALUES ($1, 0, 0, 0) \
+             ON CONFLICT (author_id) DO UPDATE SET active = 0"
+        ))
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Projection for Feed {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn domains(&self) -> &'static [Domain] {
+        &[Domain::User, Domain::Follow, Domain::Post]
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let t = self.t();
+        vec![t.timeline, t.posts, t.authors, t.follows]
+    }
+
+    fn ddl(&self, suffix: &str) -> Vec<String> {
+        let Tables {
+            follows,
+            authors,
+            posts,
+            timeline,
+        } = Tables::new(&format!("{}{suffix}", self.suffix));
+        // Index names are global: a random tag keeps a copy's indexes from clashing with the
+        // live tables' after the swap renames tables (indexes keep their names).
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        vec![
+            format!(
+                "CREATE TABLE {follows} (
+                    follower_id  TEXT   NOT NULL,
+                    followee_id  TEXT   NOT NULL,
+                    PRIMARY KEY (follower_id, followee_id)
+                )"
+            ),
+            format!(
+                "CREATE INDEX {follows}_followee_{tag} ON {follows} (followee_id, follower_id)"
+            ),
+            format!(
+                "CREATE TABLE {authors} (
+                    author_id  TEXT   NOT NULL PRIMARY KEY,
+                    followers  BIGINT NOT NULL,
+                    pulled     BIGINT NOT NULL,
+                    active     BIGINT NOT NULL
+                )"
+            ),
+            format!(
+                "CREATE INDEX {authors}_pulled_{tag} ON {authors} (author_id) WHERE pulled = 1"
+            ),
+            format!(
+                "CREATE INDEX {authors}_inactive_{tag} ON {authors} (author_id) WHERE active = 0"
+            ),
+            format!(
+                "CREATE TABLE {posts} (
+                    post_id     TEXT   NOT NULL PRIMARY KEY,
+                    author_id   TEXT   NOT NULL,
+                    content     TEXT   NOT NULL,
+                    media_urls  TEXT   NOT NULL,
+                    created_at  TEXT   NOT NULL,
+                    edited_at   TEXT,
+                    visible     BIGINT NOT NULL
+                )"
+            ),
+            format!(
+                "CREATE INDEX {posts}_author_{tag} ON {posts} (author_id, created_at, post_id)"
+            ),
+            format!(
+                "CREATE TABLE {timeline} (
+                    owner_id    TEXT NOT NULL,
+                    created_at  TEXT NOT NULL,
+                    post_id     TEXT NOT NULL,
+                    author_id   TEXT NOT NULL,
+                    PRIMARY KEY (owner_id, created_at, post_id)
+                )"
+            ),
+            format!(
+                "CREATE INDEX {timeline}_owner_author_{tag} ON {timeline} (owner_id, author_id)"
+            ),
+            format!("CREATE INDEX {timeline}_post_{tag} ON {timeline} (post_id)"),
+        ]
+    }
+
+    fn shadow(&self, suffix: &str) -> Option<Arc<dyn Projection>> {
+        Some(Arc::new(Feed {
+            name: format!("{}{suffix}", self.name),
+            suffix: format!("{}{suffix}", self.suffix),
+            threshold: self.threshold,
+        }))
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        match event.domain {
+            Domain::User => match event.decode::<UserEvent>()? {
+                UserEvent::Deactivated(_) => {
+                    self.lock(tx).await?;
+                    self.deactivated(tx, &event.aggregate_id.to_string())
+                        .await?;
+                }
+                // Profiles, credentials, sessions and settings are not part of the feed.
+                UserEvent::Registered(_)
+                | UserEvent::UsernameClaimed(_)
+                | UserEvent::ProfileUpdated(_)
+                | UserEvent::PasswordChanged(_)
+                | UserEvent::PasswordRehashed(_)
+                | UserEvent::LoginFailed(_)
+                | UserEvent::Locked(_)
+                | UserEvent::SessionStarted(_)
+                | UserEvent::SessionRefreshed(_)
+                | UserEvent::SessionRevoked(_)
+                | UserEvent::RoleGranted(_)
+                | UserEvent::NotificationPreferencesChanged(_)
+                | UserEvent::NotificationsRead(_) => {}
+            },
+            Domain::Follow => match event.decode::<FollowEvent>()? {
+                FollowEvent::Followed(e) => {
+                    self.lock(tx).await?;
+                    self.followed(tx, &e.follower_id.to_string(), &e.followee_id.to_string())
+                        .await?;
+                }
+                FollowEvent::Unfollowed(e) => {
+                    self.lock(tx).await?;
+                    self.unfollowed(tx, &e.follower_id.to_string(), &e.followee_id.to_string())
+                        .await?;
+                }
+                // A block ends follows by `unfollowed` events of its own; nothing else to do.
+                FollowEvent::Blocked(_) | FollowEvent::Unblocked(_) => {}
+            },
+            Domain::Post => match event.decode::<PostEvent>()? {
+                PostEvent::Created(e) => {
+                    self.lock(tx).await?;
+                    self.post_created(tx, &e).await?;
+                }
+                PostEvent::Edited(e) => {
+                    // Timelines hold ids only; the content is read from `feed_posts`.
+                    let posts = self.t().posts;
+                    let media =
+                        serde_json::to_string(&e.media_urls).unwrap_or_else(|_| "[]".to_owned());
+                    sqlx::query(&format!(
+                        "UPDATE {posts} SET content = $2, media_urls = $3, edited_at = $4 \
+                         WHERE post_id = $1"
+                    ))
+                    .bind(event.aggregate_id.to_string())
+                    .bind(&e.content)
+                    .bind(&media)
+                    .bind(ts(e.edited_at))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                PostEvent::Deleted(_) | PostEvent::Hidden(_) => {
+                    self.lock(tx).await?;
+                    self.post_removed(tx, &event.aggregate_id.to_string())
+                        .await?;
+                }
+                PostEvent::CommentAdded(_)
+                | PostEvent::CommentDeleted(_)
+                | PostEvent::Shared(_)
+                | PostEvent::Liked(_)
+                | PostEvent::Unliked(_)
+                | PostEvent::Bookmarked(_)
+                | PostEvent::Unbookmarked(_) => {}
+            },
+            // Not consumed (see `domains`).
+            Domain::Conversation | Domain::Stream | Domain::Experiment => {}
+        }
+        Ok(())
+    }
+}

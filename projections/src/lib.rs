@@ -169,5 +169,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(notification::NotificationView::default()),
         Arc::new(follow_graph::FollowGraph::default()),
         Arc::new(post_view::PostView::default()),
+        Arc::new(feed::Feed::default()),
     ]
 }
