@@ -20,6 +20,7 @@
 //! [`target`] (the databases benchmarked).
 
 mod append;
+mod feed;
 mod harness;
 mod project;
 mod relay;
@@ -53,6 +54,9 @@ enum Scenario {
     /// Projections: raw batched INSERTs vs `catch_up`; end-to-end lag append → read model
     /// through the relay and JetStream at a steady rate.
     Project(project::Args),
+    /// Home timelines at social-network shape: fan-out rows/s vs raw inserts, rebuild time of
+    /// the feed projection, feed read latency vs a primary-key lookup.
+    Feed(feed::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
                 Scenario::Append(args) => append::run(args).await,
                 Scenario::Relay(args) => relay::run(args).await,
                 Scenario::Project(args) => project::run(args).await,
+                Scenario::Feed(args) => feed::run(args).await,
             }
         };
         tokio::select! {
