@@ -74,17 +74,19 @@ impl FollowCommands {
 
     /// `actor` follows `target`. Refused across a block (either way) and for oneself.
     pub async fn follow(&self, ctx: &CommandContext, actor: Uuid, target: Uuid) -> Result<Done> {
-        self.run(ctx, actor, target, |actor, target| FollowCommand::Follow {
-            actor,
-            target,
-            now: Utc::now(),
+        self.run(ctx, actor, target, true, |actor, target| {
+            FollowCommand::Follow {
+                actor,
+                target,
+                now: Utc::now(),
+            }
         })
         .await
     }
 
     /// `actor` stops following `target` (nothing happens if they did not follow).
     pub async fn unfollow(&self, ctx: &CommandContext, actor: Uuid, target: Uuid) -> Result<Done> {
-        self.run(ctx, actor, target, |actor, target| {
+        self.run(ctx, actor, target, false, |actor, target| {
             FollowCommand::Unfollow {
                 actor,
                 target,
@@ -96,20 +98,24 @@ impl FollowCommands {
 
     /// `actor` blocks `target`, ending the follows between them in both directions.
     pub async fn block(&self, ctx: &CommandContext, actor: Uuid, target: Uuid) -> Result<Done> {
-        self.run(ctx, actor, target, |actor, target| FollowCommand::Block {
-            actor,
-            target,
-            now: Utc::now(),
+        self.run(ctx, actor, target, true, |actor, target| {
+            FollowCommand::Block {
+                actor,
+                target,
+                now: Utc::now(),
+            }
         })
         .await
     }
 
     /// `actor` lifts their block of `target` (follows are not restored).
     pub async fn unblock(&self, ctx: &CommandContext, actor: Uuid, target: Uuid) -> Result<Done> {
-        self.run(ctx, actor, target, |actor, target| FollowCommand::Unblock {
-            actor,
-            target,
-            now: Utc::now(),
+        self.run(ctx, actor, target, false, |actor, target| {
+            FollowCommand::Unblock {
+                actor,
+                target,
+                now: Utc::now(),
+            }
         })
         .await
     }
@@ -144,11 +150,17 @@ impl FollowCommands {
         ctx: &CommandContext,
         actor: Uuid,
         target: Uuid,
+        needs_active_target: bool,
         make: impl Fn(Uuid, Uuid) -> FollowCommand,
     ) -> Result<Done> {
-        // A command about oneself is refused by the aggregate; it needs no lookup (and the
-        // caller's own directory entry may not be projected yet).
-        if actor != target && !nova_queries::user::is_active(&self.read, target).await? {
+        // Following or blocking creates a reference to the target, so the target must exist and
+        // be active. Unfollowing and unblocking only end one, and must keep working when the
+        // target has since been deactivated (or is not in the directory yet). A command about
+        // oneself is refused by the aggregate and needs no lookup.
+        if needs_active_target
+            && actor != target
+            && !nova_queries::user::is_active(&self.read, target).await?
+        {
             return Err(FollowCommandError::NotFound);
         }
         let e = self

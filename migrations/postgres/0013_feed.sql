@@ -37,5 +37,5 @@ CREATE TABLE feed_timeline (
     author_id   TEXT NOT NULL,
     PRIMARY KEY (owner_id, created_at, post_id)
 );
-CREATE INDEX feed_timeline_owner_author_idx ON feed_timeline (owner_id, author_id);
-CREATE INDEX feed_timeline_post_idx ON feed_timeline (post_id);
+-- The primary key is the only index: reads page by owner, unfollow deletes within one owner's
+-- rows, and removal of a post deletes by its author's current followers (see `Feed`).

@@ -154,25 +154,38 @@ impl Feed {
         Ok(())
     }
 
-    /// Deleted or hidden: gone from every timeline, and from read-time merges.
+    /// Deleted or hidden: gone from every timeline, and from read-time merges. Timeline rows of
+    /// a post exist only for the author's current followers (unfollow removes them), so they
+    /// are found through the primary key — no index on `post_id` to maintain on every fan-out.
     async fn post_removed(
         &self,
         tx: &mut Transaction<'static, Any>,
         post_id: &str,
     ) -> Result<(), ProjectionError> {
         let Tables {
-            posts, timeline, ..
+            follows,
+            posts,
+            timeline,
+            ..
         } = self.t();
-        sqlx::query(&format!(
-            "UPDATE {posts} SET visible = 0 WHERE post_id = $1"
+        let post: Option<(String, String)> = sqlx::query_as(&format!(
+            "UPDATE {posts} SET visible = 0 WHERE post_id = $1 RETURNING author_id, created_at"
         ))
+        .bind(post_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some((author_id, created_at)) = post else {
+            return Ok(());
+        };
+        sqlx::query(&format!(
+            "DELETE FROM {timeline} WHERE created_at = $2 AND post_id = $3 AND owner_id IN \
+                 (SELECT follower_id FROM {follows} WHERE followee_id = $1)"
+        ))
+        .bind(&author_id)
+        .bind(&created_at)
         .bind(post_id)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(&format!("DELETE FROM {timeline} WHERE post_id = $1"))
-            .bind(post_id)
-            .execute(&mut **tx)
-            .await?;
         Ok(())
     }
 
@@ -203,29 +216,30 @@ impl Feed {
         if inserted == 0 {
             return Ok(());
         }
-        let before: Option<(i64, i64)> = sqlx::query_as(&format!(
-            "SELECT followers, pulled FROM {authors} WHERE author_id = $1"
+        // `pulled` is sticky: set once the count reaches the threshold, never cleared.
+        let (followers, pulled): (i64, i64) = sqlx::query_as(&format!(
+            "INSERT INTO {authors} (author_id, followers, pulled, active) \
+             VALUES ($1, 1, CASE WHEN 1 >= $2 THEN 1 ELSE 0 END, 1) \
+             ON CONFLICT (author_id) DO UPDATE SET \
+                 followers = {authors}.followers + 1, \
+                 pulled = CASE WHEN {authors}.followers + 1 >= $2 THEN 1 \
+                               ELSE {authors}.pulled END \
+             RETURNING followers, pulled"
         ))
         .bind(followee)
-        .fetch_optional(&mut **tx)
+        .bind(self.threshold)
+        .fetch_one(&mut **tx)
         .await?;
-        let (followers, was_pulled) = before.map_or((0, false), |(f, p)| (f, p == 1));
-        let followers = followers + 1;
-        let pulled = was_pulled || followers >= self.threshold;
-        sqlx::query(&format!(
-            "INSERT INTO {authors} (author_id, followers, pulled, active) VALUES ($1, $2, $3, 1) \
-             ON CONFLICT (author_id) DO UPDATE SET followers = $2, pulled = $3"
-        ))
-        .bind(followee)
-        .bind(followers)
-        .bind(i64::from(pulled))
-        .execute(&mut **tx)
-        .await?;
+        let pulled = pulled == 1;
+        // The count just reached the threshold: either the author switches to read-time merge
+        // now, or was already pulled (the count dropped and came back) and the clean-up below
+        // finds nothing, since a pulled author's posts are never fanned out.
+        let was_pulled = pulled && followers != self.threshold;
         if pulled && !was_pulled {
             // Switched to read-time merge: no timeline holds this author's posts any more.
             sqlx::query(&format!(
-                "DELETE FROM {timeline} WHERE post_id IN \
-                     (SELECT post_id FROM {posts} WHERE author_id = $1)"
+                "DELETE FROM {timeline} WHERE author_id = $1 AND owner_id IN \
+                     (SELECT follower_id FROM {follows} WHERE followee_id = $1)"
             ))
             .bind(followee)
             .execute(&mut **tx)
@@ -376,10 +390,6 @@ impl Projection for Feed {
                     PRIMARY KEY (owner_id, created_at, post_id)
                 )"
             ),
-            format!(
-                "CREATE INDEX {timeline}_owner_author_{tag} ON {timeline} (owner_id, author_id)"
-            ),
-            format!("CREATE INDEX {timeline}_post_{tag} ON {timeline} (post_id)"),
         ]
     }
 
@@ -391,6 +401,10 @@ impl Projection for Feed {
         }))
     }
 
+    async fn begin(&self, tx: &mut Transaction<'static, Any>) -> Result<(), ProjectionError> {
+        self.lock(tx).await
+    }
+
     async fn apply(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -399,7 +413,6 @@ impl Projection for Feed {
         match event.domain {
             Domain::User => match event.decode::<UserEvent>()? {
                 UserEvent::Deactivated(_) => {
-                    self.lock(tx).await?;
                     self.deactivated(tx, &event.aggregate_id.to_string())
                         .await?;
                 }
@@ -420,12 +433,10 @@ impl Projection for Feed {
             },
             Domain::Follow => match event.decode::<FollowEvent>()? {
                 FollowEvent::Followed(e) => {
-                    self.lock(tx).await?;
                     self.followed(tx, &e.follower_id.to_string(), &e.followee_id.to_string())
                         .await?;
                 }
                 FollowEvent::Unfollowed(e) => {
-                    self.lock(tx).await?;
                     self.unfollowed(tx, &e.follower_id.to_string(), &e.followee_id.to_string())
                         .await?;
                 }
@@ -434,7 +445,6 @@ impl Projection for Feed {
             },
             Domain::Post => match event.decode::<PostEvent>()? {
                 PostEvent::Created(e) => {
-                    self.lock(tx).await?;
                     self.post_created(tx, &e).await?;
                 }
                 PostEvent::Edited(e) => {
@@ -454,7 +464,6 @@ impl Projection for Feed {
                     .await?;
                 }
                 PostEvent::Deleted(_) | PostEvent::Hidden(_) => {
-                    self.lock(tx).await?;
                     self.post_removed(tx, &event.aggregate_id.to_string())
                         .await?;
                 }

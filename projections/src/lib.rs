@@ -45,6 +45,12 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// The domains whose events this projection consumes.
     fn domains(&self) -> &'static [Domain];
+    /// Called once at the start of every batch transaction, before any `apply` (e.g. to take a
+    /// lock that serialises the projection's writers).
+    async fn begin(&self, tx: &mut Transaction<'static, Any>) -> Result<(), ProjectionError> {
+        let _ = tx;
+        Ok(())
+    }
     /// Applies one event inside the runtime's transaction.
     async fn apply(
         &self,
@@ -128,6 +134,9 @@ pub async fn project_once(
     // may have applied this batch since.
     let mut position = Checkpoints::load_in(&mut tx, name, domain).await?;
     let mut applied = 0u64;
+    if events.iter().any(|e| e.position > position) {
+        projection.begin(&mut tx).await?;
+    }
     for event in &events {
         if event.position <= position {
             continue;

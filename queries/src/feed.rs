@@ -182,15 +182,18 @@ pub async fn page(
             )
         })
         .collect();
-    let sql = branches.join(" UNION ALL ");
-    let mut q = sqlx::query_as::<_, Row>(&sql).bind(want);
-    if let Some(c) = &cursor {
-        q = q.bind(&c.created_at).bind(&c.post_id);
+    // Nothing to merge when the caller is deactivated and follows no pulled author.
+    if !read.is_empty() {
+        let sql = branches.join(" UNION ALL ");
+        let mut q = sqlx::query_as::<_, Row>(&sql).bind(want);
+        if let Some(c) = &cursor {
+            q = q.bind(&c.created_at).bind(&c.post_id);
+        }
+        for author in &read {
+            q = q.bind(author);
+        }
+        rows.extend(q.fetch_all(pool).await?);
     }
-    for author in &read {
-        q = q.bind(author);
-    }
-    rows.extend(q.fetch_all(pool).await?);
 
     // Merge: newest first, each post once, cut at limit (+1 tells whether more exist).
     rows.sort_unstable_by(|a, b| (&b.0, &b.1).cmp(&(&a.0, &a.1)));

@@ -57,6 +57,14 @@ async fn home(
             .filter(|n| (1..=MAX_LIMIT).contains(n))
             .ok_or_else(bad_limit)?,
     };
+    // Bad input is a 400 even while the projection lags.
+    if params
+        .cursor
+        .as_deref()
+        .is_some_and(|c| feeds::Cursor::decode(c).is_none())
+    {
+        return Err(bad_cursor());
+    }
     min.wait(&state, feed::NAME, Feed::default().domains())
         .await?;
     match feeds::page(
@@ -68,13 +76,17 @@ async fn home(
     .await
     {
         Ok(page) => Ok(Json(page)),
-        Err(FeedError::InvalidCursor) => Err(AppError::invalid_field(
-            "cursor",
-            "cursor is invalid; pass the next_cursor of a previous page",
-        )),
+        Err(FeedError::InvalidCursor) => Err(bad_cursor()),
         Err(FeedError::InvalidLimit) => Err(bad_limit()),
         Err(FeedError::Query(e)) => Err(e.into()),
     }
+}
+
+fn bad_cursor() -> AppError {
+    AppError::invalid_field(
+        "cursor",
+        "cursor is invalid; pass the next_cursor of a previous page",
+    )
 }
 
 fn bad_limit() -> AppError {
