@@ -51,6 +51,19 @@ pub trait Projection: Send + Sync + 'static {
         let _ = tx;
         Ok(())
     }
+    /// Applies a run of events (position order, all above the checkpoint) inside the runtime's
+    /// transaction. The default applies them one by one; a projection may override it to write
+    /// a run in fewer statements, provided the result equals applying them one by one.
+    async fn apply_all(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(tx, event).await?;
+        }
+        Ok(())
+    }
     /// Applies one event inside the runtime's transaction.
     async fn apply(
         &self,
@@ -133,17 +146,12 @@ pub async fn project_once(
     // Re-read (and lock) the checkpoint inside the transaction: another projector process
     // may have applied this batch since.
     let mut position = Checkpoints::load_in(&mut tx, name, domain).await?;
-    let mut applied = 0u64;
-    if events.iter().any(|e| e.position > position) {
+    let fresh: Vec<&RecordedEvent> = events.iter().filter(|e| e.position > position).collect();
+    let applied = fresh.len() as u64;
+    if let Some(last) = fresh.last() {
         projection.begin(&mut tx).await?;
-    }
-    for event in &events {
-        if event.position <= position {
-            continue;
-        }
-        projection.apply(&mut tx, event).await?;
-        position = event.position;
-        applied += 1;
+        projection.apply_all(&mut tx, &fresh).await?;
+        position = last.position;
     }
     Checkpoints::save_in(&mut tx, name, domain, position).await?;
     tx.commit().await?;
