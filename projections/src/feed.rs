@@ -154,6 +154,82 @@ impl Feed {
         Ok(())
     }
 
+    /// A run of new posts in two statements: the posts in one insert, the fan-out of all of
+    /// them in one `INSERT … SELECT` over the authors' followers. Equal to applying them one by
+    /// one: post events change neither follows nor which authors are pulled.
+    async fn posts_created_run(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run: &[nova_event_schemas::post::PostCreated],
+    ) -> Result<(), ProjectionError> {
+        let Tables {
+            follows,
+            authors,
+            posts,
+            timeline,
+        } = self.t();
+        let values = (0..run.len())
+            .map(|i| {
+                let b = 5 * i;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, NULL, 1)",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO {posts} (post_id, author_id, content, media_urls, created_at, \
+                 edited_at, visible) VALUES {values} \
+             ON CONFLICT (post_id) DO NOTHING \
+             RETURNING post_id, author_id, created_at"
+        );
+        let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+        for e in run {
+            let media = serde_json::to_string(&e.media_urls).unwrap_or_else(|_| "[]".to_owned());
+            q = q
+                .bind(e.post_id.to_string())
+                .bind(e.author_id.to_string())
+                .bind(e.content.clone())
+                .bind(media)
+                .bind(ts(e.created_at));
+        }
+        let inserted = q.fetch_all(&mut **tx).await?;
+        if inserted.is_empty() {
+            return Ok(());
+        }
+        let rows = (0..inserted.len())
+            .map(|i| {
+                format!(
+                    "SELECT ${} AS post_id, ${} AS author_id, ${} AS created_at",
+                    3 * i + 1,
+                    3 * i + 2,
+                    3 * i + 3
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let sql = format!(
+            "INSERT INTO {timeline} (owner_id, created_at, post_id, author_id) \
+             SELECT f.follower_id, v.created_at, v.post_id, v.author_id \
+             FROM ({rows}) v JOIN {follows} f ON f.followee_id = v.author_id \
+             WHERE f.follower_id <> v.author_id \
+               AND NOT EXISTS (SELECT 1 FROM {authors} a \
+                               WHERE a.author_id = v.author_id AND a.pulled = 1) \
+             ON CONFLICT DO NOTHING"
+        );
+        let mut q = sqlx::query(&sql);
+        for (post_id, author_id, created_at) in inserted {
+            q = q.bind(post_id).bind(author_id).bind(created_at);
+        }
+        q.execute(&mut **tx).await?;
+        Ok(())
+    }
+
     /// Deleted or hidden: gone from every timeline, and from read-time merges. Timeline rows of
     /// a post exist only for the author's current followers (unfollow removes them), so they
     /// are found through the primary key — no index on `post_id` to maintain on every fan-out.
@@ -518,35 +594,57 @@ impl Projection for Feed {
         self.lock(tx).await
     }
 
-    /// Runs of follows (a rebuild replays the follow domain as hundreds of thousands of them)
-    /// go through `followed_run`, in chunks that stay under SQLite's parameter limit; every
-    /// other event is applied on its own, in order.
+    /// Runs of follows and of new posts (a rebuild replays hundreds of thousands of each) go
+    /// through `followed_run` / `posts_created_run`, in chunks that stay under SQLite's
+    /// parameter limit; every other event is applied on its own, in order.
     async fn apply_all(
         &self,
         tx: &mut Transaction<'static, Any>,
         events: &[&RecordedEvent],
     ) -> Result<(), ProjectionError> {
         const RUN: usize = 250;
-        let mut run: Vec<(String, String)> = Vec::new();
+        let mut follows: Vec<(String, String)> = Vec::new();
+        let mut posts: Vec<nova_event_schemas::post::PostCreated> = Vec::new();
         for event in events {
-            if event.domain == Domain::Follow {
-                if let FollowEvent::Followed(e) = event.decode::<FollowEvent>()? {
-                    run.push((e.follower_id.to_string(), e.followee_id.to_string()));
-                    if run.len() == RUN {
-                        self.followed_run(tx, &run).await?;
-                        run.clear();
+            match event.domain {
+                Domain::Follow => {
+                    if let FollowEvent::Followed(e) = event.decode::<FollowEvent>()? {
+                        follows.push((e.follower_id.to_string(), e.followee_id.to_string()));
+                        if follows.len() == RUN {
+                            self.followed_run(tx, &follows).await?;
+                            follows.clear();
+                        }
+                        continue;
                     }
-                    continue;
                 }
+                Domain::Post => {
+                    if let PostEvent::Created(e) = event.decode::<PostEvent>()? {
+                        posts.push(e);
+                        if posts.len() == RUN {
+                            self.posts_created_run(tx, &posts).await?;
+                            posts.clear();
+                        }
+                        continue;
+                    }
+                }
+                _ => {}
             }
-            if !run.is_empty() {
-                self.followed_run(tx, &run).await?;
-                run.clear();
+            // Anything else ends the runs (a batch holds one domain, so at most one is open).
+            if !follows.is_empty() {
+                self.followed_run(tx, &follows).await?;
+                follows.clear();
+            }
+            if !posts.is_empty() {
+                self.posts_created_run(tx, &posts).await?;
+                posts.clear();
             }
             self.apply(tx, event).await?;
         }
-        if !run.is_empty() {
-            self.followed_run(tx, &run).await?;
+        if !follows.is_empty() {
+            self.followed_run(tx, &follows).await?;
+        }
+        if !posts.is_empty() {
+            self.posts_created_run(tx, &posts).await?;
         }
         Ok(())
     }

@@ -131,6 +131,14 @@ pub async fn rebuild(
         }
     }
 
+    // Fresh tables have no planner statistics yet; without them the first reads after the
+    // swap can pick poor plans until autovacuum (PostgreSQL) gets round to them.
+    for table in copy.tables() {
+        sqlx::query(&format!("ANALYZE {table}"))
+            .execute(pool)
+            .await?;
+    }
+
     // 3. Swap (retried: on PostgreSQL it gives up waiting for table locks after a moment
     // rather than queueing every reader behind a long-running one).
     let mut attempt = 0;
