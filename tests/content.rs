@@ -651,7 +651,10 @@ async fn likes_and_shares_count(engine: Engine) {
     let pos = position(&res);
     let v: Value = res.json().await.unwrap();
     assert!(v["share_id"].as_str().unwrap().parse::<Uuid>().is_ok());
-    ok(
+    let p = read(&app, &a, &get, &pos).await;
+    assert_eq!(p["share_count"], 1);
+    // Every share counts, also a second one by someone else.
+    let pos = ok(
         &app,
         Method::POST,
         &format!("/v1/posts/{id}/shares"),
@@ -659,9 +662,10 @@ async fn likes_and_shares_count(engine: Engine) {
         None,
         StatusCode::CREATED,
     )
-    .await;
+    .await
+    .unwrap();
     let p = read(&app, &a, &get, &pos).await;
-    assert_eq!(p["share_count"], 1);
+    assert_eq!(p["share_count"], 2);
     let events = post_events(&app.db, id).await;
     assert!(events
         .iter()
