@@ -168,18 +168,8 @@ impl Feed {
             posts,
             timeline,
         } = self.t();
-        let values = (0..run.len())
-            .map(|i| {
-                let b = 5 * i;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, NULL, 1)",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                )
-            })
+        let values = params(run.len(), 5, 1)
+            .map(|p| format!("({}, NULL, 1)", p.join(", ")))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
@@ -202,13 +192,11 @@ impl Feed {
         if inserted.is_empty() {
             return Ok(());
         }
-        let rows = (0..inserted.len())
-            .map(|i| {
+        let rows = params(inserted.len(), 3, 1)
+            .map(|p| {
                 format!(
-                    "SELECT ${} AS post_id, ${} AS author_id, ${} AS created_at",
-                    3 * i + 1,
-                    3 * i + 2,
-                    3 * i + 3
+                    "SELECT {} AS post_id, {} AS author_id, {} AS created_at",
+                    p[0], p[1], p[2]
                 )
             })
             .collect::<Vec<_>>()
@@ -355,8 +343,8 @@ impl Feed {
         if pairs.is_empty() {
             return Ok(());
         }
-        let values = (0..pairs.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        let values = params(pairs.len(), 2, 1)
+            .map(|p| format!("({})", p.join(", ")))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
@@ -376,12 +364,12 @@ impl Feed {
         for (_, followee) in &inserted {
             *gained.entry(followee.as_str()).or_default() += 1;
         }
-        let values = (0..gained.len())
-            .map(|i| {
+        let values = params(gained.len(), 2, 2)
+            .map(|p| {
                 format!(
-                    "(${a}, ${n}, CASE WHEN ${n} >= $1 THEN 1 ELSE 0 END, 1)",
-                    a = 2 * i + 2,
-                    n = 2 * i + 3
+                    "({a}, {n}, CASE WHEN {n} >= $1 THEN 1 ELSE 0 END, 1)",
+                    a = p[0],
+                    n = p[1]
                 )
             })
             .collect::<Vec<_>>()
@@ -424,14 +412,8 @@ impl Feed {
         if fill.is_empty() {
             return Ok(());
         }
-        let rows = (0..fill.len())
-            .map(|i| {
-                format!(
-                    "SELECT ${} AS follower_id, ${} AS followee_id",
-                    2 * i + 1,
-                    2 * i + 2
-                )
-            })
+        let rows = params(fill.len(), 2, 1)
+            .map(|p| format!("SELECT {} AS follower_id, {} AS followee_id", p[0], p[1]))
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
         let sql = format!(
@@ -504,6 +486,15 @@ impl Feed {
         .await?;
         Ok(())
     }
+}
+
+/// Placeholders `$first…` for `rows` rows of `width` parameters each, row by row.
+fn params(rows: usize, width: usize, first: usize) -> impl Iterator<Item = Vec<String>> {
+    (0..rows).map(move |i| {
+        (0..width)
+            .map(|j| format!("${}", first + i * width + j))
+            .collect()
+    })
 }
 
 #[async_trait]
