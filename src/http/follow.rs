@@ -70,12 +70,11 @@ async fn follow(
 /// Unfollow a user. Unfollowing someone you do not follow changes nothing.
 #[utoipa::path(delete, path = "/v1/users/{id}/follow", tag = "social_graph",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "the user to unfollow")),
+    params(("id" = Uuid, Path, description = "the user to unfollow; may since have been deactivated")),
     responses(
         (status = 200, body = Version),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 404, description = "unknown or deactivated user", body = ErrorBody),
         (status = 422, description = "self_follow", body = ErrorBody),
     ))]
 async fn unfollow(
@@ -119,12 +118,11 @@ async fn block(
 /// Lift your block of a user. Follows ended by the block are not restored.
 #[utoipa::path(delete, path = "/v1/users/{id}/block", tag = "social_graph",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "the user to unblock")),
+    params(("id" = Uuid, Path, description = "the user to unblock; may since have been deactivated")),
     responses(
         (status = 200, body = Version),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 404, description = "unknown or deactivated user", body = ErrorBody),
         (status = 422, description = "self_block", body = ErrorBody),
     ))]
 async fn unblock(
