@@ -17,9 +17,13 @@
 //! Concurrency: the equation relates rows written by different domains' projectors (a post's
 //! fan-out reads the edges; a follow's back-fill reads the posts). Two such transactions
 //! running at once under PostgreSQL's READ COMMITTED could each miss the other's uncommitted
-//! row, so every event that touches the timeline first takes a transaction-scoped advisory
-//! lock of this feed (its own key per table set, so a rebuild copy does not contend with the
+//! row, so every batch transaction first takes a transaction-scoped advisory lock of this feed
+//! (`Projection::begin`; its own key per table set, so a rebuild copy does not contend with the
 //! live feed). On SQLite writers are serialised by the engine.
+//!
+//! Writes are sized for rebuilds, which replay every follow and post: runs of follows and of
+//! new posts are written a run at a time (`apply_all`), and the timeline's only index is its
+//! primary key.
 
 use std::sync::Arc;
 
@@ -99,58 +103,6 @@ impl Feed {
                 .execute(&mut **tx)
                 .await?;
         }
-        Ok(())
-    }
-
-    async fn post_created(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        e: &nova_event_schemas::post::PostCreated,
-    ) -> Result<(), ProjectionError> {
-        let Tables {
-            follows,
-            authors,
-            posts,
-            timeline,
-        } = self.t();
-        let media = serde_json::to_string(&e.media_urls).unwrap_or_else(|_| "[]".to_owned());
-        let (post_id, author_id, created_at) = (
-            e.post_id.to_string(),
-            e.author_id.to_string(),
-            ts(e.created_at),
-        );
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO {posts} (post_id, author_id, content, media_urls, created_at, \
-                 edited_at, visible) \
-             VALUES ($1, $2, $3, $4, $5, NULL, 1) \
-             ON CONFLICT (post_id) DO NOTHING"
-        ))
-        .bind(&post_id)
-        .bind(&author_id)
-        .bind(&e.content)
-        .bind(&media)
-        .bind(&created_at)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(());
-        }
-        // Fan-out: one statement over the author's current followers, unless the author is
-        // read at query time. Never into the author's own timeline (merged at read time).
-        sqlx::query(&format!(
-            "INSERT INTO {timeline} (owner_id, created_at, post_id, author_id) \
-             SELECT f.follower_id, $2, $3, $1 FROM {follows} f \
-             WHERE f.followee_id = $1 AND f.follower_id <> $1 \
-               AND NOT EXISTS (SELECT 1 FROM {authors} a \
-                               WHERE a.author_id = $1 AND a.pulled = 1) \
-             ON CONFLICT DO NOTHING"
-        ))
-        .bind(&author_id)
-        .bind(&created_at)
-        .bind(&post_id)
-        .execute(&mut **tx)
-        .await?;
         Ok(())
     }
 
@@ -250,77 +202,6 @@ impl Feed {
         .bind(post_id)
         .execute(&mut **tx)
         .await?;
-        Ok(())
-    }
-
-    async fn followed(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        follower: &str,
-        followee: &str,
-    ) -> Result<(), ProjectionError> {
-        let Tables {
-            follows,
-            authors,
-            posts,
-            timeline,
-        } = self.t();
-        if follower == followee {
-            return Ok(());
-        }
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO {follows} (follower_id, followee_id) VALUES ($1, $2) \
-             ON CONFLICT (follower_id, followee_id) DO NOTHING"
-        ))
-        .bind(follower)
-        .bind(followee)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(());
-        }
-        // `pulled` is sticky: set once the count reaches the threshold, never cleared.
-        let (followers, pulled): (i64, i64) = sqlx::query_as(&format!(
-            "INSERT INTO {authors} (author_id, followers, pulled, active) \
-             VALUES ($1, 1, CASE WHEN 1 >= $2 THEN 1 ELSE 0 END, 1) \
-             ON CONFLICT (author_id) DO UPDATE SET \
-                 followers = {authors}.followers + 1, \
-                 pulled = CASE WHEN {authors}.followers + 1 >= $2 THEN 1 \
-                               ELSE {authors}.pulled END \
-             RETURNING followers, pulled"
-        ))
-        .bind(followee)
-        .bind(self.threshold)
-        .fetch_one(&mut **tx)
-        .await?;
-        let pulled = pulled == 1;
-        // The count just reached the threshold: either the author switches to read-time merge
-        // now, or was already pulled (the count dropped and came back) and the clean-up below
-        // finds nothing, since a pulled author's posts are never fanned out.
-        let was_pulled = pulled && followers != self.threshold;
-        if pulled && !was_pulled {
-            // Switched to read-time merge: no timeline holds this author's posts any more.
-            sqlx::query(&format!(
-                "DELETE FROM {timeline} WHERE author_id = $1 AND owner_id IN \
-                     (SELECT follower_id FROM {follows} WHERE followee_id = $1)"
-            ))
-            .bind(followee)
-            .execute(&mut **tx)
-            .await?;
-        } else if !pulled {
-            // Back-fill the followee's visible posts.
-            sqlx::query(&format!(
-                "INSERT INTO {timeline} (owner_id, created_at, post_id, author_id) \
-                 SELECT $1, p.created_at, p.post_id, p.author_id FROM {posts} p \
-                 WHERE p.author_id = $2 AND p.visible = 1 \
-                 ON CONFLICT DO NOTHING"
-            ))
-            .bind(follower)
-            .bind(followee)
-            .execute(&mut **tx)
-            .await?;
-        }
         Ok(())
     }
 
@@ -668,8 +549,8 @@ impl Projection for Feed {
             },
             Domain::Follow => match event.decode::<FollowEvent>()? {
                 FollowEvent::Followed(e) => {
-                    self.followed(tx, &e.follower_id.to_string(), &e.followee_id.to_string())
-                        .await?;
+                    let pair = (e.follower_id.to_string(), e.followee_id.to_string());
+                    self.followed_run(tx, &[pair]).await?;
                 }
                 FollowEvent::Unfollowed(e) => {
                     self.unfollowed(tx, &e.follower_id.to_string(), &e.followee_id.to_string())
@@ -680,7 +561,7 @@ impl Projection for Feed {
             },
             Domain::Post => match event.decode::<PostEvent>()? {
                 PostEvent::Created(e) => {
-                    self.post_created(tx, &e).await?;
+                    self.posts_created_run(tx, &[e]).await?;
                 }
                 PostEvent::Edited(e) => {
                     // Timelines hold ids only; the content is read from `feed_posts`.
