@@ -145,18 +145,14 @@ impl Feed {
             return Ok(());
         }
         let rows = params(inserted.len(), 3, 1)
-            .map(|p| {
-                format!(
-                    "SELECT {} AS post_id, {} AS author_id, {} AS created_at",
-                    p[0], p[1], p[2]
-                )
-            })
+            .map(|p| format!("({})", p.join(", ")))
             .collect::<Vec<_>>()
-            .join(" UNION ALL ");
+            .join(", ");
         let sql = format!(
-            "INSERT INTO {timeline} (owner_id, created_at, post_id, author_id) \
+            "WITH v (post_id, author_id, created_at) AS (VALUES {rows}) \
+             INSERT INTO {timeline} (owner_id, created_at, post_id, author_id) \
              SELECT f.follower_id, v.created_at, v.post_id, v.author_id \
-             FROM ({rows}) v JOIN {follows} f ON f.followee_id = v.author_id \
+             FROM v JOIN {follows} f ON f.followee_id = v.author_id \
              WHERE f.follower_id <> v.author_id \
                AND NOT EXISTS (SELECT 1 FROM {authors} a \
                                WHERE a.author_id = v.author_id AND a.pulled = 1) \
@@ -294,13 +290,14 @@ impl Feed {
             return Ok(());
         }
         let rows = params(fill.len(), 2, 1)
-            .map(|p| format!("SELECT {} AS follower_id, {} AS followee_id", p[0], p[1]))
+            .map(|p| format!("({})", p.join(", ")))
             .collect::<Vec<_>>()
-            .join(" UNION ALL ");
+            .join(", ");
         let sql = format!(
-            "INSERT INTO {timeline} (owner_id, created_at, post_id, author_id) \
+            "WITH v (follower_id, followee_id) AS (VALUES {rows}) \
+             INSERT INTO {timeline} (owner_id, created_at, post_id, author_id) \
              SELECT v.follower_id, p.created_at, p.post_id, p.author_id \
-             FROM ({rows}) v JOIN {posts} p ON p.author_id = v.followee_id \
+             FROM v JOIN {posts} p ON p.author_id = v.followee_id \
              WHERE p.visible = 1 \
              ON CONFLICT DO NOTHING"
         );
@@ -467,14 +464,14 @@ impl Projection for Feed {
     }
 
     /// Runs of follows and of new posts (a rebuild replays hundreds of thousands of each) go
-    /// through `followed_run` / `posts_created_run`, in chunks that stay under SQLite's
-    /// parameter limit; every other event is applied on its own, in order.
+    /// through `followed_run` / `posts_created_run`, in chunks of one runtime batch; every other event is applied on its own, in order.
     async fn apply_all(
         &self,
         tx: &mut Transaction<'static, Any>,
         events: &[&RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        const RUN: usize = 250;
+        // 500 (the runtime's batch) × 5 parameters stays far below both engines' limits.
+        const RUN: usize = 500;
         let mut follows: Vec<(String, String)> = Vec::new();
         let mut posts: Vec<nova_event_schemas::post::PostCreated> = Vec::new();
         for event in events {
