@@ -464,7 +464,8 @@ impl Projection for Feed {
     }
 
     /// Runs of follows and of new posts (a rebuild replays hundreds of thousands of each) go
-    /// through `followed_run` / `posts_created_run`, in chunks of one runtime batch; every other event is applied on its own, in order.
+    /// through `followed_run` / `posts_created_run`, at most one runtime batch at a time;
+    /// every other event is applied on its own, in order.
     async fn apply_all(
         &self,
         tx: &mut Transaction<'static, Any>,
