@@ -29,41 +29,7 @@ pub struct FollowPage {
     pub next_cursor: Option<String>,
 }
 
-/// Where a page ends: the (followed_at, user id) of its last entry. Clients see it only as
-/// an opaque string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    followed_at: String,
-    user_id: Uuid,
-}
-
-impl Cursor {
-    /// The opaque text form: hex of `<followed_at>|<user id>`.
-    pub fn encode(&self) -> String {
-        format!("{}|{}", self.followed_at, self.user_id)
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
-    /// Parses a cursor produced by [`Cursor::encode`]; `None` for anything else.
-    pub fn parse(text: &str) -> Option<Cursor> {
-        if text.is_empty() || !text.len().is_multiple_of(2) || text.len() > 256 {
-            return None;
-        }
-        let bytes = (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (at, id) = text.split_once('|')?;
-        chrono::DateTime::parse_from_rfc3339(at).ok()?;
-        Some(Cursor {
-            followed_at: at.to_owned(),
-            user_id: Uuid::parse_str(id).ok()?,
-        })
-    }
-}
+pub use crate::cursor::Cursor;
 
 /// Which side of the edges a list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,9 +98,7 @@ async fn list(
         .bind(user.to_string())
         .bind(limit + 1);
     if let Some(c) = cursor {
-        query = query
-            .bind(c.followed_at.clone())
-            .bind(c.user_id.to_string());
+        query = query.bind(c.at.clone()).bind(c.id.to_string());
     }
     let rows = query.fetch_all(pool).await?;
     let more = rows.len() as i64 > limit;
@@ -153,8 +117,8 @@ async fn list(
     let next_cursor = match items.last() {
         Some(last) if more => Some(
             Cursor {
-                followed_at: last.followed_at.clone(),
-                user_id: last.user_id,
+                at: last.followed_at.clone(),
+                id: last.user_id,
             }
             .encode(),
         ),
@@ -210,27 +174,4 @@ pub async fn edges_of(pool: &AnyPool, user: Uuid) -> Result<Vec<(Uuid, Uuid)>, Q
         }
     }
     Ok(edges)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor {
-            followed_at: "2026-11-23T13:00:00.123456Z".into(),
-            user_id: Uuid::now_v7(),
-        };
-        assert_eq!(Cursor::parse(&c.encode()), Some(c));
-        for bad in ["", "zz", "6162", "abc", "é1", &"00".repeat(200)] {
-            assert_eq!(Cursor::parse(bad), None, "{bad}");
-        }
-        // Well-formed hex of the wrong content.
-        let not_a_time: String = "yesterday|00000000-0000-0000-0000-000000000000"
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(Cursor::parse(&not_a_time), None);
-    }
 }

@@ -1,6 +1,7 @@
 //! Read-side handlers over projections. Each domain's reads live in a module named after it;
 //! they read only projection tables, never an events table of another domain.
 
+pub mod cursor;
 pub mod feed;
 pub mod follow;
 pub mod notification;

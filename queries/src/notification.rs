@@ -47,40 +47,7 @@ pub struct NotificationPage {
     pub unread_count: i64,
 }
 
-/// Position in the list: the (created_at, id) of the last item shown. Opaque to clients (hex
-/// of `created_at|id`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_at: String,
-    pub id: Uuid,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        format!("{}|{}", self.created_at, self.id)
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
-    /// `None` for anything [`Cursor::encode`] did not produce.
-    pub fn decode(s: &str) -> Option<Cursor> {
-        if !s.len().is_multiple_of(2) || s.len() > 256 || !s.is_ascii() {
-            return None;
-        }
-        let bytes = (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (created_at, id) = text.split_once('|')?;
-        chrono::DateTime::parse_from_rfc3339(created_at).ok()?;
-        Some(Cursor {
-            created_at: created_at.to_owned(),
-            id: Uuid::parse_str(id).ok()?,
-        })
-    }
-}
+pub use crate::cursor::Cursor;
 
 /// Shown to the recipient (`$1`): kind on at creation time, no block then or now.
 const VISIBLE: &str = "n.recipient_id = $1 \
@@ -135,7 +102,7 @@ pub async fn list(
     ));
     let mut query = sqlx::query_as::<_, Row>(&sql).bind(user.to_string());
     if let Some(c) = cursor {
-        query = query.bind(c.created_at.clone()).bind(c.id.to_string());
+        query = query.bind(c.at.clone()).bind(c.id.to_string());
     }
     // One more than asked, to know whether there is a next page.
     let rows = query.bind(limit + 1).fetch_all(pool).await?;
@@ -158,7 +125,7 @@ pub async fn list(
     let next_cursor = if more {
         items.last().map(|last| {
             Cursor {
-                created_at: last.created_at.clone(),
+                at: last.created_at.clone(),
                 id: last.notification_id,
             }
             .encode()

@@ -11,40 +11,7 @@ use crate::QueryError;
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
 
-/// A position in a list: the (timestamp, id) of the last item of the previous page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub at: String,
-    pub id: Uuid,
-}
-
-impl Cursor {
-    /// Opaque text: hex of `<timestamp>|<id>`.
-    pub fn encode(&self) -> String {
-        format!("{}|{}", self.at, self.id)
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
-    /// `None` for anything [`Cursor::encode`] did not produce.
-    pub fn decode(text: &str) -> Option<Cursor> {
-        if !text.len().is_multiple_of(2) || text.len() > 256 {
-            return None;
-        }
-        let bytes = (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (at, id) = text.split_once('|')?;
-        chrono::DateTime::parse_from_rfc3339(at).ok()?;
-        Some(Cursor {
-            at: at.to_owned(),
-            id: Uuid::parse_str(id).ok()?,
-        })
-    }
-}
+pub use crate::cursor::Cursor;
 
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,21 +254,4 @@ pub async fn bookmarks(
         at: b.bookmarked_at.clone(),
         id: b.post.post_id,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor {
-            at: "2026-11-23T13:00:00.000000Z".into(),
-            id: Uuid::now_v7(),
-        };
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        for bad in ["", "zz", "abc", "7c", "not a cursor", "00ff"] {
-            assert_eq!(Cursor::decode(bad), None, "{bad}");
-        }
-    }
 }

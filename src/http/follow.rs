@@ -167,7 +167,7 @@ impl ListParams {
         }
         let cursor = match self.cursor {
             None => None,
-            Some(text) => Some(Cursor::parse(&text).ok_or_else(|| {
+            Some(text) => Some(Cursor::decode(&text).ok_or_else(|| {
                 AppError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_query",
