@@ -197,6 +197,7 @@ impl Application {
             checkpoints,
             nats,
             rebuilds: Default::default(),
+            waits: Default::default(),
             max_body_bytes: s.max_body_bytes,
         };
         Ok(Application {
@@ -221,9 +222,13 @@ impl Application {
     ) -> std::io::Result<()> {
         let served = match self.listener {
             Some(listener) => {
-                axum::serve(listener, self.router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                axum::serve(
+                    listener,
+                    self.router
+                        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown)
+                .await
             }
             None => {
                 shutdown.await;

@@ -27,6 +27,7 @@ on_both_backends!(
     deactivation_hides_the_authors_posts,
     deactivation_over_jetstream,
     rebuild_equals_live,
+    a_corrupt_row_surfaces,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1209,5 +1210,60 @@ async fn rebuild_equals_live(engine: Engine) {
     .unwrap();
     assert_eq!(report.positions, vec![(Domain::Post, head)]);
     assert_eq!(snapshot(&app.db).await, live);
+    app.stop().await;
+}
+
+/// A read-model row that does not decode is an error that surfaces (a logged 500), never a
+/// field silently defaulted or a row silently dropped from a list.
+async fn a_corrupt_row_surfaces(engine: Engine) {
+    let app = spawn(engine).await;
+    let (a, ta) = member(&app, "corrupt_a").await;
+    let (post, pos) = create(&app, &ta, json!({"content": "fine", "media_urls": []})).await;
+    let (other, pos2) = create(&app, &ta, json!({"content": "also fine"})).await;
+    read(&app, &ta, &format!("/v1/posts/{post}"), &pos).await;
+    read(&app, &ta, &format!("/v1/posts/{other}"), &pos2).await;
+
+    // Damage one stored value the way a bad migration or a stray write could.
+    sqlx::query("UPDATE posts SET media_urls = 'not json' WHERE post_id = $1")
+        .bind(post.to_string())
+        .execute(&app.db.any)
+        .await
+        .unwrap();
+    read_err(
+        &app,
+        &ta,
+        &format!("/v1/posts/{post}"),
+        &pos,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+    )
+    .await;
+    // The list does not quietly skip the bad row either.
+    read_err(
+        &app,
+        &ta,
+        &format!("/v1/users/{a}/posts"),
+        &pos2,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+    )
+    .await;
+    // A broken id is caught the same way.
+    sqlx::query("UPDATE posts SET media_urls = '[]', author_id = 'nope' WHERE post_id = $1")
+        .bind(post.to_string())
+        .execute(&app.db.any)
+        .await
+        .unwrap();
+    read_err(
+        &app,
+        &ta,
+        &format!("/v1/posts/{post}"),
+        &pos,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+    )
+    .await;
+    // The undamaged post still reads.
+    read(&app, &ta, &format!("/v1/posts/{other}"), &pos2).await;
     app.stop().await;
 }

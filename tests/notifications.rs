@@ -284,12 +284,13 @@ async fn bad_input_and_missing_token(engine: Engine) {
 
     // Bad list parameters.
     for (query, code) in [
-        ("?limit=0", "invalid_query"),
-        ("?limit=101", "invalid_query"),
-        ("?limit=ten", "invalid_query"),
+        ("?limit=0", "invalid_field"),
+        ("?limit=101", "invalid_field"),
+        ("?limit=ten", "invalid_field"),
         ("?unread_only=maybe", "invalid_query"),
-        ("?cursor=zz", "invalid_cursor"),
-        ("?cursor=6869", "invalid_cursor"),
+        ("?cursor=zz", "invalid_field"),
+        ("?cursor=6869", "invalid_field"),
+        ("?color=red", "invalid_query"),
     ] {
         let res = app
             .get(&format!("/v1/notifications{query}"))

@@ -17,8 +17,14 @@ struct Server {
 
 /// Starts `nova serve` in `cwd` with no database configuration and waits for its address.
 fn serve(cwd: &Path) -> Server {
+    serve_with(cwd, &[])
+}
+
+/// [`serve`] with extra arguments (e.g. `--api-only`).
+fn serve_with(cwd: &Path, args: &[&str]) -> Server {
     let mut child = Command::new(BIN)
         .arg("serve")
+        .args(args)
         .current_dir(cwd)
         .env("NOVA_LISTEN", "127.0.0.1:0")
         .env("NOVA_LOG_FORMAT", "json")
@@ -128,16 +134,32 @@ async fn readme_walkthrough_on_the_embedded_default() {
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests() {
     let dir = temp_dir();
-    let mut server = serve(&dir);
+    // API only: no projector runs, so a written position is never applied.
+    let mut server = serve_with(&dir, &["--api-only"]);
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
-    // A read that waits (up to 5 s) for a position that never comes: in flight for a while.
+    let res = http
+        .post(format!("{base}/v1/users"))
+        .json(&json!({"username": "inflight", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let position = res.headers()["x-nova-position"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let id = res.json::<Value>().await.unwrap()["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A read that waits (up to 5 s) for that position: in flight for a while.
     let in_flight = tokio::spawn({
         let http = http.clone();
-        let url = format!("{base}/v1/users/{}", uuid::Uuid::now_v7());
+        let url = format!("{base}/v1/users/{id}");
         async move {
             http.get(url)
-                .header("X-Nova-Min-Position", "user:1000")
+                .header("X-Nova-Min-Position", position)
                 .send()
                 .await
         }

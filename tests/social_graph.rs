@@ -278,7 +278,7 @@ async fn follow_unfollow_walkthrough(engine: Engine) {
     for name in ["id", "limit", "cursor", "X-Nova-Min-Position"] {
         assert!(params.contains(&name), "{name} in {params:?}");
     }
-    assert!(doc["components"]["schemas"]["FollowPage"].is_object());
+    assert!(doc["components"]["schemas"]["PageBody_FollowEntry"].is_object());
     app.stop().await;
 }
 
@@ -340,14 +340,14 @@ async fn routes_reject_bad_input(engine: Engine) {
     expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "self_block").await;
 
     // List parameters.
-    for query in [
-        "?limit=0",
-        "?limit=101",
-        "?limit=abc",
-        "?cursor=zz",
-        "?cursor=",
-        "?cursor=6162",
-        "?color=red",
+    for (query, code) in [
+        ("?limit=0", "invalid_field"),
+        ("?limit=101", "invalid_field"),
+        ("?limit=abc", "invalid_field"),
+        ("?cursor=zz", "invalid_field"),
+        ("?cursor=", "invalid_field"),
+        ("?cursor=6162", "invalid_field"),
+        ("?color=red", "invalid_query"),
     ] {
         let res = command(
             &app,
@@ -356,7 +356,7 @@ async fn routes_reject_bad_input(engine: Engine) {
             Some(&ta),
         )
         .await;
-        expect_error(res, StatusCode::BAD_REQUEST, "invalid_query").await;
+        expect_error(res, StatusCode::BAD_REQUEST, code).await;
     }
     assert_eq!(follow_event_count(&app).await, 0);
     app.stop().await;
@@ -812,14 +812,16 @@ async fn lists_skip_deactivated_users(engine: Engine) {
             .len(),
         2
     );
-    let page = nova_queries::follow::followers(&app.db.any, a, None, 20)
-        .await
-        .unwrap();
+    let page =
+        nova_queries::follow::followers(&app.db.any, a, &nova_queries::PageRequest::first(20))
+            .await
+            .unwrap();
     let listed: Vec<Uuid> = page.items.iter().map(|i| i.user_id).collect();
     assert_eq!(listed, vec![c]);
-    let page = nova_queries::follow::following(&app.db.any, a, None, 20)
-        .await
-        .unwrap();
+    let page =
+        nova_queries::follow::following(&app.db.any, a, &nova_queries::PageRequest::first(20))
+            .await
+            .unwrap();
     assert!(page.items.is_empty());
     app.stop().await;
 }

@@ -365,11 +365,13 @@ async fn reads(db: &Database, h: &History, args: &Args, progress: bool) -> Resul
         raw.push(t.elapsed());
 
         let t = Instant::now();
-        let page = nova_queries::feed::page(&db.any, *reader, None, 20).await?;
+        let req = nova_queries::PageRequest::first(20);
+        let page = nova_queries::feed::page(&db.any, *reader, &req).await?;
         first.push(t.elapsed());
         if let Some(cursor) = page.next_cursor.as_deref() {
             let t = Instant::now();
-            nova_queries::feed::page(&db.any, *reader, Some(cursor), 20).await?;
+            let req = nova_queries::PageRequest::parse(None, Some(cursor))?;
+            nova_queries::feed::page(&db.any, *reader, &req).await?;
             next.push(t.elapsed());
         }
         bar.inc(1);

@@ -6,6 +6,7 @@ pub mod db;
 pub mod delivery;
 pub mod idempotency;
 pub mod nats;
+pub mod readmodel;
 pub mod relay;
 pub mod store;
 pub mod testing;

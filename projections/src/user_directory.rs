@@ -29,11 +29,9 @@ impl Default for UserDirectory {
 
 pub const NAME: &str = "user_directory";
 
-/// Timestamps are stored as fixed-width RFC 3339 text so they sort and compare as strings on
-/// both engines.
-pub fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
+/// Timestamps are stored as fixed-width RFC 3339 text (the read-model conventions live in
+/// `nova_infra::readmodel`).
+pub use nova_infra::readmodel::ts;
 
 #[async_trait]
 impl Projection for UserDirectory {

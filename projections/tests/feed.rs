@@ -23,7 +23,9 @@ use nova_infra::testing::TestDb;
 use nova_projections::checkpoint::Caught;
 use nova_projections::feed::{Feed, FANOUT_THRESHOLD};
 use nova_projections::{catch_up, run_projector, Checkpoints, Projection, StoreTail};
-use nova_queries::feed::{page, FeedError, FeedItem};
+use nova_queries::feed::FeedRow as FeedItem;
+use nova_queries::page::{PageError, PageRequest};
+use nova_queries::{Page, QueryError};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -285,6 +287,18 @@ fn users(n: usize) -> Vec<Uuid> {
 // ---------------------------------------------------------------------------------------
 // Reading feeds and tables.
 
+/// A page of the feed as the HTTP edge asks for it (cursor text and limit, validated first).
+async fn page(
+    pool: &sqlx::AnyPool,
+    user: Uuid,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<Page<FeedItem>, QueryError> {
+    let limit = limit.to_string();
+    let req = PageRequest::parse(Some(&limit), cursor).expect("a valid page request");
+    nova_queries::feed::page(pool, user, &req).await
+}
+
 /// Every page of `user`'s feed, following cursors.
 async fn whole_feed(db: &Database, user: Uuid, limit: u32) -> Vec<FeedItem> {
     let mut items = Vec::new();
@@ -467,10 +481,10 @@ async fn fans_out_back_fills_and_unfollow_removes(engine: Engine) {
     let item = whole_feed(&db, c, 20).await.pop().unwrap();
     assert_eq!(item.author_id, b);
     assert!(item.edited_at.is_some());
-    assert!(item.media_urls.is_empty(), "the edit replaced the media");
+    assert!(item.media_urls.0.is_empty(), "the edit replaced the media");
     let first = whole_feed(&db, c, 20).await[1].clone();
     assert_eq!(
-        first.media_urls,
+        first.media_urls.0,
         vec![format!("https://media.example/{p2}.png")]
     );
 
@@ -778,16 +792,13 @@ async fn bad_cursor_and_limit_are_refused(engine: Engine) {
     let db = t.open().await;
     let u = Uuid::now_v7();
     for bad in ["nope", "", "00", "7a7a7c7a7a"] {
-        assert!(matches!(
-            page(&db.any, u, Some(bad), 20).await,
-            Err(FeedError::InvalidCursor)
-        ));
+        assert_eq!(
+            PageRequest::parse(Some("20"), Some(bad)),
+            Err(PageError::Cursor)
+        );
     }
-    for limit in [0, 101] {
-        assert!(matches!(
-            page(&db.any, u, None, limit).await,
-            Err(FeedError::InvalidLimit)
-        ));
+    for limit in ["0", "101"] {
+        assert_eq!(PageRequest::parse(Some(limit), None), Err(PageError::Limit));
     }
     let empty = page(&db.any, u, None, 100).await.unwrap();
     assert!(empty.items.is_empty() && empty.next_cursor.is_none());

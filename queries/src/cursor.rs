@@ -1,18 +1,23 @@
 //! The keyset cursor every list shares: the `(timestamp, id)` of the last item of a page,
 //! handed to clients as opaque hex text.
 
+use nova_infra::readmodel::{parse_ts, ts, Timestamp};
 use uuid::Uuid;
 
 /// A position in a list, newest-first or oldest-first: the page after it starts strictly
 /// beyond `(at, id)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    /// A stored timestamp, in the fixed-width form read models keep (`%Y-%m-%dT%H:%M:%S%.6fZ`).
+    /// A stored timestamp, in the canonical text form of `nova_infra::readmodel`.
     pub at: String,
     pub id: Uuid,
 }
 
 impl Cursor {
+    pub fn new(at: Timestamp, id: Uuid) -> Cursor {
+        Cursor { at: ts(at.0), id }
+    }
+
     /// Opaque text form: hex of `<at>|<id>`.
     pub fn encode(&self) -> String {
         hex::encode(format!("{}|{}", self.at, self.id))
@@ -27,16 +32,9 @@ impl Cursor {
         }
         let raw = String::from_utf8(hex::decode(text).ok()?).ok()?;
         let (at, id) = raw.split_once('|')?;
-        let canonical = chrono::DateTime::parse_from_rfc3339(at)
-            .ok()?
-            .with_timezone(&chrono::Utc)
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string();
-        if canonical != at {
-            return None;
-        }
+        parse_ts(at)?;
         Some(Cursor {
-            at: canonical,
+            at: at.to_owned(),
             id: Uuid::parse_str(id).ok()?,
         })
     }

@@ -11,74 +11,46 @@
 //! `(created_at, post_id)`; the next page is strictly older, so pages do not shift while new
 //! posts arrive.
 
-use serde::Serialize;
+use nova_infra::readmodel::{Flag, Id, JsonText, Timestamp};
 use sqlx::AnyPool;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::QueryError;
-
-pub const DEFAULT_LIMIT: u32 = 20;
-pub const MAX_LIMIT: u32 = 100;
+use crate::page::{Page, PageRequest};
+use crate::{Cursor, QueryError};
 
 /// One post in a feed.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
-pub struct FeedItem {
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FeedRow {
+    pub created_at: Timestamp,
+    #[sqlx(try_from = "Id")]
     pub post_id: Uuid,
+    #[sqlx(try_from = "Id")]
     pub author_id: Uuid,
     pub content: String,
-    pub media_urls: Vec<String>,
-    /// RFC 3339, UTC, microseconds.
-    pub created_at: String,
-    /// RFC 3339 time of the latest edit, if any.
-    pub edited_at: Option<String>,
+    pub media_urls: JsonText<Vec<String>>,
+    /// Time of the latest edit, if any.
+    pub edited_at: Option<Timestamp>,
 }
 
-/// A page of a feed.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
-pub struct FeedPage {
-    pub items: Vec<FeedItem>,
-    /// Pass as `cursor` to read the next (older) page; `null` on the last page.
-    pub next_cursor: Option<String>,
+/// An author whose posts are read at query time.
+#[derive(sqlx::FromRow)]
+struct PulledAuthor {
+    own: Flag,
+    #[sqlx(try_from = "Id")]
+    author_id: Uuid,
+    active: Flag,
 }
-
-#[derive(Debug, thiserror::Error)]
-pub enum FeedError {
-    #[error("the cursor is not one this server handed out")]
-    InvalidCursor,
-    #[error("limit must be an integer from 1 to {MAX_LIMIT}")]
-    InvalidLimit,
-    #[error(transparent)]
-    Query(#[from] QueryError),
-}
-
-impl From<sqlx::Error> for FeedError {
-    fn from(e: sqlx::Error) -> Self {
-        FeedError::Query(QueryError::Unavailable(e))
-    }
-}
-
-pub use crate::cursor::Cursor;
-
-type Row = (String, String, String, String, String, Option<String>);
 
 const COLUMNS: &str = "p.created_at, p.post_id, p.author_id, p.content, p.media_urls, p.edited_at";
 
-/// A page of `user`'s feed, older than `cursor` (an opaque string from a previous page's
-/// `next_cursor`), of at most `limit` items (1..=[`MAX_LIMIT`]).
+/// A page of `user`'s feed, strictly older than the request's cursor.
 pub async fn page(
     pool: &AnyPool,
     user: Uuid,
-    cursor: Option<&str>,
-    limit: u32,
-) -> Result<FeedPage, FeedError> {
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(FeedError::InvalidLimit);
-    }
-    let cursor = cursor
-        .map(|c| Cursor::decode(c).ok_or(FeedError::InvalidCursor))
-        .transpose()?;
-    let want = i64::from(limit) + 1;
+    req: &PageRequest,
+) -> Result<Page<FeedRow>, QueryError> {
+    let cursor = req.after.as_ref();
+    let want = req.fetch();
     let user = user.to_string();
 
     // (a) The fanned-out timeline.
@@ -96,16 +68,16 @@ pub async fn page(
          ORDER BY t.created_at DESC, t.post_id DESC \
          LIMIT $2"
     );
-    let mut q = sqlx::query_as::<_, Row>(&sql).bind(&user).bind(want);
-    if let Some(c) = &cursor {
+    let mut q = sqlx::query_as::<_, FeedRow>(&sql).bind(&user).bind(want);
+    if let Some(c) = cursor {
         q = q.bind(&c.at).bind(c.id.to_string());
     }
     let mut rows = q.fetch_all(pool).await?;
 
     // (b) Authors read at query time: the user (unless deactivated) and followed pulled,
     // active authors.
-    let authors: Vec<(i64, String, i64)> = sqlx::query_as(
-        "SELECT 0, f.followee_id, a.active FROM feed_follows f \
+    let authors: Vec<PulledAuthor> = sqlx::query_as(
+        "SELECT 0 AS own, f.followee_id AS author_id, a.active FROM feed_follows f \
          JOIN feed_authors a ON a.author_id = f.followee_id \
          WHERE f.follower_id = $1 AND a.pulled = 1 \
          UNION ALL \
@@ -114,13 +86,11 @@ pub async fn page(
     .bind(&user)
     .fetch_all(pool)
     .await?;
-    let own_inactive = authors
-        .iter()
-        .any(|(own, _, active)| *own == 1 && *active == 0);
+    let own_inactive = authors.iter().any(|a| a.own.0 && !a.active.0);
     let mut read: Vec<String> = authors
         .into_iter()
-        .filter(|(own, _, active)| *own == 0 && *active == 1)
-        .map(|(_, id, _)| id)
+        .filter(|a| !a.own.0 && a.active.0)
+        .map(|a| a.author_id.to_string())
         .collect();
     if !own_inactive {
         read.push(user.clone());
@@ -145,8 +115,8 @@ pub async fn page(
     // Nothing to merge when the caller is deactivated and follows no pulled author.
     if !read.is_empty() {
         let sql = branches.join(" UNION ALL ");
-        let mut q = sqlx::query_as::<_, Row>(&sql).bind(want);
-        if let Some(c) = &cursor {
+        let mut q = sqlx::query_as::<_, FeedRow>(&sql).bind(want);
+        if let Some(c) = cursor {
             q = q.bind(&c.at).bind(c.id.to_string());
         }
         for author in &read {
@@ -156,37 +126,10 @@ pub async fn page(
     }
 
     // Merge: newest first, each post once, cut at limit (+1 tells whether more exist).
-    rows.sort_unstable_by(|a, b| (&b.0, &b.1).cmp(&(&a.0, &a.1)));
-    rows.dedup_by(|a, b| a.1 == b.1);
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let next_cursor = if more {
-        rows.last().and_then(|r| {
-            Some(
-                Cursor {
-                    at: r.0.clone(),
-                    id: Uuid::parse_str(&r.1).ok()?,
-                }
-                .encode(),
-            )
-        })
-    } else {
-        None
-    };
-    let items = rows
-        .into_iter()
-        .filter_map(
-            |(created_at, post_id, author_id, content, media, edited_at)| {
-                Some(FeedItem {
-                    post_id: Uuid::parse_str(&post_id).ok()?,
-                    author_id: Uuid::parse_str(&author_id).ok()?,
-                    content,
-                    media_urls: serde_json::from_str(&media).unwrap_or_default(),
-                    created_at,
-                    edited_at,
-                })
-            },
-        )
-        .collect();
-    Ok(FeedPage { items, next_cursor })
+    // Typed order equals the stored text order (fixed-width timestamps, canonical UUIDs).
+    rows.sort_unstable_by_key(|r| std::cmp::Reverse((r.created_at, r.post_id)));
+    rows.dedup_by(|a, b| a.post_id == b.post_id);
+    Ok(Page::cut(rows, req, |r| {
+        Cursor::new(r.created_at, r.post_id)
+    }))
 }

@@ -2,34 +2,22 @@
 //! names from the user directory), counts, and every edge of a user (for the deactivation
 //! policy).
 
-use serde::Serialize;
+use nova_infra::readmodel::{Id, Timestamp};
 use sqlx::AnyPool;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::QueryError;
-
-pub const DEFAULT_LIMIT: i64 = 20;
-pub const MAX_LIMIT: i64 = 100;
+use crate::page::{keyset, Order, Page, PageRequest};
+use crate::{Cursor, QueryError};
 
 /// One entry of a follower or following list: the other user and when the follow began.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
-pub struct FollowEntry {
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FollowRow {
+    #[sqlx(try_from = "Id")]
     pub user_id: Uuid,
     pub username: String,
     pub display_name: Option<String>,
-    /// RFC 3339 (UTC, microseconds).
-    pub followed_at: String,
+    pub followed_at: Timestamp,
 }
-
-/// One page of a list; `next_cursor` is `null` on the last page.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
-pub struct FollowPage {
-    pub items: Vec<FollowEntry>,
-    pub next_cursor: Option<String>,
-}
-
-pub use crate::cursor::Cursor;
 
 /// Which side of the edges a list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,77 +42,52 @@ impl Side {
 pub async fn followers(
     pool: &AnyPool,
     user: Uuid,
-    cursor: Option<&Cursor>,
-    limit: i64,
-) -> Result<FollowPage, QueryError> {
-    list(pool, Side::Followers, user, cursor, limit).await
+    req: &PageRequest,
+) -> Result<Page<FollowRow>, QueryError> {
+    list(pool, Side::Followers, user, req).await
 }
 
 /// The users `user` follows, newest follow first. Deactivated users are skipped.
 pub async fn following(
     pool: &AnyPool,
     user: Uuid,
-    cursor: Option<&Cursor>,
-    limit: i64,
-) -> Result<FollowPage, QueryError> {
-    list(pool, Side::Following, user, cursor, limit).await
+    req: &PageRequest,
+) -> Result<Page<FollowRow>, QueryError> {
+    list(pool, Side::Following, user, req).await
 }
-
-type EntryRow = (String, String, Option<String>, String);
 
 async fn list(
     pool: &AnyPool,
     side: Side,
     user: Uuid,
-    cursor: Option<&Cursor>,
-    limit: i64,
-) -> Result<FollowPage, QueryError> {
-    let limit = limit.clamp(1, MAX_LIMIT);
+    req: &PageRequest,
+) -> Result<Page<FollowRow>, QueryError> {
     let (other, own) = side.columns();
-    let after = if cursor.is_some() {
-        format!("AND (e.followed_at < $3 OR (e.followed_at = $3 AND e.{other} < $4))")
-    } else {
-        String::new()
-    };
+    let after = keyset(
+        req,
+        "e.followed_at",
+        &format!("e.{other}"),
+        Order::NewestFirst,
+        3,
+    );
     // Newest first; ties broken by id so that the order (and so the cursor) is total.
     let sql = format!(
-        "SELECT e.{other}, d.username, d.display_name, e.followed_at \
+        "SELECT e.{other} AS user_id, d.username, d.display_name, e.followed_at \
          FROM follow_edges e JOIN user_directory d ON d.user_id = e.{other} \
          WHERE e.{own} = $1 AND d.active = 1 {after} \
          ORDER BY e.followed_at DESC, e.{other} DESC \
          LIMIT $2"
     );
-    let mut query = sqlx::query_as::<_, EntryRow>(&sql)
+    let mut query = sqlx::query_as::<_, FollowRow>(&sql)
         .bind(user.to_string())
-        .bind(limit + 1);
-    if let Some(c) = cursor {
+        .bind(req.fetch());
+    if let Some(c) = &req.after {
         query = query.bind(c.at.clone()).bind(c.id.to_string());
     }
     let rows = query.fetch_all(pool).await?;
-    let more = rows.len() as i64 > limit;
-    let items: Vec<FollowEntry> = rows
-        .into_iter()
-        .take(limit as usize)
-        .filter_map(|(id, username, display_name, followed_at)| {
-            Some(FollowEntry {
-                user_id: Uuid::parse_str(&id).ok()?,
-                username,
-                display_name,
-                followed_at,
-            })
-        })
-        .collect();
-    let next_cursor = match items.last() {
-        Some(last) if more => Some(
-            Cursor {
-                at: last.followed_at.clone(),
-                id: last.user_id,
-            }
-            .encode(),
-        ),
-        _ => None,
-    };
-    Ok(FollowPage { items, next_cursor })
+    Ok(Page::cut(rows, req, |r| {
+        Cursor::new(r.followed_at, r.user_id)
+    }))
 }
 
 /// (followers, following) of `user`; zeros for a user nobody ever followed.
@@ -152,21 +115,19 @@ pub async fn edges_of(pool: &AnyPool, user: Uuid) -> Result<Vec<(Uuid, Uuid)>, Q
         );
         let mut after = String::new();
         loop {
-            let rows: Vec<(String,)> = sqlx::query_as(&sql)
+            let rows: Vec<(Id,)> = sqlx::query_as(&sql)
                 .bind(user.to_string())
                 .bind(&after)
                 .bind(EDGE_PAGE)
                 .fetch_all(pool)
                 .await?;
             let full = rows.len() as i64 == EDGE_PAGE;
-            for (id,) in rows {
-                if let Ok(o) = Uuid::parse_str(&id) {
-                    edges.push(match side {
-                        Side::Followers => (o, user),
-                        Side::Following => (user, o),
-                    });
-                }
-                after = id;
+            for (Id(o),) in rows {
+                edges.push(match side {
+                    Side::Followers => (o, user),
+                    Side::Following => (user, o),
+                });
+                after = o.to_string();
             }
             if !full {
                 break;

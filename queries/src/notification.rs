@@ -9,45 +9,38 @@
 use std::collections::BTreeMap;
 
 use nova_event_schemas::user::NotificationKind;
-use serde::Serialize;
+use nova_infra::readmodel::{Flag, Id, Timestamp};
 use sqlx::AnyPool;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::QueryError;
-
-/// Page size when the client gives none, and the largest it may ask for.
-pub const DEFAULT_LIMIT: i64 = 20;
-pub const MAX_LIMIT: i64 = 100;
+use crate::page::{keyset, Order, Page, PageRequest};
+use crate::{Cursor, QueryError};
 
 /// One notification as the list shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
-pub struct NotificationItem {
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NotificationRow {
+    #[sqlx(try_from = "Id")]
     pub notification_id: Uuid,
     /// `follow`, `like`, `comment`, `mention` or `share`.
     pub kind: String,
     /// Who followed, liked, commented, mentioned or shared.
+    #[sqlx(try_from = "Id")]
     pub actor_id: Uuid,
     /// The post concerned (none for `follow`).
-    pub post_id: Option<Uuid>,
+    pub post_id: Option<Id>,
     /// The comment concerned (`comment`, and `mention` in a comment).
-    pub comment_id: Option<Uuid>,
-    /// RFC 3339, the time of the event that caused it.
-    pub created_at: String,
-    pub read: bool,
+    pub comment_id: Option<Id>,
+    /// The time of the event that caused it.
+    pub created_at: Timestamp,
+    pub read: Flag,
 }
 
-/// A page of the list.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
+/// A page of the list with the unread count (over the whole list, not this page).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationPage {
-    pub items: Vec<NotificationItem>,
-    /// Pass as `?cursor=` for the next (older) page; null on the last page.
-    pub next_cursor: Option<String>,
-    /// Visible notifications not yet read (over the whole list, not this page).
+    pub page: Page<NotificationRow>,
     pub unread_count: i64,
 }
-
-pub use crate::cursor::Cursor;
 
 /// Shown to the recipient (`$1`): kind on at creation time, no block then or now.
 const VISIBLE: &str = "n.recipient_id = $1 \
@@ -64,78 +57,42 @@ const VISIBLE: &str = "n.recipient_id = $1 \
 const READ: &str = "(r.user_id IS NOT NULL AND (n.created_at < r.up_to_created_at \
     OR (n.created_at = r.up_to_created_at AND n.notification_id <= r.up_to_id)))";
 
-type Row = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    i64,
-);
-
-/// `user`'s visible notifications, newest first: up to `limit` after `cursor`, only unread
+/// `user`'s visible notifications, newest first, after the request's cursor; only unread
 /// ones if `unread_only`.
 pub async fn list(
     pool: &AnyPool,
     user: Uuid,
-    limit: i64,
-    cursor: Option<&Cursor>,
+    req: &PageRequest,
     unread_only: bool,
 ) -> Result<NotificationPage, QueryError> {
-    let limit = limit.clamp(1, MAX_LIMIT);
-    let mut sql = format!(
-        "SELECT n.notification_id, n.kind, n.actor_id, n.post_id, n.comment_id, n.created_at, \
-                CAST(CASE WHEN {READ} THEN 1 ELSE 0 END AS BIGINT) \
-         FROM notification n LEFT JOIN notification_read r ON r.user_id = n.recipient_id \
-         WHERE {VISIBLE}"
+    let keyset = keyset(
+        req,
+        "n.created_at",
+        "n.notification_id",
+        Order::NewestFirst,
+        3,
     );
-    if cursor.is_some() {
-        sql.push_str(" AND (n.created_at < $2 OR (n.created_at = $2 AND n.notification_id < $3))");
-    }
-    if unread_only {
-        sql.push_str(&format!(" AND NOT {READ}"));
-    }
-    let limit_param = if cursor.is_some() { 4 } else { 2 };
-    sql.push_str(&format!(
-        " ORDER BY n.created_at DESC, n.notification_id DESC LIMIT ${limit_param}"
-    ));
-    let mut query = sqlx::query_as::<_, Row>(&sql).bind(user.to_string());
-    if let Some(c) = cursor {
+    let unread = if unread_only {
+        format!("AND NOT {READ}")
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "SELECT n.notification_id, n.kind, n.actor_id, n.post_id, n.comment_id, n.created_at, \
+                CAST(CASE WHEN {READ} THEN 1 ELSE 0 END AS BIGINT) AS read \
+         FROM notification n LEFT JOIN notification_read r ON r.user_id = n.recipient_id \
+         WHERE {VISIBLE} {keyset} {unread} \
+         ORDER BY n.created_at DESC, n.notification_id DESC LIMIT $2"
+    );
+    let mut query = sqlx::query_as::<_, NotificationRow>(&sql)
+        .bind(user.to_string())
+        .bind(req.fetch());
+    if let Some(c) = &req.after {
         query = query.bind(c.at.clone()).bind(c.id.to_string());
     }
-    // One more than asked, to know whether there is a next page.
-    let rows = query.bind(limit + 1).fetch_all(pool).await?;
-    let more = rows.len() as i64 > limit;
-    let items: Vec<NotificationItem> = rows
-        .into_iter()
-        .take(limit as usize)
-        .filter_map(|r| {
-            Some(NotificationItem {
-                notification_id: Uuid::parse_str(&r.0).ok()?,
-                kind: r.1,
-                actor_id: Uuid::parse_str(&r.2).ok()?,
-                post_id: r.3.and_then(|p| Uuid::parse_str(&p).ok()),
-                comment_id: r.4.and_then(|c| Uuid::parse_str(&c).ok()),
-                created_at: r.5,
-                read: r.6 != 0,
-            })
-        })
-        .collect();
-    let next_cursor = if more {
-        items.last().map(|last| {
-            Cursor {
-                at: last.created_at.clone(),
-                id: last.notification_id,
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
+    let rows = query.fetch_all(pool).await?;
     Ok(NotificationPage {
-        items,
-        next_cursor,
+        page: Page::cut(rows, req, |n| Cursor::new(n.created_at, n.notification_id)),
         unread_count: unread_count(pool, user).await?,
     })
 }
@@ -175,7 +132,7 @@ pub async fn preferences(
     pool: &AnyPool,
     user: Uuid,
 ) -> Result<BTreeMap<NotificationKind, bool>, QueryError> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
+    let rows: Vec<(String, Flag)> = sqlx::query_as(
         "SELECT kind, disabled FROM notification_preference \
          WHERE user_id = $1 \
            AND version = (SELECT MAX(version) FROM notification_preference WHERE user_id = $1)",
@@ -187,10 +144,11 @@ pub async fn preferences(
         .into_iter()
         .map(|k| (k, true))
         .collect();
-    for (kind, disabled) in rows {
-        if let Some(kind) = NotificationKind::parse(&kind) {
-            prefs.insert(kind, disabled == 0);
-        }
+    for (kind, Flag(disabled)) in rows {
+        let kind: String = kind;
+        let kind = NotificationKind::parse(&kind)
+            .ok_or_else(|| QueryError::Corrupt(format!("unknown notification kind {kind:?}")))?;
+        prefs.insert(kind, !disabled);
     }
     Ok(prefs)
 }

@@ -75,6 +75,10 @@ impl AppError {
         )
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        AppError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     pub fn unauthorized() -> Self {
         AppError::new(
             StatusCode::UNAUTHORIZED,
@@ -198,7 +202,12 @@ impl From<QueryRejection> for AppError {
 
 impl From<QueryError> for AppError {
     fn from(e: QueryError) -> Self {
-        AppError::unavailable(e)
+        match e {
+            QueryError::Unavailable(_) => AppError::unavailable(e),
+            // A stored value that does not decode is a bug or a corrupt read model, not
+            // something a retry fixes: logged as an error, answered 500, never hidden.
+            QueryError::Corrupt(_) => AppError::internal(e),
+        }
     }
 }
 

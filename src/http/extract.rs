@@ -1,14 +1,20 @@
 //! Request extractors whose rejections all go through [`AppError`].
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use nova_commands::user::Authenticated;
-use nova_commands::CommandContext;
+use nova_commands::{CommandContext, Done};
 use nova_event_schemas::Domain;
 use nova_projections::checkpoint::Caught;
+use nova_queries::{Page, PageRequest};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::AppError;
@@ -123,21 +129,188 @@ pub fn context_from_headers(headers: &HeaderMap, actor: Option<Uuid>) -> Command
     ctx
 }
 
-/// The authenticated caller (valid access token, active session).
-pub struct Auth(pub Authenticated);
+/// The acting user of a request — a valid access token of a live session — and the command
+/// context its commands carry (actor, correlation id from `X-Request-Id`). Derefs to the
+/// [`Authenticated`] caller (`actor.user_id`, `actor.admin`, …).
+pub struct Actor {
+    pub who: Authenticated,
+    pub ctx: CommandContext,
+}
 
-impl Auth {
-    pub fn context(&self, headers: &HeaderMap) -> CommandContext {
-        context_from_headers(headers, Some(self.0.user_id))
+impl std::ops::Deref for Actor {
+    type Target = Authenticated;
+
+    fn deref(&self) -> &Authenticated {
+        &self.who
     }
 }
 
-impl FromRequestParts<AppState> for Auth {
+impl Actor {
+    /// 403 unless the caller has the `admin` role.
+    pub fn require_admin(&self) -> Result<(), AppError> {
+        if self.who.admin {
+            return Ok(());
+        }
+        Err(AppError::forbidden("this route needs the admin role"))
+    }
+
+    /// 403 unless the caller has the `analyst` or the `admin` role.
+    pub fn require_analyst(&self) -> Result<(), AppError> {
+        if self.who.admin || self.who.analyst {
+            return Ok(());
+        }
+        Err(AppError::forbidden(
+            "this route needs the admin or analyst role",
+        ))
+    }
+}
+
+impl FromRequestParts<AppState> for Actor {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer(&parts.headers)?.ok_or_else(AppError::unauthorized)?;
-        Ok(Auth(state.users.authenticate(&token).await?))
+        let who = state.users.authenticate(&token).await?;
+        let ctx = context_from_headers(&parts.headers, Some(who.user_id));
+        Ok(Actor { who, ctx })
+    }
+}
+
+/// `axum::extract::Query` with Nova's error format.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub struct Query<T>(pub T);
+
+/// The query string of a list: `?limit=&cursor=`, validated the same way on every list (a bad
+/// value is a 400 `invalid_field` naming `limit` or `cursor`), plus the list's own filter `F`
+/// (none by default). Any other parameter is a 400 `invalid_query`.
+pub struct PageQuery<F = NoFilter>(pub PageRequest, pub F);
+
+/// A list's own query parameters besides `limit` and `cursor`.
+pub trait ListFilter: serde::de::DeserializeOwned + Send {
+    /// The parameter names the filter reads.
+    const KEYS: &'static [&'static str];
+}
+
+/// A list without parameters of its own.
+#[derive(Deserialize)]
+pub struct NoFilter {}
+
+impl ListFilter for NoFilter {
+    const KEYS: &'static [&'static str] = &[];
+}
+
+/// The page parameters as documented in the OpenAPI document.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page size, 1–100 (default 20); other values are a 400.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page of the same list.
+    pub cursor: Option<String>,
+}
+
+impl<S: Send + Sync, F: ListFilter> FromRequestParts<S> for PageQuery<F> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        use axum::extract::Query as Q;
+        let Q(pairs) = Q::<Vec<(String, String)>>::try_from_uri(&parts.uri)?;
+        let (mut limit, mut cursor) = (None, None);
+        for (key, value) in pairs {
+            match key.as_str() {
+                "limit" => limit = Some(value),
+                "cursor" => cursor = Some(value),
+                k if F::KEYS.contains(&k) => {}
+                k => {
+                    return Err(AppError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        format!("unknown query parameter `{k}`"),
+                    ))
+                }
+            }
+        }
+        let page = PageRequest::parse(limit.as_deref(), cursor.as_deref())
+            .map_err(|e| AppError::invalid_field(e.field(), e.to_string()))?;
+        let Q(filter) = Q::<F>::try_from_uri(&parts.uri)?;
+        Ok(PageQuery(page, filter))
+    }
+}
+
+/// A page of a list as the API answers it: `{items, next_cursor}`.
+#[derive(Serialize, ToSchema)]
+pub struct PageBody<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to read the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T, R: Into<T>> From<Page<R>> for PageBody<T> {
+    fn from(page: Page<R>) -> Self {
+        PageBody {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// `{"version": n}`: the aggregate's version after a command.
+#[derive(Serialize, ToSchema)]
+pub struct Version {
+    pub version: i64,
+}
+
+/// A command's answer: its status, `X-Nova-Position: <domain>:<position>` when it appended,
+/// and a JSON body.
+pub struct Answer<T> {
+    status: StatusCode,
+    position: Option<(HeaderName, HeaderValue)>,
+    body: T,
+}
+
+impl Answer<Version> {
+    /// 200 `{"version": n}`.
+    pub fn version(domain: Domain, done: Done) -> Self {
+        Answer::ok(
+            domain,
+            done.position,
+            Version {
+                version: done.version,
+            },
+        )
+    }
+}
+
+impl<T: Serialize> Answer<T> {
+    /// 200 with `body`.
+    pub fn ok(domain: Domain, position: Option<i64>, body: T) -> Self {
+        Answer {
+            status: StatusCode::OK,
+            position: position_header(domain, position),
+            body,
+        }
+    }
+
+    /// 201 with `body` (the new resource's id).
+    pub fn created(domain: Domain, position: Option<i64>, body: T) -> Self {
+        Answer {
+            status: StatusCode::CREATED,
+            position: position_header(domain, position),
+            body,
+        }
+    }
+}
+
+impl<T: Serialize> axum::response::IntoResponse for Answer<T> {
+    fn into_response(self) -> axum::response::Response {
+        (
+            self.status,
+            axum::response::AppendHeaders(self.position),
+            Json(self.body),
+        )
+            .into_response()
     }
 }
 
@@ -155,49 +328,156 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<String>, AppError> {
     }
 }
 
-/// `X-Nova-Min-Position: <domain>:<position>` — the read waits until the projection has
-/// applied that position.
-pub struct MinPosition(pub Option<(Domain, i64)>);
+/// `X-Nova-Min-Position: <domain>:<position>` — the read waits until the view has applied that
+/// position (read-your-writes on demand), and the client that sent it.
+pub struct MinPosition {
+    pub wanted: Option<(Domain, i64)>,
+    client: IpAddr,
+}
+
+/// Most reads one client address may hold waiting for a projection at once; more answer 429.
+/// A wait costs little, but without a bound one client could park thousands of requests.
+pub const MAX_WAITS_PER_CLIENT: usize = 16;
+
+/// The waits in progress per client address.
+#[derive(Clone, Default)]
+pub struct Waits(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// A claimed wait slot; released when dropped.
+struct WaitSlot {
+    waits: Waits,
+    client: IpAddr,
+}
+
+impl Waits {
+    fn enter(&self, client: IpAddr) -> Option<WaitSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(client).or_insert(0);
+        if *n >= MAX_WAITS_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(WaitSlot {
+            waits: self.clone(),
+            client,
+        })
+    }
+
+    /// Waits in progress for `client` (for tests and metrics).
+    pub fn of(&self, client: IpAddr) -> usize {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&client).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut map = self.waits.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// The address the request came from (the socket peer); unspecified when the router is driven
+/// without a socket.
+pub fn client_addr(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |c| c.0.ip())
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        let client = client_addr(parts);
         let Some(v) = parts.headers.get(MIN_POSITION) else {
-            return Ok(MinPosition(None));
+            return Ok(MinPosition {
+                wanted: None,
+                client,
+            });
         };
-        let bad = || {
-            AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_header",
-                "X-Nova-Min-Position must look like <domain>:<position>, e.g. user:42",
-            )
-        };
-        let s = v.to_str().map_err(|_| bad())?;
-        let (d, p) = s.split_once(':').ok_or_else(bad)?;
-        let domain = Domain::parse(d.trim()).ok_or_else(bad)?;
-        let position = p.trim().parse::<i64>().map_err(|_| bad())?;
+        let s = v.to_str().map_err(|_| bad_min_position())?;
+        let (d, p) = s.split_once(':').ok_or_else(bad_min_position)?;
+        let domain = Domain::parse(d.trim()).ok_or_else(bad_min_position)?;
+        let position = p.trim().parse::<i64>().map_err(|_| bad_min_position())?;
         if position < 0 {
-            return Err(bad());
+            return Err(bad_min_position());
         }
-        Ok(MinPosition(Some((domain, position))))
+        Ok(MinPosition {
+            wanted: Some((domain, position)),
+            client,
+        })
     }
 }
 
+fn bad_min_position() -> AppError {
+    AppError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_header",
+        "X-Nova-Min-Position must look like <domain>:<position>, e.g. user:42",
+    )
+}
+
+/// A view a read is answered from: the projection and the domains it consumes.
+pub type View<'a> = (&'a str, &'a [Domain]);
+
 impl MinPosition {
-    /// Waits for `projection` to reach the requested position (if it consumes that domain).
-    pub async fn wait(
-        &self,
-        state: &AppState,
-        projection: &str,
-        consumes: &[Domain],
-    ) -> Result<(), AppError> {
-        let Some((domain, position)) = self.0 else {
+    /// Waits until the view of `views` that consumes the header's domain has applied the
+    /// position. Checked before any wait: the domain must be one these views read, and the
+    /// position must have been written (a position beyond the domain's head could never be
+    /// reached, so waiting for it would only hold a request for 5 s); each client address may
+    /// hold at most [`MAX_WAITS_PER_CLIENT`] waits at once. Handlers take their caller
+    /// ([`Actor`]) before this, so an anonymous caller of a protected route never waits.
+    pub async fn wait(&self, state: &AppState, views: &[View<'_>]) -> Result<(), AppError> {
+        let Some((domain, position)) = self.wanted else {
             return Ok(());
         };
-        if !consumes.contains(&domain) {
+        let Some((projection, _)) = views.iter().find(|(_, ds)| ds.contains(&domain)) else {
+            let read: Vec<&str> = views
+                .iter()
+                .flat_map(|(_, ds)| ds.iter().map(|d| d.as_str()))
+                .collect();
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                format!(
+                    "X-Nova-Min-Position names {domain}, but this read is answered from {}",
+                    read.join(", ")
+                ),
+            ));
+        };
+        if state.checkpoints.cached(projection, domain) >= position {
             return Ok(());
         }
+        let head = state
+            .db
+            .store
+            .head(domain)
+            .await
+            .map_err(AppError::unavailable)?;
+        if position > head {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                format!(
+                    "X-Nova-Min-Position {domain}:{position} has not been written (head {head})"
+                ),
+            ));
+        }
+        let Some(_slot) = state.waits.enter(self.client) else {
+            return Err(AppError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_waits",
+                format!("at most {MAX_WAITS_PER_CLIENT} reads may wait for a projection at once"),
+            )
+            .retry_after(1));
+        };
         wait_for(state, projection, domain, position).await
     }
 }

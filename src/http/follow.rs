@@ -4,20 +4,19 @@
 //! command whose effect already holds appends nothing and answers the same version.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{AppendHeaders, IntoResponse};
-use nova_commands::Done;
 use nova_event_schemas::Domain;
 use nova_projections::{follow_graph, user_directory};
-use nova_queries::follow::{self as graph, Cursor, FollowPage};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use nova_queries::follow::{self as graph, FollowRow};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
-use super::extract::{position_header, Auth, Json, MinPosition, Path};
+use super::extract::{
+    Actor, Answer, Json, MinPosition, PageBody, PageParams, PageQuery, Path, Version,
+};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,18 +27,25 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(following))
 }
 
+/// One entry of a follower or following list: the other user and when the follow began.
 #[derive(Serialize, ToSchema)]
-pub struct Version {
-    version: i64,
+pub struct FollowEntry {
+    pub user_id: Uuid,
+    pub username: String,
+    pub display_name: Option<String>,
+    /// RFC 3339 (UTC, microseconds).
+    pub followed_at: String,
 }
 
-fn version_response(done: Done) -> impl IntoResponse {
-    (
-        AppendHeaders(position_header(Domain::Follow, done.position)),
-        Json(Version {
-            version: done.version,
-        }),
-    )
+impl From<FollowRow> for FollowEntry {
+    fn from(r: FollowRow) -> Self {
+        FollowEntry {
+            user_id: r.user_id,
+            username: r.username,
+            display_name: r.display_name,
+            followed_at: r.followed_at.to_string(),
+        }
+    }
 }
 
 /// Follow a user. Following someone you already follow changes nothing (no new event).
@@ -56,15 +62,11 @@ fn version_response(done: Done) -> impl IntoResponse {
     ))]
 async fn follow(
     State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
+    actor: Actor,
     Path(id): Path<Uuid>,
-) -> Result<impl IntoResponse, AppError> {
-    let done = state
-        .follows
-        .follow(&auth.context(&headers), auth.0.user_id, id)
-        .await?;
-    Ok(version_response(done))
+) -> Result<Answer<Version>, AppError> {
+    let done = state.follows.follow(&actor.ctx, actor.user_id, id).await?;
+    Ok(Answer::version(Domain::Follow, done))
 }
 
 /// Unfollow a user. Unfollowing someone you do not follow changes nothing.
@@ -79,15 +81,14 @@ async fn follow(
     ))]
 async fn unfollow(
     State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
+    actor: Actor,
     Path(id): Path<Uuid>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<Version>, AppError> {
     let done = state
         .follows
-        .unfollow(&auth.context(&headers), auth.0.user_id, id)
+        .unfollow(&actor.ctx, actor.user_id, id)
         .await?;
-    Ok(version_response(done))
+    Ok(Answer::version(Domain::Follow, done))
 }
 
 /// Block a user. Ends the follows between the two of you in both directions; while the block
@@ -104,15 +105,11 @@ async fn unfollow(
     ))]
 async fn block(
     State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
+    actor: Actor,
     Path(id): Path<Uuid>,
-) -> Result<impl IntoResponse, AppError> {
-    let done = state
-        .follows
-        .block(&auth.context(&headers), auth.0.user_id, id)
-        .await?;
-    Ok(version_response(done))
+) -> Result<Answer<Version>, AppError> {
+    let done = state.follows.block(&actor.ctx, actor.user_id, id).await?;
+    Ok(Answer::version(Domain::Follow, done))
 }
 
 /// Lift your block of a user. Follows ended by the block are not restored.
@@ -127,66 +124,24 @@ async fn block(
     ))]
 async fn unblock(
     State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
+    actor: Actor,
     Path(id): Path<Uuid>,
-) -> Result<impl IntoResponse, AppError> {
-    let done = state
-        .follows
-        .unblock(&auth.context(&headers), auth.0.user_id, id)
-        .await?;
-    Ok(version_response(done))
-}
-
-/// `?limit=&cursor=` of the lists.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// 1–100, default 20.
-    limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
-/// `axum::extract::Query` with Nova's error format.
-#[derive(axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(AppError))]
-pub struct Query<T>(pub T);
-
-impl ListParams {
-    fn parse(self) -> Result<(Option<Cursor>, i64), AppError> {
-        let limit = self.limit.unwrap_or(graph::DEFAULT_LIMIT);
-        if !(1..=graph::MAX_LIMIT).contains(&limit) {
-            return Err(AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("limit must be between 1 and {}", graph::MAX_LIMIT),
-            )
-            .with_details(serde_json::json!({ "field": "limit" })));
-        }
-        let cursor = match self.cursor {
-            None => None,
-            Some(text) => Some(Cursor::decode(&text).ok_or_else(|| {
-                AppError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_query",
-                    "cursor is not a cursor this list returned",
-                )
-                .with_details(serde_json::json!({ "field": "cursor" }))
-            })?),
-        };
-        Ok((cursor, limit))
-    }
+) -> Result<Answer<Version>, AppError> {
+    let done = state.follows.unblock(&actor.ctx, actor.user_id, id).await?;
+    Ok(Answer::version(Domain::Follow, done))
 }
 
 /// Common part of the two lists: the user must be active, and the read honours
 /// `X-Nova-Min-Position` for both the follow graph and the user directory.
 async fn prepare(state: &AppState, id: Uuid, min: &MinPosition) -> Result<(), AppError> {
-    min.wait(state, follow_graph::NAME, &[Domain::Follow])
-        .await?;
-    min.wait(state, user_directory::NAME, &[Domain::User])
-        .await?;
+    min.wait(
+        state,
+        &[
+            (follow_graph::NAME, &[Domain::Follow]),
+            (user_directory::NAME, &[Domain::User]),
+        ],
+    )
+    .await?;
     if !nova_queries::user::is_active(&state.db.any, id).await? {
         return Err(AppError::not_found("user"));
     }
@@ -197,10 +152,10 @@ async fn prepare(state: &AppState, id: Uuid, min: &MinPosition) -> Result<(), Ap
 /// any active user's lists); deactivated users are not listed.
 #[utoipa::path(get, path = "/v1/users/{id}/followers", tag = "social_graph",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "user id"), ListParams,
+    params(("id" = Uuid, Path, description = "user id"), PageParams,
            ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. follow:42")),
     responses(
-        (status = 200, body = FollowPage),
+        (status = 200, body = PageBody<FollowEntry>),
         (status = 400, description = "malformed id, limit or cursor", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "unknown or deactivated user", body = ErrorBody),
@@ -208,15 +163,14 @@ async fn prepare(state: &AppState, id: Uuid, min: &MinPosition) -> Result<(), Ap
     ))]
 async fn followers(
     State(state): State<AppState>,
-    _auth: Auth,
+    _actor: Actor,
     Path(id): Path<Uuid>,
-    Query(params): Query<ListParams>,
+    PageQuery(page, _): PageQuery,
     min: MinPosition,
-) -> Result<Json<FollowPage>, AppError> {
-    let (cursor, limit) = params.parse()?;
+) -> Result<Json<PageBody<FollowEntry>>, AppError> {
     prepare(&state, id, &min).await?;
     Ok(Json(
-        graph::followers(&state.db.any, id, cursor.as_ref(), limit).await?,
+        graph::followers(&state.db.any, id, &page).await?.into(),
     ))
 }
 
@@ -224,10 +178,10 @@ async fn followers(
 /// any active user's lists); deactivated users are not listed.
 #[utoipa::path(get, path = "/v1/users/{id}/following", tag = "social_graph",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "user id"), ListParams,
+    params(("id" = Uuid, Path, description = "user id"), PageParams,
            ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. follow:42")),
     responses(
-        (status = 200, body = FollowPage),
+        (status = 200, body = PageBody<FollowEntry>),
         (status = 400, description = "malformed id, limit or cursor", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "unknown or deactivated user", body = ErrorBody),
@@ -235,14 +189,13 @@ async fn followers(
     ))]
 async fn following(
     State(state): State<AppState>,
-    _auth: Auth,
+    _actor: Actor,
     Path(id): Path<Uuid>,
-    Query(params): Query<ListParams>,
+    PageQuery(page, _): PageQuery,
     min: MinPosition,
-) -> Result<Json<FollowPage>, AppError> {
-    let (cursor, limit) = params.parse()?;
+) -> Result<Json<PageBody<FollowEntry>>, AppError> {
     prepare(&state, id, &min).await?;
     Ok(Json(
-        graph::following(&state.db.any, id, cursor.as_ref(), limit).await?,
+        graph::following(&state.db.any, id, &page).await?.into(),
     ))
 }

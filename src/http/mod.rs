@@ -46,6 +46,8 @@ pub struct AppState {
     /// Set when `NOVA_NATS_URL` is configured.
     pub nats: Option<async_nats::Client>,
     pub rebuilds: ops::Rebuilds,
+    /// Reads waiting for `X-Nova-Min-Position`, per client address.
+    pub waits: extract::Waits,
     pub max_body_bytes: usize,
 }
 

@@ -3,14 +3,12 @@
 //! (eventually consistent, `X-Nova-Min-Position` honoured); the settings are the user's own
 //! commands.
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{AppendHeaders, IntoResponse};
+use axum::extract::State;
 use nova_commands::user::notifications::Preferences;
 use nova_event_schemas::user::NotificationKind;
 use nova_event_schemas::Domain;
 use nova_projections::notification::NAME;
-use nova_queries::notification::{self as notifications, Cursor, NotificationPage};
+use nova_queries::notification::{self as notifications, NotificationRow};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -18,7 +16,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
-use super::extract::{position_header, wait_for, Auth, Json, MinPosition};
+use super::extract::{
+    wait_for, Actor, Answer, Json, ListFilter, MinPosition, PageParams, PageQuery, Version,
+};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -31,25 +31,61 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The domains the notification view consumes: a min-position in any of them is waited for.
 const CONSUMES: &[Domain] = &[Domain::User, Domain::Follow, Domain::Post];
 
-/// `axum::extract::Query` with Nova's error format.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(AppError))]
-struct Query<T>(T);
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct ListParams {
-    /// 1–100, default 20.
-    limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+struct UnreadFilter {
     /// Only notifications not yet read.
     unread_only: Option<bool>,
 }
 
+impl ListFilter for UnreadFilter {
+    const KEYS: &'static [&'static str] = &["unread_only"];
+}
+
+/// One notification as the list shows it.
+#[derive(Serialize, ToSchema)]
+pub struct NotificationItem {
+    pub notification_id: Uuid,
+    /// `follow`, `like`, `comment`, `mention` or `share`.
+    pub kind: String,
+    /// Who followed, liked, commented, mentioned or shared.
+    pub actor_id: Uuid,
+    /// The post concerned (none for `follow`).
+    pub post_id: Option<Uuid>,
+    /// The comment concerned (`comment`, and `mention` in a comment).
+    pub comment_id: Option<Uuid>,
+    /// RFC 3339, the time of the event that caused it.
+    pub created_at: String,
+    pub read: bool,
+}
+
+impl From<NotificationRow> for NotificationItem {
+    fn from(r: NotificationRow) -> Self {
+        NotificationItem {
+            notification_id: r.notification_id,
+            kind: r.kind,
+            actor_id: r.actor_id,
+            post_id: r.post_id.map(Uuid::from),
+            comment_id: r.comment_id.map(Uuid::from),
+            created_at: r.created_at.to_string(),
+            read: r.read.0,
+        }
+    }
+}
+
+/// A page of the list, with the unread count.
+#[derive(Serialize, ToSchema)]
+pub struct NotificationPage {
+    pub items: Vec<NotificationItem>,
+    /// Pass as `?cursor=` for the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
+    /// Visible notifications not yet read (over the whole list, not this page).
+    pub unread_count: i64,
+}
+
 /// The caller's visible notifications, newest first, with the unread count.
 #[utoipa::path(get, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])),
-    params(ListParams,
+    params(PageParams, UnreadFilter,
            ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
     responses(
         (status = 200, body = NotificationPage),
@@ -59,44 +95,25 @@ struct ListParams {
     ))]
 async fn list(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
+    PageQuery(page, filter): PageQuery<UnreadFilter>,
     min: MinPosition,
-    Query(params): Query<ListParams>,
 ) -> Result<Json<NotificationPage>, AppError> {
-    let limit = params.limit.unwrap_or(notifications::DEFAULT_LIMIT);
-    if !(1..=notifications::MAX_LIMIT).contains(&limit) {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("limit must be 1 to {}", notifications::MAX_LIMIT),
-        )
-        .with_details(serde_json::json!({ "field": "limit" })));
-    }
-    let cursor = params
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Cursor::decode(c).ok_or_else(|| {
-                AppError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_cursor",
-                    "cursor must be a next_cursor returned by this list",
-                )
-            })
-        })
-        .transpose()?;
-    min.wait(&state, NAME, CONSUMES).await?;
+    min.wait(&state, &[(NAME, CONSUMES)]).await?;
     // The caller's own settings (read marker, preferences) are always current.
-    wait_for(&state, NAME, Domain::User, auth.0.last_position).await?;
-    let page = notifications::list(
+    wait_for(&state, NAME, Domain::User, actor.last_position).await?;
+    let list = notifications::list(
         &state.db.any,
-        auth.0.user_id,
-        limit,
-        cursor.as_ref(),
-        params.unread_only.unwrap_or(false),
+        actor.user_id,
+        &page,
+        filter.unread_only.unwrap_or(false),
     )
     .await?;
-    Ok(Json(page))
+    Ok(Json(NotificationPage {
+        items: list.page.items.into_iter().map(Into::into).collect(),
+        next_cursor: list.page.next_cursor,
+        unread_count: list.unread_count,
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -104,11 +121,6 @@ async fn list(
 pub struct MarkReadRequest {
     /// The newest notification read; it and every older one count as read.
     up_to: Uuid,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Version {
-    version: i64,
 }
 
 /// Mark the caller's notifications read up to and including `up_to`.
@@ -122,20 +134,14 @@ pub struct Version {
     ))]
 async fn mark_read(
     State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
+    actor: Actor,
     Json(req): Json<MarkReadRequest>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<Version>, AppError> {
     let done = state
         .notifications
-        .mark_read(&auth.context(&headers), auth.0.user_id, req.up_to)
+        .mark_read(&actor.ctx, actor.user_id, req.up_to)
         .await?;
-    Ok((
-        AppendHeaders(position_header(Domain::User, done.position)),
-        Json(Version {
-            version: done.version,
-        }),
-    ))
+    Ok(Answer::version(Domain::User, done))
 }
 
 /// Per-kind settings; `true` = notifications of that kind are shown.
@@ -194,12 +200,12 @@ pub struct PreferencesPatch {
     ))]
 async fn get_preferences(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     min: MinPosition,
 ) -> Result<Json<PreferencesBody>, AppError> {
-    min.wait(&state, NAME, CONSUMES).await?;
-    wait_for(&state, NAME, Domain::User, auth.0.last_position).await?;
-    let prefs = notifications::preferences(&state.db.any, auth.0.user_id).await?;
+    min.wait(&state, &[(NAME, CONSUMES)]).await?;
+    wait_for(&state, NAME, Domain::User, actor.last_position).await?;
+    let prefs = notifications::preferences(&state.db.any, actor.user_id).await?;
     Ok(Json(PreferencesBody::from(&prefs)))
 }
 
@@ -214,10 +220,9 @@ async fn get_preferences(
     ))]
 async fn put_preferences(
     State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
+    actor: Actor,
     Json(req): Json<PreferencesPatch>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<PreferencesBody>, AppError> {
     let changes: Preferences = [
         (NotificationKind::Follow, req.follow),
         (NotificationKind::Like, req.like),
@@ -230,10 +235,11 @@ async fn put_preferences(
     .collect();
     let (prefs, done) = state
         .notifications
-        .set_preferences(&auth.context(&headers), auth.0.user_id, &changes)
+        .set_preferences(&actor.ctx, actor.user_id, &changes)
         .await?;
-    Ok((
-        AppendHeaders(position_header(Domain::User, done.position)),
-        Json(PreferencesBody::from(&prefs)),
+    Ok(Answer::ok(
+        Domain::User,
+        done.position,
+        PreferencesBody::from(&prefs),
     ))
 }

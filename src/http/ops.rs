@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{AppError, ErrorBody};
-use super::extract::{Auth, Json, Path};
+use super::extract::{Actor, Json, Path};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -77,15 +77,9 @@ pub struct ProjectionList {
     ))]
 async fn projections(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
 ) -> Result<Json<ProjectionList>, AppError> {
-    if !(auth.0.admin || auth.0.analyst) {
-        return Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this route needs the admin or analyst role",
-        ));
-    }
+    actor.require_analyst()?;
     let rebuilds = state
         .rebuilds
         .lock()
@@ -123,16 +117,10 @@ pub struct RebuildStarted {
     ))]
 async fn rebuild(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<RebuildStarted>), AppError> {
-    if !auth.0.admin {
-        return Err(AppError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this route needs the admin role",
-        ));
-    }
+    actor.require_admin()?;
     let live =
         nova_projections::rebuild::find(&name).map_err(|_| AppError::not_found("projection"))?;
     {

@@ -4,16 +4,11 @@
 //! `X-Nova-Position: post:<n>`; reads honour `X-Nova-Min-Position`.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{AppendHeaders, IntoResponse};
-use nova_commands::Done;
+use axum::extract::State;
+use axum::http::StatusCode;
 use nova_event_schemas::Domain;
 use nova_projections::post_view;
-use nova_queries::post::{
-    self as posts, BookmarkRow, CollectionFilter, CommentRow, Cursor, PostRow, DEFAULT_LIMIT,
-    MAX_LIMIT,
-};
+use nova_queries::post::{self as posts, BookmarkRow, CollectionFilter, CommentRow, PostRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,7 +16,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
-use super::extract::{position_header, Auth, Json, MinPosition, Path};
+use super::extract::{
+    Actor, Answer, Json, ListFilter, MinPosition, PageBody, PageParams, PageQuery, Path, Version,
+};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,45 +32,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(share))
         .routes(routes!(bookmark, unbookmark))
         .routes(routes!(list_bookmarks))
-}
-
-/// `axum::extract::Query` with Nova's error format.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(AppError))]
-pub struct Query<T>(pub T);
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// 1–100, default 20.
-    limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
-fn page_params(
-    limit: Option<i64>,
-    cursor: Option<&str>,
-) -> Result<(i64, Option<Cursor>), AppError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("limit must be 1 to {MAX_LIMIT}"),
-        ));
-    }
-    let cursor = match cursor {
-        None => None,
-        Some(c) => Some(Cursor::decode(c).ok_or_else(|| {
-            AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_cursor",
-                "cursor is not one this server issued",
-            )
-        })?),
-    };
-    Ok((limit, cursor))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -114,35 +72,15 @@ impl From<PostRow> for PostBody {
             post_id: r.post_id,
             author_id: r.author_id,
             content: r.content,
-            media_urls: serde_json::from_str(&r.media_urls_json).unwrap_or_default(),
-            mentions: serde_json::from_str(&r.mentions_json).unwrap_or_default(),
-            created_at: r.created_at,
-            edited_at: r.edited_at,
+            media_urls: r.media_urls.0,
+            mentions: r.mentions.0,
+            created_at: r.created_at.to_string(),
+            edited_at: r.edited_at.map(|t| t.to_string()),
             like_count: r.like_count,
             comment_count: r.comment_count,
             share_count: r.share_count,
         }
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PostPage {
-    items: Vec<PostBody>,
-    next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Version {
-    version: i64,
-}
-
-fn version_response(done: Done) -> impl IntoResponse {
-    (
-        AppendHeaders(position_header(Domain::Post, done.position)),
-        Json(Version {
-            version: done.version,
-        }),
-    )
 }
 
 /// Create a post.
@@ -155,23 +93,17 @@ fn version_response(done: Done) -> impl IntoResponse {
     ))]
 async fn create_post(
     State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
+    actor: Actor,
     Json(req): Json<CreatePostRequest>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<PostCreated>, AppError> {
     let (post_id, done) = state
         .posts
-        .create(
-            &auth.context(&headers),
-            auth.0.user_id,
-            req.content,
-            req.media_urls,
-        )
+        .create(&actor.ctx, actor.user_id, req.content, req.media_urls)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        AppendHeaders(position_header(Domain::Post, done.position)),
-        Json(PostCreated { post_id }),
+    Ok(Answer::created(
+        Domain::Post,
+        done.position,
+        PostCreated { post_id },
     ))
 }
 
@@ -188,11 +120,12 @@ async fn create_post(
     ))]
 async fn get_post(
     State(state): State<AppState>,
-    _auth: Auth,
+    _actor: Actor,
     Path(id): Path<Uuid>,
     min: MinPosition,
 ) -> Result<Json<PostBody>, AppError> {
-    min.wait(&state, post_view::NAME, &[Domain::Post]).await?;
+    min.wait(&state, &[(post_view::NAME, &[Domain::Post])])
+        .await?;
     posts::visible_post(&state.db.any, id)
         .await?
         .map(|p| Json(p.into()))
@@ -222,22 +155,15 @@ pub struct EditPostRequest {
     ))]
 async fn edit_post(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
     Json(req): Json<EditPostRequest>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<Version>, AppError> {
     let (_, done) = state
         .posts
-        .edit(
-            &auth.context(&headers),
-            auth.0.user_id,
-            id,
-            req.content,
-            req.media_urls,
-        )
+        .edit(&actor.ctx, actor.user_id, id, req.content, req.media_urls)
         .await?;
-    Ok(version_response(done))
+    Ok(Answer::version(Domain::Post, done))
 }
 
 /// Delete a post (author only; soft delete; deleting again changes nothing).
@@ -252,40 +178,33 @@ async fn edit_post(
     ))]
 async fn delete_post(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, AppError> {
-    let done = state
-        .posts
-        .delete(&auth.context(&headers), auth.0.user_id, id)
-        .await?;
-    Ok(version_response(done))
+) -> Result<Answer<Version>, AppError> {
+    let done = state.posts.delete(&actor.ctx, actor.user_id, id).await?;
+    Ok(Answer::version(Domain::Post, done))
 }
 
 /// An author's visible posts, newest first.
 #[utoipa::path(get, path = "/v1/users/{id}/posts", tag = "content", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "author's user id"), ListParams,
+    params(("id" = Uuid, Path, description = "author's user id"), PageParams,
            ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
     responses(
-        (status = 200, body = PostPage),
+        (status = 200, body = PageBody<PostBody>),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
     ))]
 async fn author_posts(
     State(state): State<AppState>,
-    _auth: Auth,
+    _actor: Actor,
     Path(id): Path<Uuid>,
-    Query(q): Query<ListParams>,
+    PageQuery(page, _): PageQuery,
     min: MinPosition,
-) -> Result<Json<PostPage>, AppError> {
-    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
-    min.wait(&state, post_view::NAME, &[Domain::Post]).await?;
-    let page = posts::posts_by_author(&state.db.any, id, limit, cursor.as_ref()).await?;
-    Ok(Json(PostPage {
-        items: page.items.into_iter().map(PostBody::from).collect(),
-        next_cursor: page.next_cursor,
-    }))
+) -> Result<Json<PageBody<PostBody>>, AppError> {
+    min.wait(&state, &[(post_view::NAME, &[Domain::Post])])
+        .await?;
+    let page = posts::posts_by_author(&state.db.any, id, &page).await?;
+    Ok(Json(page.into()))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -317,16 +236,10 @@ impl From<CommentRow> for CommentBody {
             post_id: c.post_id,
             author_id: c.author_id,
             content: c.content,
-            mentions: serde_json::from_str(&c.mentions_json).unwrap_or_default(),
-            created_at: c.created_at,
+            mentions: c.mentions.0,
+            created_at: c.created_at.to_string(),
         }
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CommentPage {
-    items: Vec<CommentBody>,
-    next_cursor: Option<String>,
 }
 
 /// Comment on a post. Not on a deleted or hidden post (422 `post_deleted`).
@@ -342,49 +255,45 @@ pub struct CommentPage {
     ))]
 async fn add_comment(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
     Json(req): Json<CommentRequest>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<CommentCreated>, AppError> {
     let (comment_id, done) = state
         .posts
-        .add_comment(&auth.context(&headers), auth.0.user_id, id, req.content)
+        .add_comment(&actor.ctx, actor.user_id, id, req.content)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        AppendHeaders(position_header(Domain::Post, done.position)),
-        Json(CommentCreated { comment_id }),
+    Ok(Answer::created(
+        Domain::Post,
+        done.position,
+        CommentCreated { comment_id },
     ))
 }
 
 /// A visible post's comments, oldest first.
 #[utoipa::path(get, path = "/v1/posts/{id}/comments", tag = "content", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "post id"), ListParams,
+    params(("id" = Uuid, Path, description = "post id"), PageParams,
            ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
     responses(
-        (status = 200, body = CommentPage),
+        (status = 200, body = PageBody<CommentBody>),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn list_comments(
     State(state): State<AppState>,
-    _auth: Auth,
+    _actor: Actor,
     Path(id): Path<Uuid>,
-    Query(q): Query<ListParams>,
+    PageQuery(page, _): PageQuery,
     min: MinPosition,
-) -> Result<Json<CommentPage>, AppError> {
-    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
-    min.wait(&state, post_view::NAME, &[Domain::Post]).await?;
+) -> Result<Json<PageBody<CommentBody>>, AppError> {
+    min.wait(&state, &[(post_view::NAME, &[Domain::Post])])
+        .await?;
     if posts::visible_post(&state.db.any, id).await?.is_none() {
         return Err(AppError::not_found("post"));
     }
-    let page = posts::comments(&state.db.any, id, limit, cursor.as_ref()).await?;
-    Ok(Json(CommentPage {
-        items: page.items.into_iter().map(CommentBody::from).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    let page = posts::comments(&state.db.any, id, &page).await?;
+    Ok(Json(page.into()))
 }
 
 /// Delete a comment (its author or the post's author; deleting again changes nothing).
@@ -401,15 +310,14 @@ async fn list_comments(
     ))]
 async fn delete_comment(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     Path((id, comment_id)): Path<(Uuid, Uuid)>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<Version>, AppError> {
     let done = state
         .posts
-        .delete_comment(&auth.context(&headers), auth.0.user_id, id, comment_id)
+        .delete_comment(&actor.ctx, actor.user_id, id, comment_id)
         .await?;
-    Ok(version_response(done))
+    Ok(Answer::version(Domain::Post, done))
 }
 
 /// Like a post (liking twice is one like).
@@ -424,15 +332,11 @@ async fn delete_comment(
     ))]
 async fn like(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, AppError> {
-    let done = state
-        .posts
-        .like(&auth.context(&headers), auth.0.user_id, id)
-        .await?;
-    Ok(version_response(done))
+) -> Result<Answer<Version>, AppError> {
+    let done = state.posts.like(&actor.ctx, actor.user_id, id).await?;
+    Ok(Answer::version(Domain::Post, done))
 }
 
 /// Take a like back (unliking twice changes nothing).
@@ -446,15 +350,11 @@ async fn like(
     ))]
 async fn unlike(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, AppError> {
-    let done = state
-        .posts
-        .unlike(&auth.context(&headers), auth.0.user_id, id)
-        .await?;
-    Ok(version_response(done))
+) -> Result<Answer<Version>, AppError> {
+    let done = state.posts.unlike(&actor.ctx, actor.user_id, id).await?;
+    Ok(Answer::version(Domain::Post, done))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -474,18 +374,14 @@ pub struct ShareCreated {
     ))]
 async fn share(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, AppError> {
-    let (share_id, done) = state
-        .posts
-        .share(&auth.context(&headers), auth.0.user_id, id)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        AppendHeaders(position_header(Domain::Post, done.position)),
-        Json(ShareCreated { share_id }),
+) -> Result<Answer<ShareCreated>, AppError> {
+    let (share_id, done) = state.posts.share(&actor.ctx, actor.user_id, id).await?;
+    Ok(Answer::created(
+        Domain::Post,
+        done.position,
+        ShareCreated { share_id },
     ))
 }
 
@@ -537,17 +433,16 @@ fn bookmark_body(body: &Bytes) -> Result<Option<String>, AppError> {
     ))]
 async fn bookmark(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
     body: Bytes,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<Version>, AppError> {
     let collection = bookmark_body(&body)?;
     let done = state
         .posts
-        .bookmark(&auth.context(&headers), auth.0.user_id, id, collection)
+        .bookmark(&actor.ctx, actor.user_id, id, collection)
         .await?;
-    Ok(version_response(done))
+    Ok(Answer::version(Domain::Post, done))
 }
 
 /// Remove a bookmark (removing twice changes nothing).
@@ -561,15 +456,14 @@ async fn bookmark(
     ))]
 async fn unbookmark(
     State(state): State<AppState>,
-    auth: Auth,
+    actor: Actor,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<Version>, AppError> {
     let done = state
         .posts
-        .unbookmark(&auth.context(&headers), auth.0.user_id, id)
+        .unbookmark(&actor.ctx, actor.user_id, id)
         .await?;
-    Ok(version_response(done))
+    Ok(Answer::version(Domain::Post, done))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -577,10 +471,10 @@ async fn unbookmark(
 pub struct BookmarkParams {
     /// Absent: every bookmark; empty: the default list only; a name: that collection.
     collection: Option<String>,
-    /// 1–100, default 20.
-    limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+}
+
+impl ListFilter for BookmarkParams {
+    const KEYS: &'static [&'static str] = &["collection"];
 }
 
 #[derive(Serialize, ToSchema)]
@@ -596,50 +490,34 @@ impl From<BookmarkRow> for BookmarkBody {
         BookmarkBody {
             post_id: b.post.post_id,
             collection: b.collection,
-            bookmarked_at: b.bookmarked_at,
+            bookmarked_at: b.bookmarked_at.to_string(),
             post: b.post.into(),
         }
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct BookmarkPage {
-    items: Vec<BookmarkBody>,
-    next_cursor: Option<String>,
-}
-
 /// The caller's bookmarks of visible posts, newest first.
 #[utoipa::path(get, path = "/v1/bookmarks", tag = "content", security(("bearer" = [])),
-    params(BookmarkParams,
+    params(BookmarkParams, PageParams,
            ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
     responses(
-        (status = 200, body = BookmarkPage),
+        (status = 200, body = PageBody<BookmarkBody>),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
     ))]
 async fn list_bookmarks(
     State(state): State<AppState>,
-    auth: Auth,
-    Query(q): Query<BookmarkParams>,
+    actor: Actor,
+    PageQuery(page, q): PageQuery<BookmarkParams>,
     min: MinPosition,
-) -> Result<Json<BookmarkPage>, AppError> {
-    let (limit, cursor) = page_params(q.limit, q.cursor.as_deref())?;
+) -> Result<Json<PageBody<BookmarkBody>>, AppError> {
     let filter = match q.collection {
         None => CollectionFilter::All,
         Some(c) if c.trim().is_empty() => CollectionFilter::Default,
         Some(c) => CollectionFilter::Named(c.trim().to_owned()),
     };
-    min.wait(&state, post_view::NAME, &[Domain::Post]).await?;
-    let page = posts::bookmarks(
-        &state.db.any,
-        auth.0.user_id,
-        &filter,
-        limit,
-        cursor.as_ref(),
-    )
-    .await?;
-    Ok(Json(BookmarkPage {
-        items: page.items.into_iter().map(BookmarkBody::from).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    min.wait(&state, &[(post_view::NAME, &[Domain::Post])])
+        .await?;
+    let page = posts::bookmarks(&state.db.any, actor.user_id, &filter, &page).await?;
+    Ok(Json(page.into()))
 }

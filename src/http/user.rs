@@ -3,13 +3,11 @@
 //! map the result.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse};
 use nova_commands::user::{IssuedTokens, ProfilePatch};
-use nova_commands::Done;
 use nova_event_schemas::Domain;
 use nova_projections::{follow_graph, user_directory};
-use nova_queries::user::{self as users, Profile};
+use nova_queries::user::{self as users, ProfileRow};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -18,7 +16,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
-use super::extract::{position_header, wait_for, Auth, Ctx, Json, MinPosition, Path};
+use super::extract::{
+    position_header, wait_for, Actor, Answer, Ctx, Json, MinPosition, Path, Version,
+};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -58,7 +58,7 @@ async fn register(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
     Json(req): Json<RegisterRequest>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<Registered>, AppError> {
     let (user_id, position) = state
         .users
         .register(
@@ -68,11 +68,43 @@ async fn register(
             req.display_name,
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        AppendHeaders(position_header(Domain::User, Some(position))),
-        Json(Registered { user_id }),
+    Ok(Answer::created(
+        Domain::User,
+        Some(position),
+        Registered { user_id },
     ))
+}
+
+/// A user's public profile.
+#[derive(Serialize, ToSchema)]
+pub struct Profile {
+    pub user_id: Uuid,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub status: Option<String>,
+    pub profile_picture_url: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+    /// Follower and following counts, from the follow domain's `follow_graph` projection.
+    pub followers: i64,
+    pub following: i64,
+}
+
+impl From<ProfileRow> for Profile {
+    fn from(r: ProfileRow) -> Self {
+        Profile {
+            user_id: r.user_id,
+            username: r.username,
+            display_name: r.display_name,
+            status: r.status,
+            profile_picture_url: r.profile_picture_url,
+            created_at: r.created_at.to_string(),
+            updated_at: r.updated_at.to_string(),
+            followers: r.followers,
+            following: r.following,
+        }
+    }
 }
 
 /// The caller's own profile. Always reflects the caller's own latest writes.
@@ -82,17 +114,17 @@ async fn register(
         (status = 401, body = ErrorBody),
         (status = 503, description = "the directory is lagging", body = ErrorBody),
     ))]
-async fn me(State(state): State<AppState>, auth: Auth) -> Result<Json<Profile>, AppError> {
+async fn me(State(state): State<AppState>, actor: Actor) -> Result<Json<Profile>, AppError> {
     wait_for(
         &state,
         user_directory::NAME,
         Domain::User,
-        auth.0.last_position,
+        actor.last_position,
     )
     .await?;
-    users::active_profile(&state.db.any, auth.0.user_id)
+    users::active_profile(&state.db.any, actor.user_id)
         .await?
-        .map(Json)
+        .map(|p| Json(p.into()))
         .ok_or_else(|| AppError::not_found("user"))
 }
 
@@ -112,13 +144,17 @@ async fn profile(
     Path(id): Path<Uuid>,
     min: MinPosition,
 ) -> Result<Json<Profile>, AppError> {
-    min.wait(&state, user_directory::NAME, &[Domain::User])
-        .await?;
-    min.wait(&state, follow_graph::NAME, &[Domain::Follow])
-        .await?;
+    min.wait(
+        &state,
+        &[
+            (user_directory::NAME, &[Domain::User]),
+            (follow_graph::NAME, &[Domain::Follow]),
+        ],
+    )
+    .await?;
     users::active_profile(&state.db.any, id)
         .await?
-        .map(Json)
+        .map(|p| Json(p.into()))
         .ok_or_else(|| AppError::not_found("user"))
 }
 
@@ -164,16 +200,14 @@ pub struct UpdatedProfile {
     ))]
 async fn update_me(
     State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
+    actor: Actor,
     Json(req): Json<UpdateProfileRequest>,
-) -> Result<impl IntoResponse, AppError> {
-    let ctx = auth.context(&headers);
+) -> Result<Answer<UpdatedProfile>, AppError> {
     let (s, done) = state
         .users
         .update_profile(
-            &ctx,
-            auth.0,
+            &actor.ctx,
+            actor.who,
             ProfilePatch {
                 display_name: req.display_name,
                 status: req.status,
@@ -181,33 +215,18 @@ async fn update_me(
             },
         )
         .await?;
-    Ok((
-        AppendHeaders(position_header(Domain::User, done.position)),
-        Json(UpdatedProfile {
-            user_id: auth.0.user_id,
+    Ok(Answer::ok(
+        Domain::User,
+        done.position,
+        UpdatedProfile {
+            user_id: actor.user_id,
             username: s.username,
             display_name: s.display_name,
             status: s.status,
             profile_picture_url: s.profile_picture_url,
             version: done.version,
-        }),
+        },
     ))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Version {
-    version: i64,
-}
-
-/// A command's answer when there is no resource to return: `{"version": n}` and, if it
-/// appended anything, `X-Nova-Position`.
-fn version_response(done: Done) -> impl IntoResponse {
-    (
-        AppendHeaders(position_header(Domain::User, done.position)),
-        Json(Version {
-            version: done.version,
-        }),
-    )
 }
 
 /// Deactivate the caller's account (soft delete). All sessions end; the profile disappears
@@ -216,14 +235,10 @@ fn version_response(done: Done) -> impl IntoResponse {
     responses((status = 200, body = Version), (status = 401, body = ErrorBody)))]
 async fn deactivate_me(
     State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, AppError> {
-    let done = state
-        .users
-        .deactivate(&auth.context(&headers), auth.0)
-        .await?;
-    Ok(version_response(done))
+    actor: Actor,
+) -> Result<Answer<Version>, AppError> {
+    let done = state.users.deactivate(&actor.ctx, actor.who).await?;
+    Ok(Answer::version(Domain::User, done))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -245,20 +260,19 @@ pub struct ChangePasswordRequest {
     ))]
 async fn change_password(
     State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
+    actor: Actor,
     Json(req): Json<ChangePasswordRequest>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Answer<Version>, AppError> {
     let done = state
         .users
         .change_password(
-            &auth.context(&headers),
-            auth.0,
+            &actor.ctx,
+            actor.who,
             SecretString::from(req.current_password),
             SecretString::from(req.new_password),
         )
         .await?;
-    Ok(version_response(done))
+    Ok(Answer::version(Domain::User, done))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -338,11 +352,7 @@ async fn refresh(
 /// Log out: revokes this session's refresh token and access.
 #[utoipa::path(delete, path = "/v1/sessions/current", tag = "identity", security(("bearer" = [])),
     responses((status = 200, body = Version), (status = 401, body = ErrorBody)))]
-async fn logout(
-    State(state): State<AppState>,
-    auth: Auth,
-    headers: HeaderMap,
-) -> Result<impl IntoResponse, AppError> {
-    let done = state.users.logout(&auth.context(&headers), auth.0).await?;
-    Ok(version_response(done))
+async fn logout(State(state): State<AppState>, actor: Actor) -> Result<Answer<Version>, AppError> {
+    let done = state.users.logout(&actor.ctx, actor.who).await?;
+    Ok(Answer::version(Domain::User, done))
 }

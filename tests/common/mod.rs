@@ -75,21 +75,34 @@ pub async fn spawn_ttl(
     nats_url: Option<String>,
     refresh_ttl: chrono::Duration,
 ) -> TestApp {
+    spawn_configured(engine, |s| {
+        s.argon2 = argon2;
+        s.max_body_bytes = max_body_bytes;
+        s.nats_url = nats_url;
+        s.refresh_ttl = refresh_ttl;
+    })
+    .await
+}
+
+/// The app on a fresh private database, with the test defaults changed by `configure`.
+pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let testdb = TestDb::new(engine).await;
-    let app = Application::build(Settings {
+    let mut settings = Settings {
         database_url: testdb.url.clone(),
-        nats_url,
+        nats_url: None,
         nats_names: nova_infra::nats::Names::default(),
         components: nova::app::Components::all(),
         listen: "127.0.0.1:0".into(),
         jwt_secret: SecretString::from(SECRET),
-        argon2,
-        max_body_bytes,
+        argon2: cheap_argon2(),
+        max_body_bytes: 64 * 1024,
         access_ttl: chrono::Duration::minutes(15),
-        refresh_ttl,
-    })
-    .await
-    .expect("application starts");
+        refresh_ttl: chrono::Duration::days(30),
+    };
+    configure(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("application starts");
     let addr = app.local_addr().expect("API bound");
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {

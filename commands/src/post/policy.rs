@@ -10,7 +10,9 @@ use nova_event_schemas::Domain;
 use nova_infra::store::RecordedEvent;
 use nova_projections::policy::{wait_until_current, Policy, PolicyError};
 use nova_projections::{post_view, Checkpoints};
-use nova_queries::post::{posts_by_author, Cursor, MAX_LIMIT};
+use nova_queries::page::{PageRequest, MAX_LIMIT};
+use nova_queries::post::posts_by_author;
+use nova_queries::Cursor;
 
 use super::{PostCommandError, PostCommands};
 use crate::CommandContext;
@@ -66,11 +68,9 @@ impl Policy for PostOnUserDeactivated {
             actor_id: None,
             request_id: None,
         };
-        let mut after: Option<Cursor> = None;
+        let mut req = PageRequest::first(MAX_LIMIT);
         loop {
-            let page = posts_by_author(read, author, MAX_LIMIT, after.as_ref())
-                .await
-                .map_err(retry)?;
+            let page = posts_by_author(read, author, &req).await.map_err(retry)?;
             for post in &page.items {
                 match self
                     .posts
@@ -87,7 +87,7 @@ impl Policy for PostOnUserDeactivated {
                 }
             }
             match page.next_cursor.as_deref().and_then(Cursor::decode) {
-                Some(c) => after = Some(c),
+                Some(c) => req.after = Some(c),
                 None => return Ok(()),
             }
         }
