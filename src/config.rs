@@ -71,6 +71,9 @@ pub enum Command {
     /// Projection operations.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Print the ownership matrix (domains, tables, policies, routes) generated from the code
+    /// and the embedded migrations; exit non-zero on a violation. Needs no database.
+    Boundaries,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,5 +2,6 @@
 //! `main.rs` only parses the command line and calls into here, so tests drive the same code.
 
 pub mod app;
+pub mod boundaries;
 pub mod config;
 pub mod http;

@@ -149,6 +149,23 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             )
             .await
         }
+        Command::Boundaries => {
+            let report = nova::boundaries::check(&nova::boundaries::collect()?);
+            if cli.db.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", nova::boundaries::render_text(&report));
+            }
+            if report.ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} ownership violation(s); see the list above",
+                    report.violations.len()
+                )
+                .into())
+            }
+        }
         Command::Migrate => {
             let db = Database::connect(&cli.db.url()).await?;
             db.migrate().await?;

@@ -12,6 +12,9 @@ use esrs::Aggregate;
 use nova_event_schemas::follow::*;
 use uuid::Uuid;
 
+/// The `aggregate_type` of every aggregate of the `follow` domain (listed by `nova boundaries`).
+pub const AGGREGATE_TYPES: &[&str] = &[<Relationship as Aggregate>::NAME];
+
 pub use nova_event_schemas::follow::relationship_id;
 
 /// Why the follow domain refused a command.

@@ -13,6 +13,13 @@ use esrs::Aggregate;
 use nova_event_schemas::post::*;
 use uuid::Uuid;
 
+/// The `aggregate_type` of every aggregate of the `post` domain (listed by `nova boundaries`).
+pub const AGGREGATE_TYPES: &[&str] = &[
+    <Post as Aggregate>::NAME,
+    <Like as Aggregate>::NAME,
+    <Bookmark as Aggregate>::NAME,
+];
+
 /// Why the post domain refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PostError {

@@ -12,6 +12,12 @@ use esrs::Aggregate;
 use nova_event_schemas::user::*;
 use uuid::Uuid;
 
+/// The `aggregate_type` of every aggregate of the `user` domain (listed by `nova boundaries`).
+pub const AGGREGATE_TYPES: &[&str] = &[
+    <User as Aggregate>::NAME,
+    <UsernameClaim as Aggregate>::NAME,
+];
+
 /// Failed logins that lock an account, within [`LOCKOUT_WINDOW`].
 pub const LOCKOUT_THRESHOLD: usize = 5;
 pub const LOCKOUT_WINDOW: Duration = Duration::minutes(15);

@@ -205,6 +205,18 @@ impl Policy for FollowOnUserDeactivated {
         &[Domain::User]
     }
 
+    fn domain(&self) -> Domain {
+        Domain::Follow
+    }
+
+    fn consumes(&self) -> &'static [&'static str] {
+        &["user.deactivated"]
+    }
+
+    fn issues(&self) -> &'static [&'static str] {
+        &["follow.remove_user"]
+    }
+
     async fn handle(&self, event: &RecordedEvent) -> std::result::Result<(), PolicyError> {
         if event.domain != Domain::User || event.event_type != "deactivated" {
             return Ok(());

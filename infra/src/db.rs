@@ -49,6 +49,11 @@ enum Native {
     Sqlite(sqlx::SqlitePool),
 }
 
+/// The PostgreSQL migrations (`migrations/postgres/`), embedded at build time.
+pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+/// The SQLite migrations (`migrations/sqlite/`), embedded at build time.
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Database {
@@ -116,8 +121,8 @@ impl Database {
     /// Applies pending migrations (idempotent; concurrent callers are serialised by sqlx).
     pub async fn migrate(&self) -> Result<(), DbError> {
         match &self.native {
-            Native::Pg(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
-            Native::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+            Native::Pg(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+            Native::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
         }
         Ok(())
     }

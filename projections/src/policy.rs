@@ -38,6 +38,12 @@ pub trait Policy: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// The domains whose events this policy reacts to.
     fn domains(&self) -> &'static [Domain];
+    /// The policy's own domain: the only one it may issue commands to (DESIGN rule 1).
+    fn domain(&self) -> Domain;
+    /// Event types this policy reacts to, as `<domain>.<event_type>`.
+    fn consumes(&self) -> &'static [&'static str];
+    /// Commands this policy issues, as `<domain>.<command>`; each must be of the policy's own domain.
+    fn issues(&self) -> &'static [&'static str];
     /// Reacts to one event. Idempotent: handling the same event twice has the effect of once.
     async fn handle(&self, event: &RecordedEvent) -> Result<(), PolicyError>;
 }

@@ -47,6 +47,15 @@ impl Policy for Recorder {
     fn domains(&self) -> &'static [Domain] {
         &[Domain::User]
     }
+    fn domain(&self) -> Domain {
+        Domain::User
+    }
+    fn consumes(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn issues(&self) -> &'static [&'static str] {
+        &[]
+    }
     async fn handle(&self, event: &RecordedEvent) -> Result<(), PolicyError> {
         let mut fail_at = self.fail_at.lock().unwrap();
         if *fail_at == Some(event.position) {

@@ -44,6 +44,18 @@ impl Policy for PostOnUserDeactivated {
         &[Domain::User]
     }
 
+    fn domain(&self) -> Domain {
+        Domain::Post
+    }
+
+    fn consumes(&self) -> &'static [&'static str] {
+        &["user.deactivated"]
+    }
+
+    fn issues(&self) -> &'static [&'static str] {
+        &["post.hide"]
+    }
+
     async fn handle(&self, event: &RecordedEvent) -> Result<(), PolicyError> {
         if event.aggregate_type != "user" {
             return Ok(());
