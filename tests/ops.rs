@@ -71,6 +71,7 @@ async fn metrics_are_exposed(engine: Engine) {
         .unwrap();
     let text = app
         .get("/metrics")
+        .bearer_auth(METRICS_TOKEN)
         .send()
         .await
         .unwrap()

@@ -18,9 +18,13 @@ use uuid::Uuid;
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const PASSWORD: &str = "correct horse battery";
+/// Opens `/metrics` on the API listener of test applications.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The separate metrics listener, when the test configured one.
+    pub metrics_addr: Option<SocketAddr>,
     pub db_url: String,
     pub client: Client,
     pub db: Database,
@@ -75,22 +79,41 @@ pub async fn spawn_ttl(
     nats_url: Option<String>,
     refresh_ttl: chrono::Duration,
 ) -> TestApp {
+    spawn_configured(engine, |s| {
+        s.argon2 = argon2;
+        s.max_body_bytes = max_body_bytes;
+        s.nats_url = nats_url;
+        s.refresh_ttl = refresh_ttl;
+    })
+    .await
+}
+
+/// The application with the test defaults, adjusted by `configure`.
+pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let testdb = TestDb::new(engine).await;
-    let app = Application::build(Settings {
+    let mut settings = Settings {
         database_url: testdb.url.clone(),
-        nats_url,
+        nats_url: None,
         nats_names: nova_infra::nats::Names::default(),
         components: nova::app::Components::all(),
         listen: "127.0.0.1:0".into(),
         jwt_secret: SecretString::from(SECRET),
-        argon2,
-        max_body_bytes,
+        argon2: cheap_argon2(),
+        max_body_bytes: 64 * 1024,
         access_ttl: chrono::Duration::minutes(15),
-        refresh_ttl,
-    })
-    .await
-    .expect("application starts");
+        refresh_ttl: chrono::Duration::days(30),
+        metrics: nova::app::MetricsAccess {
+            listen: None,
+            token: Some(SecretString::from(METRICS_TOKEN)),
+        },
+        idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
+    };
+    configure(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("application starts");
     let addr = app.local_addr().expect("API bound");
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -102,6 +125,7 @@ pub async fn spawn_ttl(
     let db = Database::connect(&testdb.url).await.expect("test db");
     TestApp {
         addr,
+        metrics_addr,
         db_url: testdb.url.clone(),
         client: Client::new(),
         db,

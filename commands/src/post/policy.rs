@@ -65,6 +65,7 @@ impl Policy for PostOnUserDeactivated {
             causation_id: Some(event.event_id),
             actor_id: None,
             request_id: None,
+            idempotency: None,
         };
         let mut after: Option<Cursor> = None;
         loop {
