@@ -296,9 +296,10 @@ async fn api_relay_and_projector_run_as_separate_processes() {
 
 common::on_both_backends!(keyed_retries_after_kill_dash_nine_run_once);
 
-/// 400 keyed `POST /v1/posts` in flight, kill -9 after 150 ms, restart, let the unanswered
-/// claims become stale (takeover after 500 ms here instead of 60 s), retry every key: every
-/// key produced exactly one post, and a retry of an acknowledged create answers its post id.
+/// 400 keyed `POST /v1/posts` from 32 concurrent clients, kill -9 once 100 were acknowledged,
+/// restart, let the unanswered claims become stale (takeover after 500 ms here instead of
+/// 60 s), retry every key: every key produced exactly one post, and a retry of an
+/// acknowledged create answers its post id.
 async fn keyed_retries_after_kill_dash_nine_run_once(engine: Engine) {
     const KEYS: usize = 400;
     let testdb = TestDb::new(engine).await;
@@ -344,38 +345,68 @@ async fn keyed_retries_after_kill_dash_nine_run_once(engine: Engine) {
         .as_str()
         .unwrap()
         .to_owned();
-    let create = |k: usize| {
+    let create = {
         let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        async move {
-            let res = http
-                .post(format!("{base}/v1/posts"))
-                .bearer_auth(&token)
-                .header("Idempotency-Key", format!("key-{k}"))
-                .json(&json!({"content": format!("post of key-{k}")}))
-                .send()
-                .await;
-            match res {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let body: Value = r.json().await.unwrap_or(Value::Null);
-                    Some((status, body["post_id"].as_str().map(str::to_owned)))
+        move |k: usize| {
+            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            async move {
+                let res = http
+                    .post(format!("{base}/v1/posts"))
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", format!("key-{k}"))
+                    .json(&json!({"content": format!("post of key-{k}")}))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        Some((status, body["post_id"].as_str().map(str::to_owned)))
+                    }
+                    Err(_) => None,
                 }
-                Err(_) => None,
             }
         }
     };
 
-    // Under load: every create in flight at once, the process killed 150 ms in.
-    let load: Vec<_> = (0..KEYS).map(|k| tokio::spawn(create(k))).collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Under load: 32 clients sending creates back to back; the process is killed once a
+    // quarter of them were acknowledged, with about 32 in flight.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acked: Arc<Mutex<HashMap<usize, String>>> = Arc::default();
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let (next, acked, create) = (next.clone(), acked.clone(), create.clone());
+        clients.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= KEYS {
+                    return;
+                }
+                match create(k).await {
+                    Some((201, Some(id))) => {
+                        acked.lock().unwrap().insert(k, id);
+                    }
+                    Some(_) => {}
+                    // The process is gone: stop sending.
+                    None => return,
+                }
+            }
+        }));
+    }
+    let started = tokio::time::Instant::now();
+    while acked.lock().unwrap().len() < KEYS / 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "too little load"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
-    let mut first: HashMap<usize, String> = HashMap::new();
-    for (k, task) in load.into_iter().enumerate() {
-        if let Some((201, Some(id))) = task.await.unwrap() {
-            first.insert(k, id);
-        }
+    for c in clients {
+        c.await.unwrap();
     }
+    let first: HashMap<usize, String> = acked.lock().unwrap().clone();
 
     child = start();
     wait_healthy(&http, &base).await;
