@@ -63,10 +63,24 @@ pub struct Settings {
     pub access_ttl: ChronoDuration,
     pub refresh_ttl: ChronoDuration,
     pub components: Components,
+    /// Who may read `/metrics` (ADR 0012). Default: nobody.
+    pub metrics: MetricsAccess,
+    /// After how long a retry may take over an Idempotency-Key claim that never answered.
+    pub idempotency_takeover: Duration,
+}
+
+/// Where `/metrics` is served. With neither field set it is not served.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsAccess {
+    /// A separate listener that serves `/metrics` without a token.
+    pub listen: Option<String>,
+    /// A bearer token that opens `/metrics` on the API listener.
+    pub token: Option<SecretString>,
 }
 
 pub struct Application {
     listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     router: axum::Router,
     db: Database,
     stop: watch::Sender<bool>,
@@ -185,6 +199,10 @@ impl Application {
         } else {
             None
         };
+        let metrics_listener = match &s.metrics.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let passwords = Passwords::new(s.argon2)?;
         let tokens = Tokens::new(&s.jwt_secret, s.access_ttl, s.refresh_ttl);
         let users = UserCommands::new(db.store.clone(), passwords, tokens);
@@ -199,9 +217,12 @@ impl Application {
             rebuilds: Default::default(),
             waits: Default::default(),
             max_body_bytes: s.max_body_bytes,
+            idempotency: http::idempotency::Settings::new(&s.jwt_secret, s.idempotency_takeover),
+            metrics_token: s.metrics.token.as_ref().map(http::metrics::Token::new),
         };
         Ok(Application {
             listener,
+            metrics_listener,
             router: http::router(state),
             db,
             stop,
@@ -214,12 +235,33 @@ impl Application {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The separate metrics listener's address, when one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Runs until `shutdown` resolves, then finishes in-flight requests, stops the
     /// background tasks and closes the database.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let mut stop = self.stop.subscribe();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, http::metrics::router())
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::warn!(error = %e, "metrics listener failed");
+                }
+            })
+        });
         let served = match self.listener {
             Some(listener) => {
                 axum::serve(
@@ -236,7 +278,7 @@ impl Application {
             }
         };
         let _ = self.stop.send(true);
-        for t in self.tasks {
+        for t in self.tasks.into_iter().chain(metrics_server) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         self.db.close().await;

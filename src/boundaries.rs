@@ -70,6 +70,7 @@ impl Serialize for Owner {
 /// Platform tables and the component that owns each. A platform migration may create only these.
 pub const PLATFORM_TABLES: &[(&str, &str)] = &[
     ("idempotency_keys", "idempotency"),
+    ("command_keys", "command_keys"),
     ("projection_checkpoints", "projector"),
     ("relay_checkpoints", "relay"),
 ];

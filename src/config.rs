@@ -106,7 +106,24 @@ pub struct ServeArgs {
     #[arg(long, env = "NOVA_REFRESH_TTL_SECS", default_value_t = 30 * 24 * 3600,
           value_parser = clap::value_parser!(i64).range(60..=366 * 86_400))]
     pub refresh_ttl_secs: i64,
+    /// Serve `/metrics` on this separate address (e.g. 127.0.0.1:9464 or a private
+    /// interface), without a token. Default: no separate listener.
+    #[arg(long, env = "NOVA_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Serve `/metrics` on the API listener too, to callers presenting this bearer token.
+    /// Without it (and without NOVA_METRICS_ADDR), `/metrics` is not served at all.
+    #[arg(long, env = "NOVA_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
+    /// How long a claimed Idempotency-Key whose request never answered (its process died)
+    /// is held before a retry may take it over, in milliseconds. The retry never runs a
+    /// command twice either way (ADR 0012); this only bounds how long it answers 409.
+    #[arg(long, env = "NOVA_IDEMPOTENCY_TAKEOVER_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub idempotency_takeover_ms: u64,
 }
+
+/// Minimum length of a configured metrics token.
+pub const MIN_METRICS_TOKEN: usize = 16;
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
@@ -146,6 +163,8 @@ pub enum ConfigError {
     JwtSecretRequired,
     #[error("NOVA_JWT_SECRET must be at least {MIN_JWT_SECRET} characters")]
     JwtSecretTooShort,
+    #[error("NOVA_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN} characters")]
+    MetricsTokenTooShort,
     #[error("cannot read or write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -209,4 +228,17 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
+}
+
+/// The configured metrics token, refused when too short to resist guessing.
+pub fn metrics_token(
+    configured: Option<SecretString>,
+) -> Result<Option<SecretString>, ConfigError> {
+    use secrecy::ExposeSecret;
+    match configured {
+        Some(t) if t.expose_secret().len() < MIN_METRICS_TOKEN => {
+            Err(ConfigError::MetricsTokenTooShort)
+        }
+        other => Ok(other),
+    }
 }

@@ -65,6 +65,8 @@ async fn run_background(
         access_ttl: chrono::Duration::minutes(15),
         refresh_ttl: chrono::Duration::days(30),
         components: components.clone(),
+        metrics: Default::default(),
+        idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
     })
     .await?;
     tracing::info!(?components, "nova running");
@@ -103,10 +105,24 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 access_ttl: chrono::Duration::seconds(args.access_ttl_secs),
                 refresh_ttl: chrono::Duration::seconds(args.refresh_ttl_secs),
                 components,
+                metrics: nova::app::MetricsAccess {
+                    listen: args.metrics_addr.clone(),
+                    token: nova::config::metrics_token(args.metrics_token.clone())?,
+                },
+                idempotency_takeover: std::time::Duration::from_millis(
+                    args.idempotency_takeover_ms,
+                ),
             })
             .await?;
             if let Some(addr) = app.local_addr() {
                 tracing::info!(%addr, "nova listening");
+            }
+            match app.metrics_addr() {
+                Some(addr) => tracing::info!(%addr, "metrics listening"),
+                None if args.metrics_token.is_none() => tracing::info!(
+                    "/metrics is not served; set NOVA_METRICS_ADDR or NOVA_METRICS_TOKEN"
+                ),
+                None => {}
             }
             app.run_until(shutdown).await?;
             tracing::info!("nova stopped");

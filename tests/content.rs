@@ -28,6 +28,7 @@ on_both_backends!(
     deactivation_over_jetstream,
     rebuild_equals_live,
     a_corrupt_row_surfaces,
+    retries_after_a_lost_answer_append_once,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1265,5 +1266,75 @@ async fn a_corrupt_row_surfaces(engine: Engine) {
     .await;
     // The undamaged post still reads.
     read(&app, &ta, &format!("/v1/posts/{other}"), &pos2).await;
+    app.stop().await;
+}
+
+/// A crash between the append and the storing of the answer leaves a claim without an
+/// answer; once a retry may take it over, it appends nothing new and answers what the first
+/// run created: the same post, comment and share ids.
+async fn retries_after_a_lost_answer_append_once(engine: Engine) {
+    let app = spawn_configured(engine, |s| {
+        s.idempotency_takeover = Duration::from_millis(200);
+    })
+    .await;
+    let (_, token, _) = app.user("lost_answers").await;
+    let send = |path: String, key: &'static str, body: Value| {
+        app.post(&path)
+            .bearer_auth(&token)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let lose_answers = || async {
+        sqlx::query("UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL")
+            .execute(&app.db.any)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let res = send("/v1/posts".into(), "lost-post", json!({"content": "once"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let pos = position(&res);
+    let post: Value = res.json().await.unwrap();
+    let post_id = post["post_id"].as_str().unwrap().to_owned();
+    let comments = format!("/v1/posts/{post_id}/comments");
+    let shares = format!("/v1/posts/{post_id}/shares");
+    let res = send(comments.clone(), "lost-comment", json!({"content": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let comment: Value = res.json().await.unwrap();
+    let res = send(shares.clone(), "lost-share", json!({})).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let share: Value = res.json().await.unwrap();
+    let head = app.db.store.head(Domain::Post).await.unwrap();
+
+    lose_answers().await;
+    let res = send("/v1/posts".into(), "lost-post", json!({"content": "once"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(position(&res), pos);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["post_id"],
+        post["post_id"]
+    );
+    let res = send(comments, "lost-comment", json!({"content": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let again: Value = res.json().await.unwrap();
+    assert_eq!(again["comment_id"], comment["comment_id"], "{again}");
+    let res = send(shares, "lost-share", json!({})).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let again: Value = res.json().await.unwrap();
+    assert_eq!(again["share_id"], share["share_id"], "{again}");
+    assert_eq!(
+        app.db.store.head(Domain::Post).await.unwrap(),
+        head,
+        "a retry appended again"
+    );
     app.stop().await;
 }

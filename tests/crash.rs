@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nova_event_schemas::Domain;
-use nova_infra::db::Database;
+use nova_infra::db::{Database, Engine};
+use nova_infra::store::ReadFilter;
 use nova_infra::testing::{PrivateNats, TestDb};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -291,4 +292,203 @@ async fn api_relay_and_projector_run_as_separate_processes() {
         assert!(status.success(), "{name} exited with {status:?}");
     }
     db.close().await;
+}
+
+common::on_both_backends!(keyed_retries_after_kill_dash_nine_run_once);
+
+/// 400 keyed `POST /v1/posts` from 32 concurrent clients, kill -9 once 100 were acknowledged,
+/// restart, let the unanswered claims become stale (takeover after 500 ms here instead of
+/// 60 s), retry every key: every key produced exactly one post, and a retry of an
+/// acknowledged create answers its post id.
+async fn keyed_retries_after_kill_dash_nine_run_once(engine: Engine) {
+    const KEYS: usize = 400;
+    let testdb = TestDb::new(engine).await;
+    let data_dir = std::env::temp_dir().join(format!("nova-keyed-{}", Uuid::new_v4().simple()));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_nova"))
+            .arg("serve")
+            .env("NOVA_DATABASE_URL", &testdb.url)
+            .env("NOVA_DATA_DIR", &data_dir)
+            .env("NOVA_JWT_SECRET", SECRET)
+            .env("NOVA_LISTEN", format!("127.0.0.1:{port}"))
+            .env("NOVA_ARGON2_MEMORY_KIB", "1024")
+            .env("NOVA_ARGON2_ITERATIONS", "1")
+            .env("NOVA_IDEMPOTENCY_TAKEOVER_MS", "500")
+            .env("NOVA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nova starts")
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut child = start();
+    wait_healthy(&http, &base).await;
+    let res = http
+        .post(format!("{base}/v1/users"))
+        .json(&json!({"username": "keyed_author", "password": "crash test pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+    let res = http
+        .post(format!("{base}/v1/sessions"))
+        .json(&json!({"username": "keyed_author", "password": "crash test pass"}))
+        .send()
+        .await
+        .unwrap();
+    let token = res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let create = {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        move |k: usize| {
+            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            async move {
+                let res = http
+                    .post(format!("{base}/v1/posts"))
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", format!("key-{k}"))
+                    .json(&json!({"content": format!("post of key-{k}")}))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        Some((status, body["post_id"].as_str().map(str::to_owned)))
+                    }
+                    Err(_) => None,
+                }
+            }
+        }
+    };
+
+    // Under load: 32 clients sending creates back to back; the process is killed once a
+    // quarter of them were acknowledged, with about 32 in flight.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let acked: Arc<Mutex<HashMap<usize, String>>> = Arc::default();
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let (next, acked, create) = (next.clone(), acked.clone(), create.clone());
+        clients.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= KEYS {
+                    return;
+                }
+                match create(k).await {
+                    Some((201, Some(id))) => {
+                        acked.lock().unwrap().insert(k, id);
+                    }
+                    Some(_) => {}
+                    // The process is gone: stop sending.
+                    None => return,
+                }
+            }
+        }));
+    }
+    let started = tokio::time::Instant::now();
+    while acked.lock().unwrap().len() < KEYS / 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "too little load"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let first: HashMap<usize, String> = acked.lock().unwrap().clone();
+
+    child = start();
+    wait_healthy(&http, &base).await;
+    let db = Database::connect(&testdb.url).await.unwrap();
+    let (unanswered,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM idempotency_keys WHERE status IS NULL")
+            .fetch_one(&db.any)
+            .await
+            .unwrap();
+    let created_before = created_posts(&db).await;
+    // Claims whose events committed but whose answer was lost: the case that ran twice.
+    let lost_answers = created_before
+        .keys()
+        .filter(|k| !first.contains_key(k))
+        .count();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let retries: Vec<_> = (0..KEYS).map(|k| tokio::spawn(create(k))).collect();
+    for (k, task) in retries.into_iter().enumerate() {
+        let (status, id) = task.await.unwrap().expect("the retry is answered");
+        assert_eq!(status, 201, "retry of key-{k}");
+        if let Some(original) = first.get(&k) {
+            assert_eq!(
+                id.as_ref(),
+                Some(original),
+                "retry of key-{k} answered another post"
+            );
+        }
+    }
+    let created = created_posts(&db).await;
+    eprintln!(
+        "{engine:?}: {} of {KEYS} creates acknowledged before kill -9, {} committed, \
+         {unanswered} claims left unanswered, {lost_answers} committed without an answer; \
+         after retrying every key: {} posts",
+        first.len(),
+        created_before.len(),
+        created.values().sum::<usize>()
+    );
+    for k in 0..KEYS {
+        assert_eq!(
+            created.get(&k),
+            Some(&1),
+            "key-{k} did not produce exactly one post"
+        );
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// Number of `post.created` events per key (from the content `post of key-<k>`).
+async fn created_posts(db: &Database) -> HashMap<usize, usize> {
+    let mut out = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = db
+            .store
+            .read(
+                Domain::Post,
+                &ReadFilter {
+                    after_position: after,
+                    limit: 1000,
+                    event_type: Some("created".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for e in &page {
+            let key = e.payload["content"]
+                .as_str()
+                .and_then(|c| c.strip_prefix("post of key-"))
+                .and_then(|k| k.parse::<usize>().ok());
+            if let Some(k) = key {
+                *out.entry(k).or_default() += 1;
+            }
+        }
+    }
+    out
 }

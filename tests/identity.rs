@@ -33,6 +33,10 @@ on_both_backends!(
     unknown_usernames_lock_like_real_ones,
     idempotency_stores_only_meaningful_answers,
     request_ids_are_sanitized,
+    idempotency_fingerprint_is_keyed,
+    revoked_token_gets_no_replay,
+    anonymous_callers_do_not_share_keys,
+    retry_after_lost_answer_registers_once,
 );
 
 async fn register_login_me_walkthrough(engine: Engine) {
@@ -688,7 +692,19 @@ async fn idempotency_key(engine: Engine) {
         "the retry appended nothing"
     );
 
-    let res = send("k-1", "someone_else").await.unwrap();
+    // The same key with a different request is refused within a caller's key space
+    // (anonymous callers are scoped by the request itself, ADR 0012, so this is shown with
+    // an authenticated caller).
+    let (_, access, _) = app.user("keyed_caller").await;
+    let patch = |name: &str| {
+        app.patch("/v1/users/me")
+            .bearer_auth(&access)
+            .header("Idempotency-Key", "k-1")
+            .json(&json!({ "display_name": name }))
+            .send()
+    };
+    assert_eq!(patch("Kay").await.unwrap().status(), StatusCode::OK);
+    let res = patch("Someone Else").await.unwrap();
     expect_error(
         res,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -1069,5 +1085,154 @@ async fn request_ids_are_sanitized(engine: Engine) {
     let echoed = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_ne!(echoed, long);
     assert!(Uuid::parse_str(&echoed).is_ok());
+    app.stop().await;
+}
+
+/// The stored request fingerprint of a registration is keyed: not the SHA-256 of the request,
+/// and a word list run over unkeyed hashes does not find the password.
+async fn idempotency_fingerprint_is_keyed(engine: Engine) {
+    use sha2::{Digest, Sha256};
+    let app = spawn(engine).await;
+    let password = "tr0ub4dor&3 horse";
+    let body = format!(r#"{{"username":"keyed_fp","password":"{password}"}}"#);
+    let res = app
+        .post("/v1/users")
+        .header("Idempotency-Key", "fp-1")
+        .header("Content-Type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT actor, request_hash FROM idempotency_keys")
+            .fetch_all(&app.db.any)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 1);
+    let unkeyed = |body: &str| {
+        let mut h = Sha256::new();
+        h.update("POST");
+        h.update([0]);
+        h.update("/v1/users");
+        h.update([0]);
+        h.update(body.as_bytes());
+        hex::encode(h.finalize())
+    };
+    let words = [
+        "password",
+        "123456",
+        "correct horse battery",
+        password,
+        "letmein",
+    ];
+    for word in words {
+        let guess = unkeyed(&format!(r#"{{"username":"keyed_fp","password":"{word}"}}"#));
+        for (actor, hash) in &stored {
+            assert_ne!(
+                hash, &guess,
+                "the fingerprint is an unkeyed hash of the request"
+            );
+            assert!(
+                !actor.contains(&guess),
+                "the scope is an unkeyed hash of the request"
+            );
+        }
+    }
+    // Neither is the password itself anywhere in the table.
+    for (actor, hash) in &stored {
+        assert!(!actor.contains(password) && !hash.contains(password));
+    }
+    app.stop().await;
+}
+
+/// After logout, a retry with the revoked token gets no stored answer.
+async fn revoked_token_gets_no_replay(engine: Engine) {
+    let app = spawn(engine).await;
+    let (_, access, _) = app.user("revoked_replay").await;
+    let send = || {
+        app.patch("/v1/users/me")
+            .bearer_auth(&access)
+            .header("Idempotency-Key", "after-logout")
+            .json(&json!({"display_name": "Before"}))
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), StatusCode::OK);
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let res = app
+        .delete("/v1/sessions/current")
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = send().await.unwrap();
+    assert!(res.headers().get("idempotent-replayed").is_none());
+    expect_error(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    app.stop().await;
+}
+
+/// One anonymous client's stored answer is not another's: a 400 stored under a key does not
+/// make a different registration with the same key answer 422.
+async fn anonymous_callers_do_not_share_keys(engine: Engine) {
+    let app = spawn(engine).await;
+    let register = |username: &str| {
+        app.post("/v1/users")
+            .header("Idempotency-Key", "shared-key")
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+    };
+    let res = register("x").await.unwrap();
+    expect_error(res, StatusCode::BAD_REQUEST, "invalid_field").await;
+    let res = register("second_client").await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(res.headers().get("idempotent-replayed").is_none());
+    let first: Value = res.json().await.unwrap();
+    // Each still gets its own answer replayed.
+    let res = register("second_client").await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.headers()["idempotent-replayed"], "true");
+    assert_eq!(res.json::<Value>().await.unwrap(), first);
+    let res = register("x").await.unwrap();
+    assert_eq!(res.headers()["idempotent-replayed"], "true");
+    expect_error(res, StatusCode::BAD_REQUEST, "invalid_field").await;
+    app.stop().await;
+}
+
+/// The registration committed but its answer was never stored (the process died in
+/// between): the retry, once it may take the claim over, registers nothing new and answers
+/// the account the first run created.
+async fn retry_after_lost_answer_registers_once(engine: Engine) {
+    let app = spawn_configured(engine, |s| {
+        s.idempotency_takeover = Duration::from_millis(200);
+    })
+    .await;
+    let send = || {
+        app.post("/v1/users")
+            .header("Idempotency-Key", "lost-answer")
+            .json(&json!({"username": "lost_answer", "password": PASSWORD}))
+            .send()
+    };
+    let res = send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let first: Value = res.json().await.unwrap();
+    // What a crash between the append and the storing of the answer leaves behind.
+    sqlx::query("UPDATE idempotency_keys SET status = NULL, headers = NULL, body = NULL")
+        .execute(&app.db.any)
+        .await
+        .unwrap();
+    let res = send().await.unwrap();
+    expect_error(res, StatusCode::CONFLICT, "idempotency_in_progress").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let head = app.db.store.head(Domain::User).await.unwrap();
+    let res = send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["user_id"],
+        first["user_id"]
+    );
+    assert_eq!(app.db.store.head(Domain::User).await.unwrap(), head);
     app.stop().await;
 }

@@ -9,7 +9,12 @@ use nova_infra::db::Engine;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-on_both_backends!(projection_status_needs_a_role, metrics_are_exposed);
+on_both_backends!(
+    projection_status_needs_a_role,
+    metrics_are_exposed,
+    metrics_need_the_token,
+    metrics_on_their_own_listener,
+);
 
 async fn projection_status_needs_a_role(engine: Engine) {
     let app = spawn(engine).await;
@@ -71,6 +76,7 @@ async fn metrics_are_exposed(engine: Engine) {
         .unwrap();
     let text = app
         .get("/metrics")
+        .bearer_auth(METRICS_TOKEN)
         .send()
         .await
         .unwrap()
@@ -87,6 +93,75 @@ async fn metrics_are_exposed(engine: Engine) {
         text.contains("nova_projection_applied_events_total"),
         "{text}"
     );
+    app.stop().await;
+}
+
+/// On the API listener `/metrics` answers only the configured token; without a token (and
+/// without a metrics listener) it is not served at all.
+async fn metrics_need_the_token(engine: Engine) {
+    let app = spawn(engine).await;
+    let res = app.get("/metrics").send().await.unwrap();
+    expect_error(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let res = app
+        .get("/metrics")
+        .bearer_auth("not-the-metrics-token")
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let (_, access, _) = app.user("not_ops").await;
+    let res = app
+        .get("/metrics")
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let res = app
+        .get("/metrics")
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    app.stop().await;
+
+    let app = spawn_configured(engine, |s| s.metrics = Default::default()).await;
+    let res = app.get("/metrics").send().await.unwrap();
+    expect_error(res, StatusCode::NOT_FOUND, "not_found").await;
+    let res = app
+        .get("/metrics")
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::NOT_FOUND, "not_found").await;
+    app.stop().await;
+}
+
+/// With `NOVA_METRICS_ADDR`, `/metrics` is served there (no token) and not on the API.
+async fn metrics_on_their_own_listener(engine: Engine) {
+    let app = spawn_configured(engine, |s| {
+        s.metrics = nova::app::MetricsAccess {
+            listen: Some("127.0.0.1:0".into()),
+            token: None,
+        };
+    })
+    .await;
+    app.user("metered_apart").await;
+    let res = app.get("/metrics").send().await.unwrap();
+    expect_error(res, StatusCode::NOT_FOUND, "not_found").await;
+    let addr = app.metrics_addr.expect("metrics listener bound");
+    assert_ne!(addr, app.addr);
+    let res = app
+        .client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("nova_http_requests_total"), "{text}");
     app.stop().await;
 }
 

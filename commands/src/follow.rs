@@ -245,6 +245,7 @@ impl Policy for FollowOnUserDeactivated {
             causation_id: Some(event.event_id),
             actor_id: None,
             request_id: event.metadata.request_id.clone(),
+            idempotency: None,
         };
         for other in others {
             self.follows

@@ -16,6 +16,7 @@ use nova_infra::store::{Appended, EventStore, StoreError};
 use uuid::Uuid;
 
 pub mod follow;
+pub mod idempotency;
 pub mod post;
 pub mod user;
 
@@ -49,16 +50,28 @@ pub struct CommandContext {
     pub causation_id: Option<Uuid>,
     pub actor_id: Option<Uuid>,
     pub request_id: Option<String>,
+    /// Set when the request carries an `Idempotency-Key`: each command of the request gets
+    /// its own command key from it, recorded with its events ([`idempotency`]).
+    pub idempotency: Option<Arc<idempotency::Scope>>,
 }
 
 impl CommandContext {
+    /// A context for a request; picks up the request's idempotency scope when the command
+    /// runs inside one ([`idempotency::scope`]).
     pub fn new(request_id: Option<String>, actor_id: Option<Uuid>) -> Self {
         CommandContext {
             correlation_id: Uuid::now_v7(),
             causation_id: None,
             actor_id,
             request_id,
+            idempotency: idempotency::current(),
         }
+    }
+
+    /// The command key of the next command run under this context (`None` without an
+    /// idempotency scope).
+    pub fn next_command_key(&self) -> Option<String> {
+        self.idempotency.as_ref().map(|s| s.next_key())
     }
 
     pub fn metadata(&self) -> EventMetadata {
@@ -187,15 +200,29 @@ where
         ctx: &CommandContext,
         make: impl Fn(&A::State) -> Result<A::Command, A::Error>,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let command_key = ctx.next_command_key();
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt).await;
+            }
+            // A retried command (same key) answers what its first run appended, before
+            // deciding anew on a state that already contains it.
+            if let Some(key) = &command_key {
+                if let Some(original) = self
+                    .store
+                    .recorded(<A::Event as DomainEvent>::DOMAIN, key)
+                    .await
+                    .map_err(CommandError::Store)?
+                {
+                    return self.replayed(original).await;
+                }
             }
             let loaded = self.load(id).await?;
             let command = make(&loaded.state).map_err(CommandError::Domain)?;
             let events = A::handle_command(&loaded.state, command).map_err(CommandError::Domain)?;
             if events.is_empty() {
                 return Ok(Executed {
+                    aggregate_id: id,
                     state: loaded.state,
                     events,
                     appended: None,
@@ -204,12 +231,16 @@ where
             }
             match self
                 .store
-                .append(
+                .append_keyed(
                     vec![(id, A::NAME, loaded.version, events.clone())],
                     ctx.metadata(),
+                    command_key.clone(),
                 )
                 .await
             {
+                Ok(appended) if appended.replayed.is_some() => {
+                    return self.replayed(appended).await;
+                }
                 Ok(appended) => {
                     let version = loaded.version + events.len() as i64;
                     let state = events
@@ -225,6 +256,7 @@ where
                         },
                     );
                     return Ok(Executed {
+                        aggregate_id: id,
                         state,
                         events,
                         appended: Some(appended),
@@ -242,10 +274,45 @@ where
         }
         Err(CommandError::Conflict)
     }
+
+    /// The result of a command whose key was already recorded: the original append, its
+    /// events and the aggregate's current state.
+    async fn replayed(&self, original: Appended) -> Result<Executed<A>, CommandError<A::Error>> {
+        let Some(&(id, first, last)) = original.replayed.as_ref().and_then(|s| s.first()) else {
+            return Err(CommandError::Corrupt(
+                "replayed append without streams".into(),
+            ));
+        };
+        let loaded = self.load(id).await?;
+        let mut events = Vec::new();
+        for e in self
+            .store
+            .load(<A::Event as DomainEvent>::DOMAIN, id, first - 1)
+            .await
+            .map_err(CommandError::Store)?
+            .into_iter()
+            .take_while(|e| e.version <= last)
+        {
+            events.push(
+                e.decode()
+                    .map_err(|err| CommandError::Corrupt(err.to_string()))?,
+            );
+        }
+        Ok(Executed {
+            aggregate_id: id,
+            state: loaded.state,
+            events,
+            appended: Some(original),
+            version: last,
+        })
+    }
 }
 
 /// The result of a command that was appended (or that decided nothing needed to change).
 pub struct Executed<A: Aggregate> {
+    /// The aggregate the events went to: the one asked for, or for a retried command (same
+    /// command key) the one its first run created.
+    pub aggregate_id: Uuid,
     pub state: A::State,
     pub events: Vec<A::Event>,
     pub appended: Option<Appended>,

@@ -12,7 +12,7 @@ use nova_aggregates::post::{
     Bookmark, BookmarkCommand, Like, LikeCommand, Post, PostCommand, PostError, PostFacts,
     PostState,
 };
-use nova_event_schemas::post::{bookmark_id, like_id, HideReason};
+use nova_event_schemas::post::{bookmark_id, like_id, HideReason, PostEvent};
 use nova_infra::store::{EventStore, StoreError};
 use sqlx::AnyPool;
 use uuid::Uuid;
@@ -121,7 +121,8 @@ impl PostCommands {
                 })
             })
             .await?;
-        Ok((post_id, e.done()))
+        // `aggregate_id`: a retried create (same Idempotency-Key) answers its first post.
+        Ok((e.aggregate_id, e.done()))
     }
 
     /// Edits a post (author only): absent fields keep their value; mentions are recomputed
@@ -216,6 +217,14 @@ impl PostCommands {
                 })
             })
             .await?;
+        let comment_id = e
+            .events
+            .iter()
+            .find_map(|ev| match ev {
+                PostEvent::CommentAdded(c) => Some(c.comment_id),
+                _ => None,
+            })
+            .unwrap_or(comment_id);
         Ok((comment_id, e.done()))
     }
 
@@ -258,6 +267,14 @@ impl PostCommands {
                 })
             })
             .await?;
+        let share_id = e
+            .events
+            .iter()
+            .find_map(|ev| match ev {
+                PostEvent::Shared(s) => Some(s.share_id),
+                _ => None,
+            })
+            .unwrap_or(share_id);
         Ok((share_id, e.done()))
     }
 

@@ -227,9 +227,13 @@ impl UserCommands {
         let user_id = Uuid::now_v7();
         let claim_id = username_claim_id(username);
         let now = Utc::now();
+        let command_key = ctx.next_command_key();
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 crate::backoff(attempt).await;
+            }
+            if let Some(original) = crate::idempotency::recorded(&self.store, &command_key).await? {
+                return Ok(original);
             }
             let claim = self.claims.load(claim_id).await?;
             let claimed = UsernameClaim::handle_command(
@@ -253,16 +257,21 @@ impl UserCommands {
             .map_err(UserCommandError::Domain)?;
             match self
                 .store
-                .append(
+                .append_keyed(
                     vec![
                         (claim_id, UsernameClaim::NAME, claim.version, claimed),
                         (user_id, User::NAME, 0, registered),
                     ],
                     ctx.metadata(),
+                    command_key.clone(),
                 )
                 .await
             {
-                Ok(appended) => return Ok((user_id, appended.last_position)),
+                Ok(appended) => {
+                    // A retry (same command key) answers the account its first run created.
+                    let registered = crate::idempotency::registered_user(&appended);
+                    return Ok((registered.unwrap_or(user_id), appended.last_position));
+                }
                 Err(StoreError::Conflict { .. }) => {
                     metrics::counter!("nova_command_conflict_retries_total",
                         "domain" => "user", "aggregate" => UsernameClaim::NAME)

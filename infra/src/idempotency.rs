@@ -101,13 +101,17 @@ pub async fn release(pool: &AnyPool, actor: &str, key: &str) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Deletes keys created before `cutoff_ms`.
+/// Deletes keys created before `cutoff_ms`, and the command keys the event store recorded
+/// for them (table `command_keys`, same retention).
 pub async fn purge_before(pool: &AnyPool, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
-    Ok(
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(cutoff_ms)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-    )
+    let answers = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+        .bind(cutoff_ms)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM command_keys WHERE recorded_at < $1")
+        .bind(cutoff_ms)
+        .execute(pool)
+        .await?;
+    Ok(answers)
 }

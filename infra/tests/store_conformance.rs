@@ -22,6 +22,7 @@ on_both_backends!(
     eight_writers_on_different_aggregates,
     reader_never_skips_a_late_commit,
     read_filters,
+    a_command_key_is_written_once,
 );
 
 fn ev() -> UserEvent {
@@ -331,6 +332,7 @@ async fn reader_never_skips_a_late_commit(engine: Engine) {
                         }],
                         metadata: meta(),
                         recorded_at: Utc::now(),
+                        command_key: None,
                     },
                     written_tx,
                     hold,
@@ -450,4 +452,68 @@ async fn read_filters(engine: Engine) {
         .unwrap();
     assert_eq!(limited.len(), 2);
     db.close().await;
+}
+
+/// A command key is recorded with its events: appending under it again — even for another
+/// aggregate, concurrently, in one batch — writes nothing new and answers the original.
+async fn a_command_key_is_written_once(engine: Engine) {
+    let t = TestDb::new(engine).await;
+    let db = t.open().await;
+    let first = Uuid::now_v7();
+    let original = db
+        .store
+        .append_keyed(
+            vec![(first, "user", 0, vec![ev(), ev()])],
+            meta(),
+            Some("k-1".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(original.replayed, None);
+    // The retry generated a fresh id: still the original answers.
+    let retry = db
+        .store
+        .append_keyed(
+            vec![(Uuid::now_v7(), "user", 0, vec![ev()])],
+            meta(),
+            Some("k-1".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(retry.last_position, original.last_position);
+    assert_eq!(retry.versions, vec![(first, 2)]);
+    assert_eq!(retry.replayed, Some(vec![(first, 1, 2)]));
+    // Sixteen concurrent retries of one new key: exactly one writes.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = db.store.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..8 {
+                match store
+                    .append_keyed(
+                        vec![(Uuid::now_v7(), "user", 0, vec![ev()])],
+                        meta(),
+                        Some("k-2".into()),
+                    )
+                    .await
+                {
+                    Ok(a) => return a.replayed.is_none(),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("kept conflicting")
+        }));
+    }
+    let mut writers = 0;
+    for t in tasks {
+        writers += usize::from(t.await.unwrap());
+    }
+    assert_eq!(writers, 1);
+    // Keys are per domain and unkeyed appends are unaffected.
+    db.store
+        .append(vec![(Uuid::now_v7(), "user", 0, vec![ev()])], meta())
+        .await
+        .unwrap();
+    assert_eq!(read_all(&db).await.len(), 4);
 }

@@ -7,27 +7,91 @@
 //! in plaintext would defeat storing them hashed; retrying those is harmless (a second session).
 //! Answers that depend on the moment (5xx, 401, 408, 409, 429) are not stored either, so a
 //! retry runs anew. The layer wraps matched routes only, so unknown paths store nothing.
+//!
+//! ADR 0012:
+//! - the request fingerprint is an HMAC-SHA256 under a server key (derived from the JWT
+//!   secret), never a plain hash: bodies carry passwords, and a plain hash of them is a
+//!   password hash without argon2;
+//! - a bearer token is authenticated (signature **and** live session) before anything is
+//!   looked up, so a revoked token never gets a stored answer; callers without a valid token
+//!   are scoped by the request fingerprint itself, so one anonymous client's answer is never
+//!   another's;
+//! - the request runs inside an idempotency scope (`nova_commands::idempotency`): each of its
+//!   commands records a command key in the same transaction as its events, so a retry after a
+//!   crash — when the stored claim has no answer and is taken over — appends nothing new and
+//!   answers what the first run created.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use nova_commands::user::AuthError;
 use nova_infra::idempotency as store;
-use sha2::{Digest, Sha256};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
 
 use super::error::AppError;
 use super::AppState;
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 const MAX_KEY_LEN: usize = 255;
-/// A claimed key whose first request never finished (crash) can be taken over after this.
-const STALE_CLAIM_MS: i64 = 60_000;
+/// Default of [`Settings::takeover`]: a claimed key whose first request never answered (its
+/// process died) can be taken over after this.
+pub const DEFAULT_TAKEOVER: Duration = Duration::from_secs(60);
 /// Stored answers are kept this long.
 pub const RETENTION_MS: i64 = 24 * 3600 * 1000;
 /// Response headers worth replaying.
 const REPLAYED: [&str; 3] = ["content-type", "x-nova-position", "location"];
 const NOT_STORED: [&str; 2] = ["/v1/sessions", "/v1/sessions/refresh"];
+
+/// Idempotency settings of the API.
+#[derive(Clone)]
+pub struct Settings {
+    /// Key of the request fingerprints (HMAC-SHA256).
+    key: Arc<SecretString>,
+    /// After how long a claim without an answer may be taken over by a retry.
+    pub takeover: Duration,
+}
+
+impl Settings {
+    /// The fingerprint key is derived from the JWT secret (configured, or generated and kept
+    /// in the data directory), so it is stable across restarts and never stored.
+    pub fn new(jwt_secret: &SecretString, takeover: Duration) -> Self {
+        let mut mac = hmac_with(jwt_secret.expose_secret().as_bytes());
+        mac.update(b"nova/idempotency-fingerprint/v1");
+        let key = hex::encode(mac.finalize().into_bytes());
+        Settings {
+            key: Arc::new(SecretString::from(key)),
+            takeover,
+        }
+    }
+
+    /// HMAC-SHA256 of `parts`, each followed by a 0 byte, as hex.
+    fn fingerprint(&self, parts: &[&[u8]]) -> String {
+        let mut mac = hmac_with(self.key.expose_secret().as_bytes());
+        for p in parts {
+            mac.update(p);
+            mac.update(&[0]);
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The stored fingerprint of a request: keyed, so a word list cannot find a password
+    /// that was in the body.
+    pub fn request_fingerprint(&self, method: &str, path: &str, body: &[u8]) -> String {
+        self.fingerprint(&[method.as_bytes(), path.as_bytes(), body])
+    }
+}
+
+fn hmac_with(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
 
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let is_command = matches!(
@@ -64,7 +128,6 @@ async fn handle(
             )
         })?
         .to_owned();
-    let actor = caller(&state, req.headers());
     let (parts, body) = req.into_parts();
     let bytes = to_bytes(body, state.max_body_bytes).await.map_err(|_| {
         AppError::new(
@@ -73,13 +136,14 @@ async fn handle(
             "the request body is too large",
         )
     })?;
-    let mut h = Sha256::new();
-    h.update(parts.method.as_str());
-    h.update([0]);
-    h.update(parts.uri.path());
-    h.update([0]);
-    h.update(&bytes);
-    let request_hash = hex::encode(h.finalize());
+    let settings = state.idempotency.clone();
+    let request_hash =
+        settings.request_fingerprint(parts.method.as_str(), parts.uri.path(), &bytes);
+    // Authenticated before anything stored is looked at: a revoked token gets no replay.
+    let actor = caller(&state, &parts.headers, &request_hash).await?;
+    // The request's commands record keys derived from this in their append transactions.
+    let request_key = settings.fingerprint(&[b"command", actor.as_bytes(), key.as_bytes()]);
+    let stale_ms = i64::try_from(settings.takeover.as_millis()).unwrap_or(i64::MAX);
     let now = chrono::Utc::now().timestamp_millis();
     let pool = state.db.any.clone();
 
@@ -102,7 +166,7 @@ async fn handle(
         }
         match stored.status {
             Some(status) => return Ok(replay(status, stored.headers, stored.body)),
-            None if now - stored.created_at < STALE_CLAIM_MS => return Err(in_progress()),
+            None if now - stored.created_at < stale_ms => return Err(in_progress()),
             None => {
                 // The first attempt died before answering; take the claim over.
                 if !store::take_over(&pool, &actor, &key, stored.created_at, now)
@@ -120,7 +184,7 @@ async fn handle(
     // retry would run the command a second time.
     let req = Request::from_parts(parts, Body::from(bytes));
     let task = tokio::spawn(async move {
-        let res = next.run(req).await;
+        let res = nova_commands::idempotency::scope(request_key, next.run(req)).await;
         let status = res.status();
         if !worth_replaying(status) {
             let _ = store::release(&pool, &actor, &key).await;
@@ -153,13 +217,25 @@ fn worth_replaying(status: StatusCode) -> bool {
         ))
 }
 
-/// Keys are per caller: the user of a valid access token, else anonymous.
-fn caller(state: &AppState, headers: &HeaderMap) -> String {
-    super::extract::bearer(headers)
-        .ok()
-        .flatten()
-        .and_then(|t| state.users.token_subject(&t))
-        .map_or_else(|| "anonymous".to_owned(), |u| u.to_string())
+/// Keys are per caller: the user of a valid access token whose session is live. Anyone else
+/// is scoped by the request itself (its keyed fingerprint): two anonymous clients share a key
+/// space only when they send the very same request — for registration, the same username and
+/// password. The client address is deliberately not part of it (ADR 0012).
+async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    request_hash: &str,
+) -> Result<String, AppError> {
+    let token = super::extract::bearer(headers).ok().flatten();
+    if let Some(token) = token {
+        match state.users.authenticate(&token).await {
+            Ok(who) => return Ok(who.user_id.to_string()),
+            // Not a caller: the handler answers 401 on routes that need one.
+            Err(AuthError::InvalidToken) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(format!("anonymous:{request_hash}"))
 }
 
 fn in_progress() -> AppError {

@@ -1,14 +1,21 @@
 //! Prometheus metrics: the process-wide recorder, `GET /metrics`, and the per-request
 //! middleware (status counts by route, latency histogram by route).
+//!
+//! `/metrics` is not public (ADR 0012): it is served on its own listener
+//! (`NOVA_METRICS_ADDR`, meant for a private interface), and on the API listener only to
+//! callers presenting `NOVA_METRICS_TOKEN` as a bearer token. With neither configured it is
+//! not served at all.
 
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::header;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -39,6 +46,46 @@ pub async fn render() -> Response {
         handle().render(),
     )
         .into_response()
+}
+
+/// The bearer token that opens `/metrics` on the API listener (kept as its SHA-256, so the
+/// comparison takes the same time whatever the guess).
+#[derive(Clone)]
+pub struct Token([u8; 32]);
+
+impl Token {
+    pub fn new(token: &SecretString) -> Self {
+        Token(Sha256::digest(token.expose_secret().as_bytes()).into())
+    }
+
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let Ok(Some(given)) = super::extract::bearer(headers) else {
+            return false;
+        };
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        given == self.0
+    }
+}
+
+/// `GET /metrics` on the API listener: only with the metrics token.
+pub async fn render_with_token(
+    State(state): State<super::AppState>,
+    headers: HeaderMap,
+) -> Response {
+    match &state.metrics_token {
+        Some(token) if token.admits(&headers) => render().await,
+        _ => super::error::AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the metrics token is missing or wrong",
+        )
+        .into_response(),
+    }
+}
+
+/// The router of the separate metrics listener (`NOVA_METRICS_ADDR`).
+pub fn router() -> axum::Router {
+    axum::Router::new().route("/metrics", axum::routing::get(render))
 }
 
 pub async fn track(req: Request, next: Next) -> Response {

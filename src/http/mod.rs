@@ -49,6 +49,9 @@ pub struct AppState {
     /// Reads waiting for `X-Nova-Min-Position`, per client address.
     pub waits: extract::Waits,
     pub max_body_bytes: usize,
+    pub idempotency: idempotency::Settings,
+    /// Set when `NOVA_METRICS_TOKEN` is configured: `/metrics` on the API listener, with it.
+    pub metrics_token: Option<metrics::Token>,
 }
 
 #[derive(OpenApi)]
@@ -96,15 +99,17 @@ fn api_router() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_router().split_for_parts();
     let doc = std::sync::Arc::new(doc);
-    api.route(
+    let mut api = api.route(
         "/openapi.json",
         axum::routing::get(move || {
             let doc = doc.clone();
             async move { axum::Json((*doc).clone()) }
         }),
-    )
-    .route("/metrics", axum::routing::get(metrics::render))
-    .fallback(not_found)
+    );
+    if state.metrics_token.is_some() {
+        api = api.route("/metrics", axum::routing::get(metrics::render_with_token));
+    }
+    api.fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .route_layer(axum::middleware::from_fn_with_state(
         state.clone(),

@@ -18,9 +18,13 @@ use uuid::Uuid;
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const PASSWORD: &str = "correct horse battery";
+/// Opens `/metrics` on the API listener of test applications.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The separate metrics listener, when the test configured one.
+    pub metrics_addr: Option<SocketAddr>,
     pub db_url: String,
     pub client: Client,
     pub db: Database,
@@ -84,7 +88,7 @@ pub async fn spawn_ttl(
     .await
 }
 
-/// The app on a fresh private database, with the test defaults changed by `configure`.
+/// The application with the test defaults, adjusted by `configure`.
 pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let testdb = TestDb::new(engine).await;
     let mut settings = Settings {
@@ -98,12 +102,18 @@ pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settin
         max_body_bytes: 64 * 1024,
         access_ttl: chrono::Duration::minutes(15),
         refresh_ttl: chrono::Duration::days(30),
+        metrics: nova::app::MetricsAccess {
+            listen: None,
+            token: Some(SecretString::from(METRICS_TOKEN)),
+        },
+        idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
     };
     configure(&mut settings);
     let app = Application::build(settings)
         .await
         .expect("application starts");
     let addr = app.local_addr().expect("API bound");
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -115,6 +125,7 @@ pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settin
     let db = Database::connect(&testdb.url).await.expect("test db");
     TestApp {
         addr,
+        metrics_addr,
         db_url: testdb.url.clone(),
         client: Client::new(),
         db,

@@ -79,6 +79,7 @@ impl Policy for PostOnUserDeactivated {
             causation_id: Some(event.event_id),
             actor_id: None,
             request_id: None,
+            idempotency: None,
         };
         let mut req = PageRequest::first(MAX_LIMIT);
         loop {

@@ -51,6 +51,11 @@ pub struct AppendRequest {
     pub streams: Vec<StreamAppend>,
     pub metadata: EventMetadata,
     pub recorded_at: DateTime<Utc>,
+    /// The command's key (an opaque string from the command path, e.g. a keyed hash of a
+    /// client's `Idempotency-Key`). Recorded in the same transaction as the events; an
+    /// append whose key is already recorded in the domain writes nothing and answers the
+    /// original append ([`Appended::replayed`]).
+    pub command_key: Option<String>,
 }
 
 /// What an accepted append produced.
@@ -60,6 +65,86 @@ pub struct Appended {
     pub last_position: i64,
     /// New version of each stream, in request order.
     pub versions: Vec<(Uuid, i64)>,
+    /// Set when the request's command key had already been recorded: nothing was written and
+    /// this describes the original append — each stream's (aggregate id, first version, last
+    /// version). The original's aggregate ids may differ from the request's (a retried
+    /// command that generated a fresh id).
+    pub replayed: Option<Vec<(Uuid, i64, i64)>>,
+}
+
+impl Appended {
+    pub(crate) fn written(last_position: i64, versions: Vec<(Uuid, i64)>) -> Self {
+        Appended {
+            last_position,
+            versions,
+            replayed: None,
+        }
+    }
+}
+
+/// A command key as recorded with the append it belongs to.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyRecord {
+    pub last_position: i64,
+    /// (aggregate id, first version, last version) of each stream.
+    pub streams: Vec<(Uuid, i64, i64)>,
+}
+
+impl KeyRecord {
+    pub(crate) fn parse(last_position: i64, streams: &str) -> Result<Self, StoreError> {
+        let streams = serde_json::from_str(streams)
+            .map_err(|e| StoreError::Invalid(format!("stored command key: {e}")))?;
+        Ok(KeyRecord {
+            last_position,
+            streams,
+        })
+    }
+
+    pub(crate) fn of(req: &AppendRequest, last_position: i64) -> Self {
+        KeyRecord {
+            last_position,
+            streams: req
+                .streams
+                .iter()
+                .map(|s| {
+                    (
+                        s.aggregate_id,
+                        s.expected_version + 1,
+                        s.expected_version + s.events.len() as i64,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn streams_json(&self) -> String {
+        serde_json::to_string(&self.streams).unwrap_or_else(|_| "[]".to_owned())
+    }
+
+    pub(crate) fn replay(&self) -> Appended {
+        Appended {
+            last_position: self.last_position,
+            versions: self.streams.iter().map(|(id, _, v)| (*id, *v)).collect(),
+            replayed: Some(self.streams.clone()),
+        }
+    }
+}
+
+/// The distinct command keys of a batch (for the lookup of recorded ones).
+pub(crate) fn batch_command_keys(batch: &[AppendRequest]) -> Vec<String> {
+    let mut keys: Vec<String> = batch.iter().filter_map(|r| r.command_key.clone()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// How a request of a batch is answered.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Written, with these new stream versions.
+    Write(Vec<(Uuid, i64)>),
+    /// Its command key is already recorded: nothing is written, the original is answered.
+    Replay(Appended),
 }
 
 /// An event as stored (and, serialized, as it travels over JetStream).
@@ -204,6 +289,13 @@ pub trait Backend: Send + Sync + 'static {
     /// The highest committed position of a domain (0 when empty).
     async fn head(&self, domain: Domain) -> Result<i64, StoreError>;
 
+    /// The append recorded under a command key in a domain, if any (as a replay).
+    async fn recorded(
+        &self,
+        domain: Domain,
+        command_key: &str,
+    ) -> Result<Option<Appended>, StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Batches of one domain this process may have in flight at once. They still commit one
@@ -231,10 +323,27 @@ pub trait Backend: Send + Sync + 'static {
 pub(crate) fn decide_batch(
     batch: &[AppendRequest],
     mut current: HashMap<Uuid, i64>,
-) -> Vec<Result<Vec<(Uuid, i64)>, StoreError>> {
+    recorded: &HashMap<String, KeyRecord>,
+) -> Vec<Result<Decision, StoreError>> {
+    let mut keys_in_batch = std::collections::HashSet::new();
     batch
         .iter()
         .map(|req| {
+            if let Some(key) = &req.command_key {
+                if let Some(r) = recorded.get(key) {
+                    return Ok(Decision::Replay(r.replay()));
+                }
+                if !keys_in_batch.insert(key.as_str()) {
+                    // The same command twice in one batch (a retry racing its original): the
+                    // later one conflicts; its retry finds the key recorded.
+                    let s = req.streams.first();
+                    return Err(StoreError::Conflict {
+                        aggregate_id: s.map_or(Uuid::nil(), |s| s.aggregate_id),
+                        expected: s.map_or(0, |s| s.expected_version),
+                        actual: -1,
+                    });
+                }
+            }
             for s in &req.streams {
                 let actual = current.get(&s.aggregate_id).copied().unwrap_or(0);
                 if actual != s.expected_version {
@@ -251,7 +360,7 @@ pub(crate) fn decide_batch(
                 current.insert(s.aggregate_id, v);
                 versions.push((s.aggregate_id, v));
             }
-            Ok(versions)
+            Ok(Decision::Write(versions))
         })
         .collect()
 }
@@ -310,6 +419,18 @@ impl EventStore {
         streams: Vec<(Uuid, &'static str, i64, Vec<E>)>,
         metadata: EventMetadata,
     ) -> Result<Appended, StoreError> {
+        self.append_keyed(streams, metadata, None).await
+    }
+
+    /// [`append`](Self::append) under a command key: the key is recorded in the same
+    /// transaction as the events, and if it is already recorded in this domain nothing is
+    /// written and the original append is answered (`Appended::replayed`).
+    pub async fn append_keyed<E: DomainEvent>(
+        &self,
+        streams: Vec<(Uuid, &'static str, i64, Vec<E>)>,
+        metadata: EventMetadata,
+        command_key: Option<String>,
+    ) -> Result<Appended, StoreError> {
         let streams = streams
             .into_iter()
             .map(
@@ -335,6 +456,7 @@ impl EventStore {
                 streams,
                 metadata,
                 recorded_at: Utc::now(),
+                command_key,
             },
         )
         .await
@@ -379,6 +501,17 @@ impl EventStore {
 
     pub async fn head(&self, domain: Domain) -> Result<i64, StoreError> {
         self.backend.head(domain).await
+    }
+
+    /// The append already recorded under `command_key` in `domain`, if any (its
+    /// `replayed` is set). Lets a command answer a retry before deciding anew; the check
+    /// inside the append transaction closes the race with a concurrent attempt.
+    pub async fn recorded(
+        &self,
+        domain: Domain,
+        command_key: &str,
+    ) -> Result<Option<Appended>, StoreError> {
+        self.backend.recorded(domain, command_key).await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -480,6 +613,7 @@ mod tests {
             }],
             metadata: EventMetadata::default(),
             recorded_at: Utc::now(),
+            command_key: None,
         }
     }
 
@@ -491,8 +625,13 @@ mod tests {
         let out = decide_batch(
             &[req(a, 0, 2), req(a, 0, 1), req(a, 2, 1), req(b, 3, 1)],
             current,
+            &HashMap::new(),
         );
-        assert_eq!(out[0].as_ref().unwrap(), &vec![(a, 2)]);
+        let written = |d: &Result<Decision, StoreError>| match d {
+            Ok(Decision::Write(v)) => v.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(written(&out[0]), vec![(a, 2)]);
         assert!(matches!(
             out[1],
             Err(StoreError::Conflict {
@@ -501,7 +640,38 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(out[2].as_ref().unwrap(), &vec![(a, 3)]);
-        assert_eq!(out[3].as_ref().unwrap(), &vec![(b, 4)]);
+        assert_eq!(written(&out[2]), vec![(a, 3)]);
+        assert_eq!(written(&out[3]), vec![(b, 4)]);
+    }
+
+    #[test]
+    fn a_recorded_command_key_is_replayed_and_a_repeated_one_conflicts() {
+        let (a, b, orig) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let keyed = |id, k: &str| AppendRequest {
+            command_key: Some(k.to_owned()),
+            ..req(id, 0, 1)
+        };
+        let recorded = HashMap::from([(
+            "k1".to_owned(),
+            KeyRecord {
+                last_position: 7,
+                streams: vec![(orig, 1, 1)],
+            },
+        )]);
+        let out = decide_batch(
+            &[keyed(a, "k1"), keyed(b, "k2"), keyed(a, "k2")],
+            HashMap::new(),
+            &recorded,
+        );
+        match &out[0] {
+            Ok(Decision::Replay(r)) => {
+                assert_eq!(r.last_position, 7);
+                assert_eq!(r.versions, vec![(orig, 1)]);
+                assert_eq!(r.replayed, Some(vec![(orig, 1, 1)]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(out[1], Ok(Decision::Write(_))));
+        assert!(matches!(out[2], Err(StoreError::Conflict { .. })));
     }
 }

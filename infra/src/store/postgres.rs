@@ -12,8 +12,8 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
-    batch_aggregate_ids, decide_batch, AppendRequest, Appended, Backend, EventRow, ReadFilter,
-    RecordedEvent, StoreError, COLUMNS,
+    batch_aggregate_ids, batch_command_keys, decide_batch, AppendRequest, Appended, Backend,
+    Decision, EventRow, KeyRecord, ReadFilter, RecordedEvent, StoreError, COLUMNS,
 };
 
 pub struct PgBackend {
@@ -66,7 +66,24 @@ async fn write_batch(
     .into_iter()
     .collect();
 
-    let decisions = decide_batch(batch, current);
+    let keys = batch_command_keys(batch);
+    let mut recorded = HashMap::new();
+    if !keys.is_empty() {
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT command_key, last_position, streams FROM command_keys \
+             WHERE domain = $1 AND command_key = ANY($2)",
+        )
+        .bind(domain.as_str())
+        .bind(&keys)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(StoreError::db)?;
+        for (key, last_position, streams) in rows {
+            recorded.insert(key, KeyRecord::parse(last_position, &streams)?);
+        }
+    }
+
+    let decisions = decide_batch(batch, current, &recorded);
 
     // Column arrays for one multi-row INSERT ... SELECT FROM UNNEST.
     let mut event_ids = Vec::new();
@@ -84,7 +101,7 @@ async fn write_batch(
     // Index of the request each row belongs to, to hand back positions.
     let mut owners = Vec::new();
     for (i, (req, decision)) in batch.iter().zip(&decisions).enumerate() {
-        if decision.is_err() {
+        if !matches!(decision, Ok(Decision::Write(_))) {
             continue;
         }
         for s in &req.streams {
@@ -140,13 +157,39 @@ async fn write_batch(
         }
     }
 
+    // The command keys of the written requests, in the same transaction as their events.
+    let mut key_names = Vec::new();
+    let mut key_positions = Vec::new();
+    let mut key_streams = Vec::new();
+    for ((req, decision), &last_position) in batch.iter().zip(&decisions).zip(&last_positions) {
+        if let (Some(key), Ok(Decision::Write(_))) = (&req.command_key, decision) {
+            key_names.push(key.clone());
+            key_positions.push(last_position);
+            key_streams.push(KeyRecord::of(req, last_position).streams_json());
+        }
+    }
+    if !key_names.is_empty() {
+        sqlx::query(
+            "INSERT INTO command_keys (domain, command_key, last_position, streams, recorded_at) \
+             SELECT $1, k, p, s, $5 FROM UNNEST($2::text[], $3::int8[], $4::text[]) AS t(k, p, s)",
+        )
+        .bind(domain.as_str())
+        .bind(&key_names)
+        .bind(&key_positions)
+        .bind(&key_streams)
+        .bind(Utc::now().timestamp_millis())
+        .execute(&mut **tx)
+        .await
+        .map_err(map_insert_error)?;
+    }
+
     Ok(decisions
         .into_iter()
         .zip(last_positions)
         .map(|(d, last_position)| {
-            d.map(|versions| Appended {
-                last_position,
-                versions,
+            d.map(|d| match d {
+                Decision::Write(versions) => Appended::written(last_position, versions),
+                Decision::Replay(original) => original,
             })
         })
         .collect())
@@ -233,6 +276,24 @@ impl Backend for PgBackend {
 
     fn batches_in_flight(&self) -> usize {
         2
+    }
+
+    async fn recorded(
+        &self,
+        domain: Domain,
+        command_key: &str,
+    ) -> Result<Option<Appended>, StoreError> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT last_position, streams FROM command_keys \
+             WHERE domain = $1 AND command_key = $2",
+        )
+        .bind(domain.as_str())
+        .bind(command_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db)?;
+        row.map(|(p, s)| KeyRecord::parse(p, &s).map(|r| r.replay()))
+            .transpose()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

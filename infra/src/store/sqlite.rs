@@ -11,8 +11,8 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
-    decide_batch, AppendRequest, Appended, Backend, EventRow, ReadFilter, RecordedEvent,
-    StoreError, COLUMNS,
+    batch_command_keys, decide_batch, AppendRequest, Appended, Backend, Decision, EventRow,
+    KeyRecord, ReadFilter, RecordedEvent, StoreError, COLUMNS,
 };
 
 pub struct SqliteBackend {
@@ -51,7 +51,22 @@ async fn write_batch(
             current.insert(s.aggregate_id, v.unwrap_or(0));
         }
     }
-    let decisions = decide_batch(batch, current);
+    let mut recorded = HashMap::new();
+    for key in batch_command_keys(batch) {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT last_position, streams FROM command_keys \
+             WHERE domain = $1 AND command_key = $2",
+        )
+        .bind(domain.as_str())
+        .bind(&key)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(StoreError::db)?;
+        if let Some((last_position, streams)) = row {
+            recorded.insert(key, KeyRecord::parse(last_position, &streams)?);
+        }
+    }
+    let decisions = decide_batch(batch, current, &recorded);
     let insert = format!(
         "INSERT INTO {table} (event_id, aggregate_id, aggregate_type, version, event_type, \
              schema_version, payload, correlation_id, causation_id, actor_id, request_id, \
@@ -61,7 +76,11 @@ async fn write_batch(
     let mut out = Vec::with_capacity(batch.len());
     for (req, decision) in batch.iter().zip(decisions) {
         let versions = match decision {
-            Ok(v) => v,
+            Ok(Decision::Write(v)) => v,
+            Ok(Decision::Replay(original)) => {
+                out.push(Ok(original));
+                continue;
+            }
             Err(e) => {
                 out.push(Err(e));
                 continue;
@@ -89,10 +108,22 @@ async fn write_batch(
                 last_position = position;
             }
         }
-        out.push(Ok(Appended {
-            last_position,
-            versions,
-        }));
+        if let Some(key) = &req.command_key {
+            // In the same transaction as the events: both commit, or neither.
+            sqlx::query(
+                "INSERT INTO command_keys (domain, command_key, last_position, streams, \
+                     recorded_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(domain.as_str())
+            .bind(key)
+            .bind(last_position)
+            .bind(KeyRecord::of(req, last_position).streams_json())
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db)?;
+        }
+        out.push(Ok(Appended::written(last_position, versions)));
     }
     Ok(out)
 }
@@ -163,6 +194,24 @@ impl Backend for SqliteBackend {
         .await
         .map_err(StoreError::db)?;
         Ok(head.unwrap_or(0))
+    }
+
+    async fn recorded(
+        &self,
+        domain: Domain,
+        command_key: &str,
+    ) -> Result<Option<Appended>, StoreError> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT last_position, streams FROM command_keys \
+             WHERE domain = $1 AND command_key = $2",
+        )
+        .bind(domain.as_str())
+        .bind(command_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::db)?;
+        row.map(|(p, s)| KeyRecord::parse(p, &s).map(|r| r.replay()))
+            .transpose()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
