@@ -1,5 +1,12 @@
 //! Password hashing (argon2id, legacy SHA-256 verification), access tokens (JWT, HS256) and
 //! refresh tokens (random, stored only as SHA-256).
+//!
+//! Every argon2 run takes `memory_kib` of memory for its duration, so runs are bounded: at most
+//! [`Argon2Config::max_concurrent`] at once, the rest wait in line for at most
+//! [`Argon2Config::queue_timeout`] and are then refused with [`PasswordError::Busy`] (503).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -12,12 +19,17 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-/// argon2id cost parameters (RFC 9106 / OWASP: m = 19 MiB, t = 2, p = 1 by default).
+/// argon2id cost parameters (RFC 9106 / OWASP: m = 19 MiB, t = 2, p = 1 by default) and how
+/// many runs may be in progress at once.
 #[derive(Debug, Clone, Copy)]
 pub struct Argon2Config {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
+    /// argon2 runs in progress at once; 0 = the number of available cores.
+    pub max_concurrent: usize,
+    /// How long a password check waits for a free slot before it is refused as busy.
+    pub queue_timeout: std::time::Duration,
 }
 
 impl Default for Argon2Config {
@@ -26,8 +38,20 @@ impl Default for Argon2Config {
             memory_kib: 19 * 1024,
             iterations: 2,
             parallelism: 1,
+            max_concurrent: 0,
+            queue_timeout: std::time::Duration::from_secs(5),
         }
     }
+}
+
+/// Why a password could not be hashed or checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    /// Every argon2 slot stayed taken for the whole queue timeout.
+    #[error("too many password checks in progress")]
+    Busy,
+    #[error("{0}")]
+    Failed(String),
 }
 
 #[derive(Clone)]
@@ -36,18 +60,56 @@ pub struct Passwords {
     /// A hash of a random password, verified against when the user does not exist so that
     /// "unknown user" costs the same time as "wrong password".
     dummy_hash: String,
+    slots: Arc<tokio::sync::Semaphore>,
+    queue_timeout: std::time::Duration,
+    runs: Arc<AtomicU64>,
 }
 
 impl Passwords {
     pub fn new(cfg: Argon2Config) -> Result<Self, String> {
         let params = Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None)
             .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        let slots = match cfg.max_concurrent {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let mut this = Passwords {
             params,
             dummy_hash: String::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            queue_timeout: cfg.queue_timeout,
+            runs: Arc::default(),
         };
         this.dummy_hash = this.hash_blocking(&Uuid::new_v4().to_string())?;
+        this.runs.store(0, Ordering::Relaxed);
         Ok(this)
+    }
+
+    /// argon2 computations (hashes and verifications) run so far.
+    pub fn argon2_runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the blocking pool once a slot is free; the slot is held until `f` returns,
+    /// also when the caller stops waiting.
+    async fn bounded<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Passwords) -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let slot = tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                metrics::counter!("nova_argon2_busy_total").increment(1);
+                PasswordError::Busy
+            })?
+            .map_err(|_| PasswordError::Busy)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            f(&this)
+        })
+        .await
+        .map_err(|e| PasswordError::Failed(format!("hashing task failed: {e}")))
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -55,6 +117,7 @@ impl Passwords {
     }
 
     fn hash_blocking(&self, password: &str) -> Result<String, String> {
+        self.runs.fetch_add(1, Ordering::Relaxed);
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
         self.argon2()
             .hash_password(password.as_bytes(), &salt)
@@ -63,20 +126,21 @@ impl Passwords {
     }
 
     /// Hashes off the async runtime (argon2 is deliberately slow).
-    pub async fn hash(&self, password: SecretString) -> Result<String, String> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.hash_blocking(password.expose_secret()))
-            .await
-            .map_err(|e| format!("hashing task failed: {e}"))?
+    pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
+        self.bounded(move |this| this.hash_blocking(password.expose_secret()))
+            .await?
+            .map_err(PasswordError::Failed)
     }
 
     /// Checks `password` against `stored` (argon2 PHC string or legacy SHA-256 hex). `None`
     /// stands for "no such user" and still costs one argon2 verification.
-    pub async fn verify(&self, password: SecretString, stored: Option<String>) -> Verification {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.verify_blocking(password.expose_secret(), stored))
+    pub async fn verify(
+        &self,
+        password: SecretString,
+        stored: Option<String>,
+    ) -> Result<Verification, PasswordError> {
+        self.bounded(move |this| this.verify_blocking(password.expose_secret(), stored))
             .await
-            .unwrap_or(Verification::Mismatch)
     }
 
     fn verify_blocking(&self, password: &str, stored: Option<String>) -> Verification {
@@ -106,6 +170,7 @@ impl Passwords {
     }
 
     fn argon2_matches(&self, password: &str, phc: &str) -> bool {
+        self.runs.fetch_add(1, Ordering::Relaxed);
         match PasswordHash::new(phc) {
             // The stored hash carries its own parameters; verify with those.
             Ok(parsed) => Argon2::default()
@@ -238,8 +303,37 @@ mod tests {
             memory_kib: 256,
             iterations: 1,
             parallelism: 1,
+            ..Argon2Config::default()
         })
         .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_are_bounded_and_a_full_queue_is_refused_as_busy() {
+        let p = Passwords::new(Argon2Config {
+            memory_kib: 8 * 1024,
+            iterations: 4,
+            parallelism: 1,
+            max_concurrent: 1,
+            queue_timeout: std::time::Duration::from_millis(1),
+        })
+        .unwrap();
+        let h = p.hash(SecretString::from("pw")).await.unwrap();
+        let checks: Vec<_> = (0..20)
+            .map(|_| {
+                let (p, h) = (p.clone(), h.clone());
+                tokio::spawn(async move { p.verify(SecretString::from("pw"), Some(h)).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for c in checks {
+            results.push(c.await.unwrap());
+        }
+        assert!(results.contains(&Ok(Verification::Match)));
+        assert!(results.contains(&Err(PasswordError::Busy)));
+        // Only admitted checks ran argon2.
+        let admitted = results.iter().filter(|r| r.is_ok()).count() as u64;
+        assert_eq!(p.argon2_runs(), 1 + admitted);
     }
 
     #[tokio::test]
@@ -250,26 +344,26 @@ mod tests {
         assert_eq!(
             p.verify(SecretString::from("correct horse"), Some(h.clone()))
                 .await,
-            Verification::Match
+            Ok(Verification::Match)
         );
         assert_eq!(
             p.verify(SecretString::from("wrong"), Some(h)).await,
-            Verification::Mismatch
+            Ok(Verification::Mismatch)
         );
         let legacy = hex::encode(Sha256::digest(b"old secret"));
         assert_eq!(
             p.verify(SecretString::from("old secret"), Some(legacy.clone()))
                 .await,
-            Verification::MatchLegacy
+            Ok(Verification::MatchLegacy)
         );
         assert_eq!(
             p.verify(SecretString::from("old secreT"), Some(legacy))
                 .await,
-            Verification::Mismatch
+            Ok(Verification::Mismatch)
         );
         assert_eq!(
             p.verify(SecretString::from("x"), None).await,
-            Verification::Mismatch
+            Ok(Verification::Mismatch)
         );
     }
 
