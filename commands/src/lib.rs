@@ -102,8 +102,10 @@ pub struct Repository<A: Aggregate> {
     store: EventStore,
     /// Shared, not cloned, on a read: a caller that only looks (authentication on every
     /// request) costs a reference count, whatever the size of the state.
-    cache: Arc<Mutex<LruCache<Uuid, Arc<Loaded<A::State>>>>>,
+    cache: Arc<Mutex<StateCache<A::State>>>,
 }
+
+type StateCache<S> = LruCache<Uuid, Arc<Loaded<S>>>;
 
 impl<A: Aggregate> Clone for Repository<A> {
     fn clone(&self) -> Self {

@@ -835,3 +835,48 @@ fn validate_picture_url(value: Option<String>) -> Result<Option<String>> {
     }
     Ok(Some(v))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_name_failures_stay_within_their_byte_budget() {
+        let budget = 64 * 1024;
+        let mut names = UnknownNames::with_budget(budget);
+        let now = Utc::now();
+        for i in 0..100_000 {
+            names.fail(&format!("name_{i:0>26}"), now);
+            assert!(names.bytes <= budget);
+        }
+        assert!(names.failures.len() * UnknownNames::entry_bytes("x") <= budget);
+        // The most recent names still lock on their fifth failure.
+        let name = "name_00000000000000000000099999";
+        for _ in 0..3 {
+            assert_eq!(names.fail(name, now), None);
+        }
+        assert_eq!(names.fail(name, now), Some(now + LOCKOUT_DURATION));
+    }
+
+    #[test]
+    fn format_and_control_characters_are_refused_in_profile_text() {
+        for bad in [
+            "Ali\u{200b}ce\u{202e}gnp.exe",
+            "\u{200e}",
+            "\u{2067}x",
+            "\u{feff}",
+            "a\u{ad}b",
+            "\u{e0001}",
+            "\u{1b}[31m",
+        ] {
+            assert!(
+                validate_optional_text("display_name", Some(bad.into()), 64).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            validate_optional_text("status", Some(" Zoë 🌱 שלום ".into()), 64).unwrap(),
+            Some("Zoë 🌱 שלום".into())
+        );
+    }
+}

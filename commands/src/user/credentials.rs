@@ -4,12 +4,15 @@
 //! Every argon2 run takes `memory_kib` of memory for its duration, so runs are bounded: at most
 //! [`Argon2Config::max_concurrent`] at once, the rest wait in line for at most
 //! [`Argon2Config::queue_timeout`] and are then refused with [`PasswordError::Busy`] (503).
+//! Each run works in a memory buffer taken from a pool (at most one per slot, kept for reuse),
+//! so the argon2 memory of the process is `slots × memory_kib` whatever the load, and it does
+//! not depend on how the allocator caches freed blocks per thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
@@ -63,6 +66,8 @@ pub struct Passwords {
     slots: Arc<tokio::sync::Semaphore>,
     queue_timeout: std::time::Duration,
     runs: Arc<AtomicU64>,
+    /// argon2 working memory, reused across runs: never more buffers than slots.
+    buffers: Arc<std::sync::Mutex<Vec<Vec<Block>>>>,
 }
 
 impl Passwords {
@@ -79,6 +84,7 @@ impl Passwords {
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             queue_timeout: cfg.queue_timeout,
             runs: Arc::default(),
+            buffers: Arc::default(),
         };
         this.dummy_hash = this.hash_blocking(&Uuid::new_v4().to_string())?;
         this.runs.store(0, Ordering::Relaxed);
@@ -112,17 +118,60 @@ impl Passwords {
         .map_err(|e| PasswordError::Failed(format!("hashing task failed: {e}")))
     }
 
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    /// One argon2 computation into `out`, in a pooled buffer.
+    fn compute(
+        &self,
+        argon2: &Argon2<'_>,
+        block_count: usize,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), argon2::Error> {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let mut buffer = self
+            .buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        if buffer.len() < block_count {
+            buffer.resize(block_count, Block::default());
+        }
+        let result =
+            argon2.hash_password_into_with_memory(password, salt, out, &mut buffer[..block_count]);
+        self.buffers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(buffer);
+        result
     }
 
     fn hash_blocking(&self, password: &str) -> Result<String, String> {
-        self.runs.fetch_add(1, Ordering::Relaxed);
+        let fail = |e: &dyn std::fmt::Display| format!("hashing failed: {e}");
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        self.argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| format!("hashing failed: {e}"))
+        let mut salt_bytes = [0u8; 64];
+        let salt_bytes = salt
+            .as_salt()
+            .decode_b64(&mut salt_bytes)
+            .map_err(|e| fail(&e))?;
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
+        self.compute(
+            &argon2,
+            self.params.block_count(),
+            password.as_bytes(),
+            salt_bytes,
+            &mut out,
+        )
+        .map_err(|e| fail(&e))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(|e| fail(&e))?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+        };
+        Ok(phc.to_string())
     }
 
     /// Hashes off the async runtime (argon2 is deliberately slow).
@@ -169,15 +218,44 @@ impl Passwords {
         }
     }
 
+    /// Recomputes a stored PHC hash with its own parameters and compares in constant time.
     fn argon2_matches(&self, password: &str, phc: &str) -> bool {
-        self.runs.fetch_add(1, Ordering::Relaxed);
-        match PasswordHash::new(phc) {
-            // The stored hash carries its own parameters; verify with those.
-            Ok(parsed) => Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok(),
-            Err(_) => false,
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            self.runs.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let (Ok(algorithm), Ok(params), Some(expected), Some(salt)) = (
+            Algorithm::try_from(parsed.algorithm),
+            Params::try_from(&parsed),
+            parsed.hash,
+            parsed.salt,
+        ) else {
+            self.runs.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let version = match parsed.version.map(Version::try_from).transpose() {
+            Ok(v) => v.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        let mut salt_bytes = [0u8; 64];
+        let Ok(salt_bytes) = salt.decode_b64(&mut salt_bytes) else {
+            return false;
+        };
+        let mut out = vec![0u8; expected.len()];
+        let argon2 = Argon2::new(algorithm, version, params.clone());
+        if self
+            .compute(
+                &argon2,
+                params.block_count(),
+                password.as_bytes(),
+                salt_bytes,
+                &mut out,
+            )
+            .is_err()
+        {
+            return false;
         }
+        out.ct_eq(expected.as_bytes()).into()
     }
 }
 
@@ -306,6 +384,42 @@ mod tests {
             ..Argon2Config::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn hashes_are_standard_phc_strings() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let p = cheap();
+        // Ours verifies with the reference implementation …
+        let ours = p.hash_blocking("pooled memory").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"pooled memory", &parsed)
+            .is_ok());
+        // … and the reference implementation's (other parameters) verifies with ours.
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let reference = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(512, 2, 1, None).unwrap(),
+        )
+        .hash_password(b"reference", &salt)
+        .unwrap()
+        .to_string();
+        assert_eq!(
+            p.verify_blocking("reference", Some(reference.clone())),
+            Verification::Match
+        );
+        assert_eq!(
+            p.verify_blocking("Reference", Some(reference)),
+            Verification::Mismatch
+        );
+        assert_eq!(
+            p.verify_blocking("x", Some("$argon2id$garbage".into())),
+            Verification::Mismatch
+        );
+        // Never more buffers than runs at once.
+        assert_eq!(p.buffers.lock().unwrap().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
