@@ -95,6 +95,14 @@ pub struct ServeArgs {
     pub argon2_iterations: u32,
     #[arg(long, env = "NOVA_ARGON2_PARALLELISM", default_value_t = 1)]
     pub argon2_parallelism: u32,
+    /// argon2 runs in progress at once (each holds the memory cost); 0 = available cores.
+    #[arg(long, env = "NOVA_ARGON2_MAX_CONCURRENT", default_value_t = 0)]
+    pub argon2_max_concurrent: usize,
+    /// How long a login, registration or password change waits for an argon2 slot before it
+    /// is answered 503 `busy` with `Retry-After`.
+    #[arg(long, env = "NOVA_ARGON2_QUEUE_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub argon2_queue_timeout_ms: u64,
     /// Largest accepted request body.
     #[arg(long, env = "NOVA_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

@@ -100,6 +100,8 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                     memory_kib: args.argon2_memory_kib,
                     iterations: args.argon2_iterations,
                     parallelism: args.argon2_parallelism,
+                    max_concurrent: args.argon2_max_concurrent,
+                    queue_timeout: std::time::Duration::from_millis(args.argon2_queue_timeout_ms),
                 },
                 max_body_bytes: args.max_body_bytes,
                 access_ttl: chrono::Duration::seconds(args.access_ttl_secs),

@@ -37,6 +37,11 @@ on_both_backends!(
     revoked_token_gets_no_replay,
     anonymous_callers_do_not_share_keys,
     retry_after_lost_answer_registers_once,
+    wrong_current_passwords_lock_the_account,
+    active_deactivated_and_unknown_names_fail_alike,
+    invisible_formatting_characters_are_refused,
+    many_refreshes_keep_the_user_state_bounded,
+    overlong_login_input_is_refused_before_hashing,
 );
 
 async fn register_login_me_walkthrough(engine: Engine) {
@@ -1234,5 +1239,276 @@ async fn retry_after_lost_answer_registers_once(engine: Engine) {
         first["user_id"]
     );
     assert_eq!(app.db.store.head(Domain::User).await.unwrap(), head);
+    app.stop().await;
+}
+
+/// A stolen access token must not allow unlimited guesses at the current password: wrong
+/// guesses count toward the login lockout (5 in 15 minutes), then even the right one is
+/// refused, and so is a login.
+async fn wrong_current_passwords_lock_the_account(engine: Engine) {
+    let app = spawn(engine).await;
+    let (_, access, _) = app.user("mallory_target").await;
+    let change = |current: &str| {
+        app.post("/v1/users/me/password")
+            .bearer_auth(&access)
+            .json(&json!({"current_password": current, "new_password": "a brand new one"}))
+            .send()
+    };
+    for _ in 0..4 {
+        let res = change("a wrong guess").await.unwrap();
+        expect_error(res, StatusCode::FORBIDDEN, "wrong_password").await;
+    }
+    let res = change("a wrong guess").await.unwrap();
+    let retry: u64 = res
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    expect_error(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+    let res = change(PASSWORD).await.unwrap();
+    expect_error(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+    let res = app.login("mallory_target", PASSWORD).await;
+    expect_error(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+    // The password did not change.
+    let res = app.login("mallory_target", "a brand new one").await;
+    expect_error(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+
+    // Failed logins and failed changes share one count.
+    let (_, access, _) = app.user("shared_count").await;
+    for _ in 0..3 {
+        let res = app.login("shared_count", "a wrong guess").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let change = |current: &str| {
+        app.post("/v1/users/me/password")
+            .bearer_auth(&access)
+            .json(&json!({"current_password": current, "new_password": "a brand new one"}))
+            .send()
+    };
+    let res = change("a wrong guess").await.unwrap();
+    expect_error(res, StatusCode::FORBIDDEN, "wrong_password").await;
+    let res = app.login("shared_count", "a wrong guess").await;
+    expect_error(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+    app.stop().await;
+}
+
+/// Login cannot tell an active account from a deactivated or unknown one: the same answers in
+/// the same order (including the lock on the fifth failure), and the same work per attempt
+/// (one argon2 verification each).
+async fn active_deactivated_and_unknown_names_fail_alike(engine: Engine) {
+    let app = spawn(engine).await;
+    app.register("olga_active").await;
+    let (_, access, _) = app.user("olga_gone").await;
+    let res = app
+        .delete("/v1/users/me")
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut sequences = Vec::new();
+    for name in ["olga_active", "olga_gone", "olga_never"] {
+        let mut seq = Vec::new();
+        for _ in 0..6 {
+            let res = app.login(name, "wrong password").await;
+            let status = res.status();
+            let retry = res.headers().contains_key("retry-after");
+            let body: Value = res.json().await.unwrap();
+            seq.push((status, retry, body["error"]["code"].clone()));
+        }
+        sequences.push((name, seq));
+    }
+    let expected: Vec<_> = [401, 401, 401, 401, 429, 429]
+        .into_iter()
+        .map(|s| {
+            let locked = s == 429;
+            (
+                StatusCode::from_u16(s).unwrap(),
+                locked,
+                json!(if locked {
+                    "account_locked"
+                } else {
+                    "invalid_credentials"
+                }),
+            )
+        })
+        .collect();
+    for (name, seq) in &sequences {
+        assert_eq!(seq, &expected, "{name}");
+    }
+    // A deactivated account with its right password is still just "invalid".
+    let res = app.login("olga_gone", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Counted work, through the command layer on the same store: exactly one argon2
+    // verification per failed attempt, whatever kind of name.
+    let users = app.user_commands();
+    app.register("pete_active").await;
+    let (_, access, _) = app.user("pete_gone").await;
+    let res = app
+        .delete("/v1/users/me")
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let ctx = nova_commands::CommandContext::new(None, None);
+    for name in ["pete_active", "pete_gone", "pete_never"] {
+        for attempt in 1..=6u64 {
+            let before = users.argon2_runs();
+            let r = users
+                .login(&ctx, name, secrecy::SecretString::from("wrong password"))
+                .await;
+            assert!(r.is_err(), "{name}");
+            assert_eq!(users.argon2_runs() - before, 1, "{name} attempt {attempt}");
+        }
+    }
+    app.stop().await;
+}
+
+/// Zero-width and bidirectional-control characters make one name look like another.
+async fn invisible_formatting_characters_are_refused(engine: Engine) {
+    let app = spawn(engine).await;
+    let (_, access, _) = app.user("una").await;
+    for bad in [
+        "Ali\u{200b}ce\u{202e}gnp.exe",
+        "\u{202e}evil",
+        "zero\u{200d}joiner",
+        "\u{feff}bom",
+        "iso\u{2066}late\u{2069}",
+        "tag\u{e0041}",
+        "line\u{2028}sep",
+        "bell\u{7}",
+    ] {
+        for field in ["display_name", "status"] {
+            let res = app
+                .patch("/v1/users/me")
+                .bearer_auth(&access)
+                .json(&json!({ field: bad }))
+                .send()
+                .await
+                .unwrap();
+            let e = expect_error(res, StatusCode::BAD_REQUEST, "invalid_field").await;
+            assert_eq!(e["details"]["field"], field, "{bad:?}");
+        }
+        let res = app
+            .post("/v1/users")
+            .json(&json!({"username": "una_two", "password": PASSWORD, "display_name": bad}))
+            .send()
+            .await
+            .unwrap();
+        let e = expect_error(res, StatusCode::BAD_REQUEST, "invalid_field").await;
+        assert_eq!(e["details"]["field"], "display_name");
+        let res = app
+            .post("/v1/users")
+            .json(&json!({"username": format!("una{bad}"), "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        let e = expect_error(res, StatusCode::BAD_REQUEST, "invalid_field").await;
+        assert_eq!(e["details"]["field"], "username");
+    }
+    // Visible non-ASCII text is fine.
+    let res = app
+        .patch("/v1/users/me")
+        .bearer_auth(&access)
+        .json(&json!({"display_name": "Zoë 🌱 Ünal", "status": "שלום, мир"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+/// Thousands of refreshes leave a bounded user state, and a recently rotated token that comes
+/// back still revokes its session.
+async fn many_refreshes_keep_the_user_state_bounded(engine: Engine) {
+    let app = spawn(engine).await;
+    let (id, _, mut refresh) = app.user("rotating_rob").await;
+    let mut previous = Vec::new();
+    for _ in 0..300 {
+        let res = app
+            .post("/v1/sessions/refresh")
+            .json(&json!({ "refresh_token": refresh }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        previous.push(std::mem::replace(
+            &mut refresh,
+            body["refresh_token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let state = app.user_commands().state(id).await.unwrap();
+    assert_eq!(state.sessions.len(), 1);
+    let retained: usize = state
+        .sessions
+        .values()
+        .map(|s| s.retired_token_hashes.len())
+        .sum();
+    assert_eq!(retained, nova_aggregates::user::RETIRED_TOKENS_KEPT);
+    // Reuse of a recently retired token still kills the family.
+    let res = app
+        .post("/v1/sessions/refresh")
+        .json(&json!({ "refresh_token": previous.last().unwrap() }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::UNAUTHORIZED, "refresh_token_reused").await;
+    let res = app
+        .post("/v1/sessions/refresh")
+        .json(&json!({ "refresh_token": refresh }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    // The revoked session keeps no token hashes.
+    let state = app.user_commands().state(id).await.unwrap();
+    assert!(state.sessions.values().all(|s| s.revoked
+        && s.current_token_hash.is_empty()
+        && s.retired_token_hashes.is_empty()));
+    app.stop().await;
+}
+
+/// Names and passwords no account can have are refused before any hashing.
+async fn overlong_login_input_is_refused_before_hashing(engine: Engine) {
+    let app = spawn(engine).await;
+    let users = app.user_commands();
+    let ctx = nova_commands::CommandContext::new(None, None);
+    let before = users.argon2_runs();
+    let long_name = "u".repeat(33);
+    let r = users
+        .login(&ctx, &long_name, secrecy::SecretString::from("whatever pw"))
+        .await;
+    assert!(matches!(
+        r,
+        Err(nova_commands::user::UserCommandError::Invalid {
+            field: "username",
+            ..
+        })
+    ));
+    let r = users
+        .login(
+            &ctx,
+            "someone",
+            secrecy::SecretString::from("p".repeat(129)),
+        )
+        .await;
+    assert!(matches!(
+        r,
+        Err(nova_commands::user::UserCommandError::Invalid {
+            field: "password",
+            ..
+        })
+    ));
+    assert_eq!(users.argon2_runs(), before);
+    let res = app.login(&"x".repeat(1000), "whatever pw").await;
+    let e = expect_error(res, StatusCode::BAD_REQUEST, "invalid_field").await;
+    assert_eq!(e["details"]["field"], "username");
     app.stop().await;
 }

@@ -5,7 +5,7 @@
 //! two concurrent registrations of the same name race on version 0 of the claim and exactly one
 //! wins — uniqueness without a unique index on a read model.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 use esrs::Aggregate;
@@ -22,6 +22,11 @@ pub const AGGREGATE_TYPES: &[&str] = &[
 pub const LOCKOUT_THRESHOLD: usize = 5;
 pub const LOCKOUT_WINDOW: Duration = Duration::minutes(15);
 pub const LOCKOUT_DURATION: Duration = Duration::minutes(15);
+
+/// Rotated-away refresh-token hashes kept per live session for reuse detection: a copy of a
+/// token is recognised as reused while the session has been refreshed fewer than this many
+/// times since; an older copy is merely invalid.
+pub const RETIRED_TOKENS_KEPT: usize = 32;
 
 /// Why the user domain refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,10 +58,36 @@ pub enum UserError {
 pub struct Session {
     pub current_token_hash: String,
     /// Hashes of tokens already rotated away; presenting one of them again means the token
-    /// leaked, and the whole session is revoked.
-    pub retired_token_hashes: BTreeSet<String>,
+    /// leaked, and the whole session is revoked. Only the last [`RETIRED_TOKENS_KEPT`].
+    pub retired_token_hashes: RetiredHashes,
     pub expires_at: DateTime<Utc>,
     pub revoked: bool,
+}
+
+/// The most recently retired refresh-token hashes of a session, oldest first, at most
+/// [`RETIRED_TOKENS_KEPT`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetiredHashes(VecDeque<String>);
+
+impl RetiredHashes {
+    pub fn contains(&self, hash: &str) -> bool {
+        self.0.iter().any(|h| h == hash)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn retire(&mut self, hash: String) {
+        if self.0.len() >= RETIRED_TOKENS_KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(hash);
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,6 +103,8 @@ pub struct UserState {
     /// Failed logins since the last success or lock.
     pub recent_failures: Vec<DateTime<Utc>>,
     pub locked_until: Option<DateTime<Utc>>,
+    /// Sessions not yet expired as of the user's latest session event (revoked ones keep only
+    /// their id and expiry, so that the id cannot be started again).
     pub sessions: BTreeMap<Uuid, Session>,
     pub roles: BTreeSet<Role>,
     /// Notification kinds the user switched off.
@@ -97,6 +130,12 @@ impl UserState {
                 .sessions
                 .get(&session_id)
                 .is_some_and(|s| !s.revoked && now < s.expires_at)
+    }
+
+    /// Drops sessions that expired before `now` (the time of a session event): they can
+    /// neither refresh nor authorise, and session ids are never reused.
+    fn forget_expired_sessions(&mut self, now: DateTime<Utc>) {
+        self.sessions.retain(|_, s| now < s.expires_at);
     }
 
     fn active_sessions(&self) -> impl Iterator<Item = Uuid> + '_ {
@@ -148,10 +187,16 @@ pub enum UserCommand {
         profile_picture_url: Option<Option<String>>,
         now: DateTime<Utc>,
     },
+    /// Refused while the account is locked, like a login.
     ChangePassword {
         current_password_ok: bool,
         new_password_hash: String,
         keep_session: Uuid,
+        now: DateTime<Utc>,
+    },
+    /// A wrong current password on a password change: counts toward the same lockout as a
+    /// failed login (a stolen access token must not allow unlimited guessing).
+    PasswordCheckFailed {
         now: DateTime<Utc>,
     },
     Deactivate {
@@ -288,6 +333,9 @@ impl Aggregate for User {
                 keep_session,
                 now,
             } => {
+                if let Some(until) = state.locked_until.filter(|until| now < *until) {
+                    return Err(UserError::Locked { until });
+                }
                 if !current_password_ok {
                     return Err(UserError::WrongPassword);
                 }
@@ -311,6 +359,12 @@ impl Aggregate for User {
                         }),
                 );
                 Ok(events)
+            }
+            UserCommand::PasswordCheckFailed { now } => {
+                if let Some(until) = state.locked_until.filter(|until| now < *until) {
+                    return Err(UserError::Locked { until });
+                }
+                Ok(failed_attempt(state, now))
             }
             UserCommand::GrantRole { role, now } => Ok(if state.roles.contains(&role) {
                 vec![]
@@ -403,26 +457,32 @@ impl Aggregate for User {
             }
             UserEvent::SessionStarted(e) => {
                 state.recent_failures.clear();
+                state.forget_expired_sessions(e.started_at);
                 state.sessions.insert(
                     e.session_id,
                     Session {
                         current_token_hash: e.refresh_token_hash,
-                        retired_token_hashes: BTreeSet::new(),
+                        retired_token_hashes: RetiredHashes::default(),
                         expires_at: e.expires_at,
                         revoked: false,
                     },
                 );
             }
             UserEvent::SessionRefreshed(e) => {
+                state.forget_expired_sessions(e.refreshed_at);
                 if let Some(s) = state.sessions.get_mut(&e.session_id) {
                     let old = std::mem::replace(&mut s.current_token_hash, e.refresh_token_hash);
-                    s.retired_token_hashes.insert(old);
+                    s.retired_token_hashes.retire(old);
                     s.expires_at = e.expires_at;
                 }
             }
             UserEvent::SessionRevoked(e) => {
+                state.forget_expired_sessions(e.revoked_at);
                 if let Some(s) = state.sessions.get_mut(&e.session_id) {
+                    // A revoked session never refreshes again: its hashes are dead weight.
                     s.revoked = true;
+                    s.current_token_hash = String::new();
+                    s.retired_token_hashes = RetiredHashes::default();
                 }
             }
             UserEvent::Deactivated(_) => state.deactivated = true,
@@ -445,21 +505,7 @@ fn login(state: &UserState, a: LoginAttempt) -> Result<Vec<UserEvent>, UserError
         return Err(UserError::Locked { until });
     }
     if !a.password_ok {
-        let mut events = vec![UserEvent::LoginFailed(LoginFailed { failed_at: a.now })];
-        let window_start = a.now - LOCKOUT_WINDOW;
-        let in_window = state
-            .recent_failures
-            .iter()
-            .filter(|t| **t > window_start)
-            .count()
-            + 1;
-        if in_window >= LOCKOUT_THRESHOLD {
-            events.push(UserEvent::Locked(Locked {
-                locked_at: a.now,
-                locked_until: a.now + LOCKOUT_DURATION,
-            }));
-        }
-        return Ok(events);
+        return Ok(failed_attempt(state, a.now));
     }
     if state.sessions.contains_key(&a.session_id) {
         // Session ids are fresh UUIDs; reusing one would resurrect a revoked family.
@@ -483,6 +529,26 @@ fn login(state: &UserState, a: LoginAttempt) -> Result<Vec<UserEvent>, UserError
         started_at: a.now,
     }));
     Ok(events)
+}
+
+/// A failed password check (login or password change): recorded, and locks the account when
+/// it is the [`LOCKOUT_THRESHOLD`]th within [`LOCKOUT_WINDOW`].
+fn failed_attempt(state: &UserState, now: DateTime<Utc>) -> Vec<UserEvent> {
+    let mut events = vec![UserEvent::LoginFailed(LoginFailed { failed_at: now })];
+    let window_start = now - LOCKOUT_WINDOW;
+    let in_window = state
+        .recent_failures
+        .iter()
+        .filter(|t| **t > window_start)
+        .count()
+        + 1;
+    if in_window >= LOCKOUT_THRESHOLD {
+        events.push(UserEvent::Locked(Locked {
+            locked_at: now,
+            locked_until: now + LOCKOUT_DURATION,
+        }));
+    }
+    events
 }
 
 /// Unsalted SHA-256 hex, as produced by the system Nova replaces.

@@ -113,8 +113,12 @@ pub struct Loaded<S> {
 /// result is as current as a full replay while costing O(new events), not O(history).
 pub struct Repository<A: Aggregate> {
     store: EventStore,
-    cache: Arc<Mutex<LruCache<Uuid, Loaded<A::State>>>>,
+    /// Shared, not cloned, on a read: a caller that only looks (authentication on every
+    /// request) costs a reference count, whatever the size of the state.
+    cache: Arc<Mutex<StateCache<A::State>>>,
 }
+
+type StateCache<S> = LruCache<Uuid, Arc<Loaded<S>>>;
 
 impl<A: Aggregate> Clone for Repository<A> {
     fn clone(&self) -> Self {
@@ -146,7 +150,7 @@ where
         &self.store
     }
 
-    fn cached(&self, id: Uuid) -> Option<Loaded<A::State>> {
+    fn cached(&self, id: Uuid) -> Option<Arc<Loaded<A::State>>> {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -154,30 +158,43 @@ where
             .cloned()
     }
 
-    fn remember(&self, id: Uuid, loaded: &Loaded<A::State>) {
+    fn remember(&self, id: Uuid, loaded: Arc<Loaded<A::State>>) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         // Never replace a newer state with an older one (concurrent loads).
         if cache.peek(&id).is_some_and(|c| c.version > loaded.version) {
             return;
         }
-        cache.put(id, loaded.clone());
+        cache.put(id, loaded);
     }
 
     /// The aggregate's current state: the cached one plus the events appended since.
     pub async fn load(&self, id: Uuid) -> Result<Loaded<A::State>, CommandError<A::Error>> {
-        let mut loaded = self.cached(id).unwrap_or(Loaded {
+        self.load_shared(id).await.map(Arc::unwrap_or_clone)
+    }
+
+    /// Like [`Repository::load`], for callers that only read the state: when nothing was
+    /// appended since it was cached, the cached state itself, not a copy.
+    pub async fn load_shared(
+        &self,
+        id: Uuid,
+    ) -> Result<Arc<Loaded<A::State>>, CommandError<A::Error>> {
+        let cached = self.cached(id);
+        let from = cached.as_ref().map_or(0, |c| c.version);
+        let events = self
+            .store
+            .load(<A::Event as DomainEvent>::DOMAIN, id, from)
+            .await
+            .map_err(CommandError::Store)?;
+        if events.is_empty() {
+            if let Some(c) = cached {
+                return Ok(c);
+            }
+        }
+        let mut loaded = cached.map(Arc::unwrap_or_clone).unwrap_or(Loaded {
             state: A::State::default(),
             version: 0,
             last_position: 0,
         });
-        let events = self
-            .store
-            .load(<A::Event as DomainEvent>::DOMAIN, id, loaded.version)
-            .await
-            .map_err(CommandError::Store)?;
-        if events.is_empty() && loaded.version > 0 {
-            return Ok(loaded);
-        }
         for e in events {
             let event: A::Event = e
                 .decode()
@@ -186,8 +203,9 @@ where
             loaded.version = e.version;
             loaded.last_position = e.position;
         }
+        let loaded = Arc::new(loaded);
         if loaded.version > 0 {
-            self.remember(id, &loaded);
+            self.remember(id, loaded.clone());
         }
         Ok(loaded)
     }
@@ -249,11 +267,11 @@ where
                         .fold(loaded.state, |s, e| A::apply_event(s, e));
                     self.remember(
                         id,
-                        &Loaded {
+                        Arc::new(Loaded {
                             state: state.clone(),
                             version,
                             last_position: appended.last_position,
-                        },
+                        }),
                     );
                     return Ok(Executed {
                         aggregate_id: id,

@@ -2,7 +2,6 @@
 //! password, deactivation. Input is validated here (so the CLI and HTTP share the rules);
 //! decisions are the aggregates'.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -21,7 +20,7 @@ use crate::{CommandContext, CommandError, Done, Executed, Repository, MAX_ATTEMP
 pub mod credentials;
 pub mod notifications;
 
-use credentials::{hash_token, Passwords, RefreshToken, Tokens, Verification};
+use credentials::{hash_token, PasswordError, Passwords, RefreshToken, Tokens, Verification};
 
 pub const USERNAME_MIN: usize = 3;
 pub const USERNAME_MAX: usize = 32;
@@ -54,8 +53,20 @@ pub enum UserCommandError {
     Conflict,
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Every password-hashing slot stayed taken for the queue timeout: retry shortly.
+    #[error("too many password checks in progress")]
+    Busy,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<PasswordError> for UserCommandError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy => UserCommandError::Busy,
+            PasswordError::Failed(m) => UserCommandError::Internal(m),
+        }
+    }
 }
 
 impl From<CommandError<UserError>> for UserCommandError {
@@ -110,39 +121,72 @@ pub struct UserCommands {
     passwords: Passwords,
     tokens: Tokens,
     unknown: Arc<Mutex<UnknownNames>>,
+    gates: Arc<[Arc<tokio::sync::Mutex<()>>]>,
 }
 
-/// Failed logins for usernames that do not exist, so that they lock exactly like real accounts
-/// and the lockout does not reveal which names are registered. In memory and bounded: a
-/// process restart forgets them (real accounts' failures are events and are not forgotten).
-#[derive(Default)]
+/// Failed logins for names without an active account (unknown or deactivated), so that they
+/// lock exactly like active accounts and the lockout does not reveal which names are
+/// registered. In memory and bounded in bytes, least recently failed evicted first: a process
+/// restart forgets them (active accounts' failures are events and are not forgotten).
 struct UnknownNames {
-    failures: HashMap<String, Vec<DateTime<Utc>>>,
+    failures: lru::LruCache<String, Vec<DateTime<Utc>>>,
+    bytes: usize,
+    max_bytes: usize,
 }
 
-const UNKNOWN_NAMES_MAX: usize = 10_000;
+/// Memory budget of [`UnknownNames`] (about 30,000 names at the longest allowed username).
+pub const UNKNOWN_NAMES_MAX_BYTES: usize = 4 << 20;
+
+impl Default for UnknownNames {
+    fn default() -> Self {
+        UnknownNames::with_budget(UNKNOWN_NAMES_MAX_BYTES)
+    }
+}
 
 impl UnknownNames {
+    fn with_budget(max_bytes: usize) -> Self {
+        UnknownNames {
+            failures: lru::LruCache::unbounded(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// What one entry costs: the name, its failure times (never more than the threshold) and
+    /// the map's own bookkeeping.
+    fn entry_bytes(name: &str) -> usize {
+        const OVERHEAD: usize = 128;
+        name.len()
+            + LOCKOUT_THRESHOLD * std::mem::size_of::<DateTime<Utc>>()
+            + std::mem::size_of::<(String, Vec<DateTime<Utc>>)>()
+            + OVERHEAD
+    }
+
     /// Records a failure; returns the lock expiry if the name is (now) locked.
     fn fail(&mut self, name: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if let Some(until) = self.locked_until(name, now) {
             return Some(until);
         }
-        if self.failures.len() >= UNKNOWN_NAMES_MAX {
-            let cutoff = now - LOCKOUT_WINDOW - LOCKOUT_DURATION;
-            self.failures
-                .retain(|_, times| times.last().is_some_and(|t| *t > cutoff));
-            if self.failures.len() >= UNKNOWN_NAMES_MAX {
-                self.failures.clear();
-            }
+        if let Some(times) = self.failures.get_mut(name) {
+            times.retain(|t| *t > now - LOCKOUT_WINDOW);
+            times.push(now);
+            return (times.len() >= LOCKOUT_THRESHOLD).then(|| now + LOCKOUT_DURATION);
         }
-        let times = self.failures.entry(name.to_owned()).or_default();
-        times.retain(|t| *t > now - LOCKOUT_WINDOW);
+        let cost = Self::entry_bytes(name);
+        while self.bytes + cost > self.max_bytes {
+            let Some((old, _)) = self.failures.pop_lru() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(Self::entry_bytes(&old));
+        }
+        let mut times = Vec::with_capacity(LOCKOUT_THRESHOLD);
         times.push(now);
-        (times.len() >= LOCKOUT_THRESHOLD).then(|| now + LOCKOUT_DURATION)
+        self.failures.put(name.to_owned(), times);
+        self.bytes += cost;
+        (LOCKOUT_THRESHOLD <= 1).then(|| now + LOCKOUT_DURATION)
     }
 
-    fn locked_until(&self, name: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    fn locked_until(&mut self, name: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let times = self.failures.get(name)?;
         if times.len() < LOCKOUT_THRESHOLD {
             return None;
@@ -150,6 +194,15 @@ impl UnknownNames {
         let until = *times.last()? + LOCKOUT_DURATION;
         (now < until).then_some(until)
     }
+}
+
+/// Striped per-user gates: a failed login's events are appended after the answer (see
+/// [`UserCommands::login`]); the next login or password change of the same user waits at its
+/// gate until that append is done, so that every decision sees every earlier failure.
+const GATES: usize = 64;
+
+fn gate_index(id: Uuid) -> usize {
+    (id.as_u128() % GATES as u128) as usize
 }
 
 /// A partial profile update: `None` = unchanged, `Some(None)` = cleared.
@@ -169,7 +222,18 @@ impl UserCommands {
             passwords,
             tokens,
             unknown: Arc::default(),
+            gates: (0..GATES).map(|_| Arc::default()).collect(),
         }
+    }
+
+    /// argon2 computations run so far by this handler's password hasher.
+    pub fn argon2_runs(&self) -> u64 {
+        self.passwords.argon2_runs()
+    }
+
+    /// Waits until no failed-login append of the user (or name) `id` is pending.
+    async fn pass_gate(&self, id: Uuid) {
+        drop(self.gates[gate_index(id)].lock().await);
     }
 
     pub fn store(&self) -> &EventStore {
@@ -188,11 +252,7 @@ impl UserCommands {
         validate_username(username)?;
         validate_password("password", &password)?;
         let display_name = validate_optional_text("display_name", display_name, DISPLAY_NAME_MAX)?;
-        let hash = self
-            .passwords
-            .hash(password)
-            .await
-            .map_err(UserCommandError::Internal)?;
+        let hash = self.passwords.hash(password).await?;
         self.register_with_hash(ctx, username, hash, display_name)
             .await
     }
@@ -290,49 +350,51 @@ impl UserCommands {
         Ok(claim.state.user_id)
     }
 
+    /// Logs in. Unknown, deactivated and active names behave alike to a caller: one argon2
+    /// verification, the same answers, the same lockout (5 failures in 15 minutes), and no
+    /// store write before a failure is answered (an active account's failure is appended right
+    /// after; see ADR 0011).
     pub async fn login(
         &self,
         ctx: &CommandContext,
         username: &str,
         password: SecretString,
     ) -> Result<IssuedTokens> {
-        let user_id = if username.len() <= USERNAME_MAX {
-            self.user_id_of(username).await?
-        } else {
-            None
-        };
-        let Some(user_id) = user_id else {
-            // Same work, same answers (including the lockout) as a wrong password.
-            let _ = self.passwords.verify(password, None).await;
-            let name = username.to_lowercase();
-            let locked = self
-                .unknown
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .fail(&name, Utc::now());
-            return Err(match locked {
-                Some(until) => UserCommandError::Locked { until },
-                None => UserCommandError::InvalidCredentials,
-            });
-        };
-        let loaded = self.users.load(user_id).await?;
-        let now = Utc::now();
-        if loaded.state.deactivated {
-            let _ = self.passwords.verify(password, None).await;
-            return Err(UserCommandError::InvalidCredentials);
+        // Names and passwords that no account can have are refused before any hashing.
+        if username.chars().count() > USERNAME_MAX {
+            return Err(invalid(
+                "username",
+                format!("must be at most {USERNAME_MAX} characters"),
+            ));
         }
+        if password.expose_secret().chars().count() > PASSWORD_MAX {
+            return Err(invalid(
+                "password",
+                format!("must be at most {PASSWORD_MAX} characters"),
+            ));
+        }
+        let claim_id = username_claim_id(username);
+        let user_id = self.claims.load(claim_id).await?.state.user_id;
+        // Unknown names wait at a gate and read a (missing) stream just like real accounts.
+        let stream = user_id.unwrap_or(claim_id);
+        self.pass_gate(stream).await;
+        let loaded = self.users.load(stream).await?;
+        let now = Utc::now();
+        if user_id.is_none() || loaded.state.deactivated || !loaded.state.exists() {
+            let _ = self.passwords.verify(password, None).await?;
+            return Err(self.unknown_name_failed(username, now));
+        }
+        let user_id = stream;
         let checked_hash = loaded.state.password_hash.clone();
         let verification = self
             .passwords
             .verify(password.clone(), Some(checked_hash.clone()))
-            .await;
+            .await?;
+        if verification == Verification::Mismatch {
+            return Err(self.login_failed(ctx, user_id, &loaded.state, now).await);
+        }
         let upgraded_hash = match verification {
-            Verification::MatchLegacy => Some(
-                self.passwords
-                    .hash(password)
-                    .await
-                    .map_err(UserCommandError::Internal)?,
-            ),
+            Verification::MatchLegacy => Some(self.passwords.hash(password).await?),
             _ => None,
         };
         let session_id = Uuid::now_v7();
@@ -344,8 +406,7 @@ impl UserCommands {
             .execute(user_id, ctx, |state| {
                 Ok(UserCommand::Login(LoginAttempt {
                     // A password change between verification and append invalidates the check.
-                    password_ok: verification != Verification::Mismatch
-                        && state.password_hash == checked_hash,
+                    password_ok: state.password_hash == checked_hash,
                     upgraded_hash: upgraded_hash.clone(),
                     session_id,
                     refresh_token_hash: refresh_hash.clone(),
@@ -370,6 +431,66 @@ impl UserCommands {
             return Err(UserCommandError::InvalidCredentials);
         }
         self.issued(user_id, session_id, refresh, now, executed.position())
+    }
+
+    /// A failed login of a name without an active account: counted in memory.
+    fn unknown_name_failed(&self, username: &str, now: DateTime<Utc>) -> UserCommandError {
+        let name = username.to_lowercase();
+        let locked = self
+            .unknown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fail(&name, now);
+        match locked {
+            Some(until) => UserCommandError::Locked { until },
+            None => UserCommandError::InvalidCredentials,
+        }
+    }
+
+    /// A wrong password for an active account. The answer is decided on the loaded state; the
+    /// failure (and lock) events are appended in the background, holding the user's gate so
+    /// that the next attempt decides on them. Appending before answering would make existing
+    /// names measurably slower than unknown ones.
+    async fn login_failed(
+        &self,
+        ctx: &CommandContext,
+        user_id: Uuid,
+        state: &UserState,
+        now: DateTime<Utc>,
+    ) -> UserCommandError {
+        let attempt = |now| {
+            UserCommand::Login(LoginAttempt {
+                password_ok: false,
+                upgraded_hash: None,
+                session_id: Uuid::nil(),
+                refresh_token_hash: String::new(),
+                expires_at: now,
+                now,
+            })
+        };
+        let answer = match User::handle_command(state, attempt(now)) {
+            Err(UserError::Locked { until }) => return UserCommandError::Locked { until },
+            Err(_) => return UserCommandError::InvalidCredentials,
+            Ok(events) => events
+                .iter()
+                .find_map(|e| match e {
+                    UserEvent::Locked(l) => Some(UserCommandError::Locked {
+                        until: l.locked_until,
+                    }),
+                    _ => None,
+                })
+                .unwrap_or(UserCommandError::InvalidCredentials),
+        };
+        let gate = self.gates[gate_index(user_id)].clone().lock_owned().await;
+        let users = self.users.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _gate = gate;
+            if let Err(e) = users.execute(user_id, &ctx, |_| Ok(attempt(now))).await {
+                tracing::warn!(%user_id, error = %e, "failed login not recorded");
+            }
+        });
+        answer
     }
 
     pub async fn refresh(&self, ctx: &CommandContext, token: &str) -> Result<IssuedTokens> {
@@ -444,7 +565,7 @@ impl UserCommands {
             .ok_or(AuthError::InvalidToken)?;
         let loaded = self
             .users
-            .load(claims.sub)
+            .load_shared(claims.sub)
             .await
             .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         if !loaded.state.session_active(claims.sid, Utc::now()) {
@@ -509,6 +630,8 @@ impl UserCommands {
         Ok((e.state, done))
     }
 
+    /// Changes the password. A wrong current password counts toward the login lockout; a
+    /// locked account's change is refused (429) even with the right password.
     pub async fn change_password(
         &self,
         ctx: &CommandContext,
@@ -523,29 +646,44 @@ impl UserCommands {
                 format!("must be at most {PASSWORD_MAX} characters"),
             ));
         }
+        self.pass_gate(who.user_id).await;
         let loaded = self.users.load(who.user_id).await?;
+        let now = Utc::now();
+        if let Some(until) = loaded.state.locked_until.filter(|u| now < *u) {
+            return Err(UserCommandError::Locked { until });
+        }
         let checked_hash = loaded.state.password_hash.clone();
         let ok = self
             .passwords
             .verify(current, Some(checked_hash.clone()))
-            .await
+            .await?
             != Verification::Mismatch;
-        let new_hash = self
-            .passwords
-            .hash(new)
-            .await
-            .map_err(UserCommandError::Internal)?;
+        if !ok {
+            let e = self
+                .users
+                .execute(who.user_id, ctx, |_| {
+                    Ok(UserCommand::PasswordCheckFailed { now: Utc::now() })
+                })
+                .await
+                .map_err(locked_or)?;
+            if let Some(until) = e.state.locked_until.filter(|u| Utc::now() < *u) {
+                return Err(UserCommandError::Locked { until });
+            }
+            return Err(UserCommandError::Domain(UserError::WrongPassword));
+        }
+        let new_hash = self.passwords.hash(new).await?;
         let e = self
             .users
             .execute(who.user_id, ctx, |state| {
                 Ok(UserCommand::ChangePassword {
-                    current_password_ok: ok && state.password_hash == checked_hash,
+                    current_password_ok: state.password_hash == checked_hash,
                     new_password_hash: new_hash.clone(),
                     keep_session: who.session_id,
                     now: Utc::now(),
                 })
             })
-            .await?;
+            .await
+            .map_err(locked_or)?;
         Ok(e.done())
     }
 
@@ -593,6 +731,14 @@ fn started_session(executed: &Executed<User>, session_id: Uuid) -> bool {
         .events
         .iter()
         .any(|e| matches!(e, UserEvent::SessionStarted(s) if s.session_id == session_id))
+}
+
+/// A lockout found by the aggregate is answered like a login's (429 with its expiry).
+fn locked_or(e: CommandError<UserError>) -> UserCommandError {
+    match e {
+        CommandError::Domain(UserError::Locked { until }) => UserCommandError::Locked { until },
+        other => other.into(),
+    }
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> UserCommandError {
@@ -643,10 +789,43 @@ fn validate_optional_text(
     if v.chars().count() > max {
         return Err(invalid(field, format!("must be at most {max} characters")));
     }
-    if v.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
+    if v.chars().any(|c| c.is_control() || is_format_char(c)) {
+        return Err(invalid(
+            field,
+            "must not contain control or invisible formatting characters",
+        ));
     }
     Ok(if v.is_empty() { None } else { Some(v) })
+}
+
+/// Unicode format characters (general category Cf: zero-width spaces and joiners,
+/// bidirectional overrides and isolates, the byte-order mark, tags …) and the line and
+/// paragraph separators: invisible in a rendered name, they let one name pass for another.
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 fn validate_picture_url(value: Option<String>) -> Result<Option<String>> {
@@ -664,4 +843,49 @@ fn validate_picture_url(value: Option<String>) -> Result<Option<String>> {
         return Err(invalid("profile_picture_url", "must be an http(s) URL"));
     }
     Ok(Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_name_failures_stay_within_their_byte_budget() {
+        let budget = 64 * 1024;
+        let mut names = UnknownNames::with_budget(budget);
+        let now = Utc::now();
+        for i in 0..100_000 {
+            names.fail(&format!("name_{i:0>26}"), now);
+            assert!(names.bytes <= budget);
+        }
+        assert!(names.failures.len() * UnknownNames::entry_bytes("x") <= budget);
+        // The most recent names still lock on their fifth failure.
+        let name = "name_00000000000000000000099999";
+        for _ in 0..3 {
+            assert_eq!(names.fail(name, now), None);
+        }
+        assert_eq!(names.fail(name, now), Some(now + LOCKOUT_DURATION));
+    }
+
+    #[test]
+    fn format_and_control_characters_are_refused_in_profile_text() {
+        for bad in [
+            "Ali\u{200b}ce\u{202e}gnp.exe",
+            "\u{200e}",
+            "\u{2067}x",
+            "\u{feff}",
+            "a\u{ad}b",
+            "\u{e0001}",
+            "\u{1b}[31m",
+        ] {
+            assert!(
+                validate_optional_text("display_name", Some(bad.into()), 64).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            validate_optional_text("status", Some(" Zoë 🌱 שלום ".into()), 64).unwrap(),
+            Some("Zoë 🌱 שלום".into())
+        );
+    }
 }

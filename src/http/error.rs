@@ -283,6 +283,12 @@ impl From<UserCommandError> for AppError {
                 "the resource changed concurrently; retry",
             ),
             UserCommandError::Unavailable(m) => AppError::unavailable(m),
+            UserCommandError::Busy => AppError::new(
+                S::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many password checks in progress; retry shortly",
+            )
+            .retry_after(1),
             UserCommandError::Internal(m) => AppError::internal(m),
         }
     }

@@ -47,12 +47,16 @@ pub struct Registered {
     user_id: Uuid,
 }
 
-/// Register an account.
+/// Register an account. A taken name answers 409 `username_taken`: this tells that the name
+/// exists, which is accepted (a sign-up form must say so, and names are public anyway); login
+/// does not reveal it (ADR 0011). Display names refuse control and invisible formatting
+/// characters.
 #[utoipa::path(post, path = "/v1/users", tag = "identity", request_body = RegisterRequest,
     responses(
         (status = 201, description = "registered", body = Registered),
         (status = 400, description = "malformed body or invalid field", body = ErrorBody),
-        (status = 409, description = "username taken", body = ErrorBody),
+        (status = 409, description = "username_taken (reveals that the name exists; accepted)", body = ErrorBody),
+        (status = 503, description = "busy: too many password hashes in progress; retry after Retry-After", body = ErrorBody),
     ))]
 async fn register(
     State(state): State<AppState>,
@@ -249,7 +253,9 @@ pub struct ChangePasswordRequest {
     new_password: String,
 }
 
-/// Change the caller's password; every other session is revoked.
+/// Change the caller's password; every other session is revoked. A wrong current password
+/// counts toward the login lockout: the fifth within 15 minutes, and any change while locked,
+/// answer 429 `account_locked`.
 #[utoipa::path(post, path = "/v1/users/me/password", tag = "identity", security(("bearer" = [])),
     request_body = ChangePasswordRequest,
     responses(
@@ -257,6 +263,8 @@ pub struct ChangePasswordRequest {
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "wrong current password", body = ErrorBody),
+        (status = 429, description = "account_locked", body = ErrorBody),
+        (status = 503, description = "busy", body = ErrorBody),
     ))]
 async fn change_password(
     State(state): State<AppState>,
@@ -305,14 +313,16 @@ fn token_response(t: IssuedTokens) -> impl IntoResponse {
     )
 }
 
-/// Log in. Unknown user and wrong password get the same answer in the same time; five
-/// failures within 15 minutes lock the account for 15 minutes.
+/// Log in. Unknown, deactivated and active names get the same answers in the same time; five
+/// failures within 15 minutes lock the name for 15 minutes. A username over 32 or a password
+/// over 128 characters is refused with 400 before any hashing.
 #[utoipa::path(post, path = "/v1/sessions", tag = "identity", request_body = LoginRequest,
     responses(
         (status = 200, body = TokenPair),
         (status = 400, body = ErrorBody),
         (status = 401, description = "invalid_credentials", body = ErrorBody),
         (status = 429, description = "account_locked", body = ErrorBody),
+        (status = 503, description = "busy: too many password checks in progress; retry after Retry-After", body = ErrorBody),
     ))]
 async fn login(
     State(state): State<AppState>,

@@ -40,6 +40,7 @@ pub fn cheap_argon2() -> Argon2Config {
         memory_kib: 1024,
         iterations: 1,
         parallelism: 1,
+        ..Argon2Config::default()
     }
 }
 

@@ -560,6 +560,68 @@ fn refresh_rotates_the_token_and_retires_the_old_one() {
 }
 
 #[test]
+fn many_refreshes_keep_a_bounded_number_of_retired_hashes_and_still_detect_reuse() {
+    let mut history = with_session();
+    let mut state = fold(history.clone());
+    for i in 1..=1_000 {
+        let t = t0() + Duration::seconds(i);
+        let e = refreshed(sid(1), &format!("t{}", i + 1), t);
+        state = User::apply_event(state, e.clone());
+        history.push(e);
+    }
+    let session = &state.sessions[&sid(1)];
+    assert_eq!(session.retired_token_hashes.len(), RETIRED_TOKENS_KEPT);
+    assert!(!session.retired_token_hashes.contains("t1"));
+    assert!(session.retired_token_hashes.contains("t1000"));
+    assert_eq!(fold(history.clone()), state);
+    // A recently rotated token still revokes the family; a long-gone one is merely invalid.
+    let late = t0() + Duration::seconds(2_000);
+    given::<User>(history.clone())
+        .when(refresh(sid(1), "t1000", "x", late))
+        .then(vec![revoked(
+            sid(1),
+            RevocationReason::RefreshTokenReused,
+            late,
+        )]);
+    given::<User>(history)
+        .when(refresh(sid(1), "t1", "x", late))
+        .then_err(UserError::InvalidRefreshToken);
+}
+
+#[test]
+fn revoked_and_expired_sessions_do_not_accumulate() {
+    let mut state = fold([registered()]);
+    let mut live_max = 0;
+    for i in 0..500u128 {
+        // One login a day, each session logged out or left to expire after 30 days.
+        let t = t0() + Duration::days(i as i64);
+        state = User::apply_event(state, started(sid(i), &format!("t{i}"), t));
+        if i % 2 == 0 {
+            state = User::apply_event(
+                state,
+                revoked(sid(i), RevocationReason::Logout, t + Duration::minutes(1)),
+            );
+            let s = &state.sessions[&sid(i)];
+            assert!(s.current_token_hash.is_empty() && s.retired_token_hashes.is_empty());
+        }
+        live_max = live_max.max(state.sessions.len());
+    }
+    // At most the sessions started within one refresh lifetime (30 days) are kept.
+    assert!(live_max <= 31, "{live_max} sessions retained");
+    // A revoked session's id still cannot be started again while it is remembered.
+    let last_revoked = sid(498);
+    let t = t0() + Duration::days(500);
+    given_state_login_refused(&state, last_revoked, t);
+}
+
+fn given_state_login_refused(state: &UserState, session: Uuid, now: DateTime<Utc>) {
+    assert_eq!(
+        User::handle_command(state, login(true, session, "x", now)),
+        Err(UserError::SessionIdInUse)
+    );
+}
+
+#[test]
 fn refresh_with_the_new_token_keeps_rotating() {
     let mut history = with_session();
     history.push(refreshed(sid(1), "t2", at(10)));
@@ -779,6 +841,37 @@ fn change_password_with_the_wrong_current_password_is_refused() {
 }
 
 #[test]
+fn a_wrong_current_password_counts_toward_the_login_lockout() {
+    let mut history = with_session();
+    history.extend((1..=4).map(|m| failed(at(m))));
+    let events = given::<User>(history.clone())
+        .when(UserCommand::PasswordCheckFailed { now: at(5) })
+        .events();
+    assert_eq!(events, vec![failed(at(5)), locked(at(5))]);
+    history.extend(events);
+    // Locked: neither a correct password change nor a login nor another check goes through.
+    given::<User>(history.clone())
+        .when(change_password(true, ARGON_NEW, sid(1), at(6)))
+        .then_err(UserError::Locked {
+            until: at(5) + LOCKOUT_DURATION,
+        });
+    given::<User>(history.clone())
+        .when(login(true, sid(2), "t2", at(6)))
+        .then_err(UserError::Locked {
+            until: at(5) + LOCKOUT_DURATION,
+        });
+    given::<User>(history.clone())
+        .when(UserCommand::PasswordCheckFailed { now: at(6) })
+        .then_err(UserError::Locked {
+            until: at(5) + LOCKOUT_DURATION,
+        });
+    // After the lock expires the change goes through.
+    given::<User>(history)
+        .when(change_password(true, ARGON_NEW, sid(1), at(21)))
+        .events();
+}
+
+#[test]
 fn change_password_refuses_a_non_server_hash() {
     given::<User>(with_session())
         .when(change_password(true, LEGACY_SHA256, sid(1), at(1)))
@@ -971,6 +1064,7 @@ mod properties {
             valid_hash: bool,
             keep: u128,
         },
+        PasswordCheckFailed,
         Deactivate,
     }
 
@@ -1002,6 +1096,7 @@ mod properties {
             }),
             2 => (any::<bool>(), prop::bool::weighted(0.8), 0..SESSION_POOL)
                 .prop_map(|(ok, valid_hash, keep)| Op::ChangePassword { ok, valid_hash, keep }),
+            2 => Just(Op::PasswordCheckFailed),
             1 => Just(Op::Deactivate),
         ]
     }
@@ -1081,6 +1176,7 @@ mod properties {
                 sid(keep),
                 now,
             ),
+            Op::PasswordCheckFailed => UserCommand::PasswordCheckFailed { now },
             Op::Deactivate => UserCommand::Deactivate { now },
         }
     }
