@@ -6,14 +6,15 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use nova_commands::follow::{FollowCommands, FollowOnUserDeactivated, POLICY_NAME};
+use nova_commands::follow::FollowCommands;
 use nova_commands::CommandContext;
 use nova_event_schemas::Domain;
 use nova_infra::db::Engine;
 use nova_infra::store::ReadFilter;
+use nova_policies::follow::{FollowOnUserDeactivated, NAME as POLICY_NAME};
+use nova_policies::{CatchUp, Policy};
 use nova_projections::checkpoint::Caught;
 use nova_projections::follow_graph::FollowGraph;
-use nova_projections::policy::Policy;
 use nova_projections::{Checkpoints, Projection};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -166,7 +167,7 @@ async fn graph_rows(app: &TestApp, suffix: &str) -> (Vec<EdgeRow>, Vec<CountRow>
 }
 
 fn commands(app: &TestApp) -> FollowCommands {
-    FollowCommands::new(app.db.store.clone(), app.db.any.clone())
+    FollowCommands::new(app.command_store(), app.read_models())
 }
 
 async fn deactivate(app: &TestApp, token: &str) {
@@ -674,7 +675,11 @@ async fn policy_handling_an_event_twice_appends_nothing(engine: Engine) {
     // A second instance of the policy (as another process would run), handling the same event
     // as the live one, and then again.
     let checkpoints = Checkpoints::default();
-    let policy = FollowOnUserDeactivated::new(commands(&app), checkpoints.clone());
+    let policy = FollowOnUserDeactivated::new(
+        commands(&app),
+        app.read_models(),
+        CatchUp::new(app.db.any.clone(), checkpoints.clone()),
+    );
     policy.handle(&deactivated).await.unwrap();
     caught_up(&app, "follow_graph", Domain::Follow).await;
     let head = app.db.store.head(Domain::Follow).await.unwrap();
@@ -692,7 +697,7 @@ async fn policy_handling_an_event_twice_appends_nothing(engine: Engine) {
         .execute(&app.db.any)
         .await
         .unwrap();
-    nova_projections::policy::react_all(&policy, &app.db.store, &app.db.any, &checkpoints)
+    nova_policies::react_all(&policy, &app.db.store, &app.db.any, &checkpoints)
         .await
         .unwrap();
     let handled = checkpoints

@@ -12,7 +12,7 @@ use nova_infra::db::Engine;
 use nova_infra::on_both_backends;
 use nova_infra::store::RecordedEvent;
 use nova_infra::testing::TestDb;
-use nova_projections::policy::{react_all, react_once, Policy, PolicyError};
+use nova_policies::{react_all, react_once, Policy, PolicyError};
 use nova_projections::{Checkpoints, StoreTail};
 use uuid::Uuid;
 
