@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use nova_commands::facts::FollowFactSource;
 use nova_commands::follow::FollowCommands;
 use nova_commands::CommandContext;
 use nova_event_schemas::Domain;
@@ -27,6 +28,7 @@ on_both_backends!(
     routes_require_a_token,
     unknown_or_deactivated_targets_are_not_found,
     follow_across_a_block_is_refused_both_ways,
+    block_fact_answers_both_ways,
     block_removes_follows_and_unblock_does_not_restore_them,
     lists_paginate_with_a_cursor,
     deactivation_policy_removes_the_users_edges,
@@ -432,6 +434,27 @@ async fn unknown_or_deactivated_targets_are_not_found(engine: Engine) {
     ok(&app, "DELETE", &format!("/v1/users/{c}/block"), &ta).await;
     // The block and its lifting; nothing else was appended.
     assert_eq!(follow_event_count(&app).await, 2);
+    app.stop().await;
+}
+
+/// The "does a block exist between a and b" fact, over the read models: either direction,
+/// only while the block is in effect.
+async fn block_fact_answers_both_ways(engine: Engine) {
+    let app = spawn(engine).await;
+    let u = users(&app, &["alice", "bob", "carol"]).await;
+    let ((a, ta), (b, _), (c, _)) = (u[0].clone(), u[1].clone(), u[2].clone());
+    let facts = app.read_models();
+
+    ok(&app, "PUT", &format!("/v1/users/{b}/block"), &ta).await;
+    caught_up(&app, "notification", Domain::Follow).await;
+    assert!(facts.block_between(a, b).await.unwrap());
+    assert!(facts.block_between(b, a).await.unwrap());
+    assert!(!facts.block_between(a, c).await.unwrap());
+
+    ok(&app, "DELETE", &format!("/v1/users/{b}/block"), &ta).await;
+    caught_up(&app, "notification", Domain::Follow).await;
+    assert!(!facts.block_between(a, b).await.unwrap());
+    assert!(!facts.block_between(b, a).await.unwrap());
     app.stop().await;
 }
 
