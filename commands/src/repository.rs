@@ -123,6 +123,8 @@ impl CommandStore {
         streams: Vec<(Uuid, &'static str, i64, Vec<E>)>,
         metadata: EventMetadata,
     ) -> Result<Appended, StoreError> {
+        // The one call of the raw append in this crate besides `Repository::execute`.
+        #[allow(clippy::disallowed_methods)]
         self.inner.append(streams, metadata).await
     }
 }
@@ -243,15 +245,16 @@ where
                     version: loaded.version,
                 });
             }
-            match self
+            #[allow(clippy::disallowed_methods)]
+            let appended = self
                 .store
                 .inner
                 .append(
                     vec![(id, A::NAME, loaded.version, events.clone())],
                     ctx.metadata(),
                 )
-                .await
-            {
+                .await;
+            match appended {
                 Ok(appended) => {
                     let version = loaded.version + events.len() as i64;
                     let state = events
