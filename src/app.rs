@@ -18,17 +18,19 @@ use nova_commands::post::PostCommands;
 use nova_commands::user::credentials::{Argon2Config, Passwords, Tokens};
 use nova_commands::user::notifications::NotificationCommands;
 use nova_commands::user::UserCommands;
+use nova_commands::CommandStore;
 use nova_event_schemas::Domain;
 use nova_infra::db::Database;
 use nova_infra::nats::Names;
 use nova_infra::relay::Relay;
-use nova_projections::policy::run_policy;
+use nova_policies::{run_policy, CatchUp};
 use nova_projections::{run_projector, Checkpoints, EventSource, JetStreamSource, StoreTail};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::facts::ReadModels;
 use crate::http::{self, AppState};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -157,12 +159,19 @@ impl Application {
             }
         }
 
-        let follows = FollowCommands::new(db.store.clone(), db.any.clone());
-        let posts = PostCommands::new(db.store.clone(), db.any.clone());
+        // The command services: each appends its own domain's events only, and learns what it
+        // needs about other domains from the read models (ADR 0008).
+        let store = CommandStore::new(db.store.clone());
+        let facts = ReadModels::shared(db.any.clone());
+        let follows = FollowCommands::new(store.clone(), facts.clone());
+        let posts = PostCommands::new(store.clone(), facts.clone());
         // Policies run wherever all projections run (`nova serve`, `nova project` without
         // names): they react to other domains' events with commands to their own.
         if s.components.projections.is_none() {
-            for policy in nova_commands::policies(&follows, &posts, &checkpoints) {
+            let catch_up = CatchUp::new(db.any.clone(), checkpoints.clone());
+            for policy in
+                nova_policies::all(&follows, &posts, facts.clone(), facts.clone(), &catch_up)
+            {
                 let source: Arc<dyn EventSource> = match &js {
                     Some(js) => Arc::new(JetStreamSource::new(
                         js.clone(),
@@ -205,13 +214,13 @@ impl Application {
         };
         let passwords = Passwords::new(s.argon2)?;
         let tokens = Tokens::new(&s.jwt_secret, s.access_ttl, s.refresh_ttl);
-        let users = UserCommands::new(db.store.clone(), passwords, tokens);
+        let users = UserCommands::new(store.clone(), passwords, tokens);
         let state = AppState {
             db: db.clone(),
             users,
             follows,
             posts,
-            notifications: NotificationCommands::new(db.store.clone(), db.any.clone()),
+            notifications: NotificationCommands::new(store, facts),
             checkpoints,
             nats,
             rebuilds: Default::default(),

@@ -240,7 +240,7 @@ fn event_types(domain: Domain) -> &'static [(&'static str, i32)] {
 /// and are never used here (only names, domains, `consumes()` and `issues()` are read). The
 /// event store starts its appender tasks, so this runs inside a tokio runtime (its own, if the
 /// caller has none).
-fn policies() -> Result<Vec<Arc<dyn nova_projections::policy::Policy>>, crate::app::BoxError> {
+fn policies() -> Result<Vec<Arc<dyn nova_policies::Policy>>, crate::app::BoxError> {
     let runtime = match tokio::runtime::Handle::try_current() {
         Ok(_) => None,
         Err(_) => Some(
@@ -264,12 +264,17 @@ fn policies() -> Result<Vec<Arc<dyn nova_projections::policy::Policy>>, crate::a
     let store = nova_infra::store::EventStore::new(Arc::new(
         nova_infra::store::sqlite::SqliteBackend::new(sqlite),
     ));
-    let follows = nova_commands::follow::FollowCommands::new(store.clone(), any.clone());
-    let posts = nova_commands::post::PostCommands::new(store, any);
-    Ok(nova_commands::policies(
+    let store = nova_commands::CommandStore::new(store);
+    let facts = crate::facts::ReadModels::shared(any.clone());
+    let follows = nova_commands::follow::FollowCommands::new(store.clone(), facts.clone());
+    let posts = nova_commands::post::PostCommands::new(store, facts.clone());
+    let catch_up = nova_policies::CatchUp::new(any, nova_projections::Checkpoints::default());
+    Ok(nova_policies::all(
         &follows,
         &posts,
-        &nova_projections::Checkpoints::default(),
+        facts.clone(),
+        facts,
+        &catch_up,
     ))
 }
 

@@ -4,4 +4,5 @@
 pub mod app;
 pub mod boundaries;
 pub mod config;
+pub mod facts;
 pub mod http;

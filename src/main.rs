@@ -37,7 +37,7 @@ async fn main() -> ExitCode {
 /// keys suffice.
 fn offline_user_commands(db: &Database) -> Result<UserCommands, nova::app::BoxError> {
     Ok(UserCommands::new(
-        db.store.clone(),
+        nova_commands::CommandStore::new(db.store.clone()),
         Passwords::new(Argon2Config::default())?,
         Tokens::new(
             &secrecy::SecretString::from(uuid::Uuid::new_v4().to_string()),

@@ -10,7 +10,7 @@ use common::*;
 use nova_event_schemas::post::PostEvent;
 use nova_event_schemas::Domain;
 use nova_infra::db::{Database, Engine};
-use nova_projections::policy::Policy;
+use nova_policies::Policy;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -1028,9 +1028,10 @@ async fn deactivation_scenario(app: &TestApp) {
     );
 
     // Handling the same event again appends nothing.
-    let policy = nova_commands::post::policy::PostOnUserDeactivated::new(
-        nova_commands::post::PostCommands::new(app.db.store.clone(), app.db.any.clone()),
-        nova_projections::Checkpoints::default(),
+    let policy = nova_policies::post::PostOnUserDeactivated::new(
+        nova_commands::post::PostCommands::new(app.command_store(), app.read_models()),
+        app.read_models(),
+        nova_policies::CatchUp::new(app.db.any.clone(), nova_projections::Checkpoints::default()),
     );
     assert_eq!(policy.name(), "policy_post_on_user_deactivated");
     policy.handle(&deactivated).await.unwrap();

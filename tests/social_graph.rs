@@ -6,14 +6,16 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use nova_commands::follow::{FollowCommands, FollowOnUserDeactivated, POLICY_NAME};
+use nova_commands::facts::FollowFactSource;
+use nova_commands::follow::FollowCommands;
 use nova_commands::CommandContext;
 use nova_event_schemas::Domain;
 use nova_infra::db::Engine;
 use nova_infra::store::ReadFilter;
+use nova_policies::follow::{FollowOnUserDeactivated, NAME as POLICY_NAME};
+use nova_policies::{CatchUp, Policy};
 use nova_projections::checkpoint::Caught;
 use nova_projections::follow_graph::FollowGraph;
-use nova_projections::policy::Policy;
 use nova_projections::{Checkpoints, Projection};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -26,6 +28,7 @@ on_both_backends!(
     routes_require_a_token,
     unknown_or_deactivated_targets_are_not_found,
     follow_across_a_block_is_refused_both_ways,
+    block_fact_answers_both_ways,
     block_removes_follows_and_unblock_does_not_restore_them,
     lists_paginate_with_a_cursor,
     deactivation_policy_removes_the_users_edges,
@@ -166,7 +169,7 @@ async fn graph_rows(app: &TestApp, suffix: &str) -> (Vec<EdgeRow>, Vec<CountRow>
 }
 
 fn commands(app: &TestApp) -> FollowCommands {
-    FollowCommands::new(app.db.store.clone(), app.db.any.clone())
+    FollowCommands::new(app.command_store(), app.read_models())
 }
 
 async fn deactivate(app: &TestApp, token: &str) {
@@ -434,6 +437,27 @@ async fn unknown_or_deactivated_targets_are_not_found(engine: Engine) {
     app.stop().await;
 }
 
+/// The "does a block exist between a and b" fact, over the read models: either direction,
+/// only while the block is in effect.
+async fn block_fact_answers_both_ways(engine: Engine) {
+    let app = spawn(engine).await;
+    let u = users(&app, &["alice", "bob", "carol"]).await;
+    let ((a, ta), (b, _), (c, _)) = (u[0].clone(), u[1].clone(), u[2].clone());
+    let facts = app.read_models();
+
+    ok(&app, "PUT", &format!("/v1/users/{b}/block"), &ta).await;
+    caught_up(&app, "notification", Domain::Follow).await;
+    assert!(facts.block_between(a, b).await.unwrap());
+    assert!(facts.block_between(b, a).await.unwrap());
+    assert!(!facts.block_between(a, c).await.unwrap());
+
+    ok(&app, "DELETE", &format!("/v1/users/{b}/block"), &ta).await;
+    caught_up(&app, "notification", Domain::Follow).await;
+    assert!(!facts.block_between(a, b).await.unwrap());
+    assert!(!facts.block_between(b, a).await.unwrap());
+    app.stop().await;
+}
+
 async fn follow_across_a_block_is_refused_both_ways(engine: Engine) {
     let app = spawn(engine).await;
     let u = users(&app, &["alice", "bob"]).await;
@@ -674,7 +698,11 @@ async fn policy_handling_an_event_twice_appends_nothing(engine: Engine) {
     // A second instance of the policy (as another process would run), handling the same event
     // as the live one, and then again.
     let checkpoints = Checkpoints::default();
-    let policy = FollowOnUserDeactivated::new(commands(&app), checkpoints.clone());
+    let policy = FollowOnUserDeactivated::new(
+        commands(&app),
+        app.read_models(),
+        CatchUp::new(app.db.any.clone(), checkpoints.clone()),
+    );
     policy.handle(&deactivated).await.unwrap();
     caught_up(&app, "follow_graph", Domain::Follow).await;
     let head = app.db.store.head(Domain::Follow).await.unwrap();
@@ -692,7 +720,7 @@ async fn policy_handling_an_event_twice_appends_nothing(engine: Engine) {
         .execute(&app.db.any)
         .await
         .unwrap();
-    nova_projections::policy::react_all(&policy, &app.db.store, &app.db.any, &checkpoints)
+    nova_policies::react_all(&policy, &app.db.store, &app.db.any, &checkpoints)
         .await
         .unwrap();
     let handled = checkpoints

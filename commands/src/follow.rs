@@ -1,23 +1,29 @@
-//! Command handlers of the `follow` domain, and its policy on `user.deactivated`.
+//! Command handlers of the `follow` domain.
 //!
 //! The relationship aggregate decides; this module supplies what it cannot know: the time,
-//! and whether the target user exists and is active — looked up in the user directory (a read
-//! model), never in the user domain's events.
+//! and whether the target user exists and is active — a [`UserFactSource`] answers from the
+//! user directory (a read model), never from the user domain's events. Only this module can
+//! create a [`FollowWriter`], so only it appends follow events (ADR 0008).
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::Utc;
 use nova_aggregates::follow::{relationship_id, FollowCommand, FollowError, Relationship};
-use nova_event_schemas::user::UserEvent;
+use nova_event_schemas::follow::FollowEvent;
 use nova_event_schemas::Domain;
-use nova_infra::store::{EventStore, RecordedEvent, StoreError};
-use nova_projections::policy::{self, Policy, PolicyError};
-use nova_projections::{follow_graph, Checkpoints};
-use sqlx::AnyPool;
+use nova_infra::store::StoreError;
 use uuid::Uuid;
 
-use crate::{CommandContext, CommandError, Done, Repository};
+use crate::facts::{FactError, UserFactSource};
+use crate::{CommandContext, CommandError, CommandStore, Done, Owned, Repository};
+
+/// The follow domain's writer: the proof, required to append follow events, that the code
+/// appending them is this module's. Its field is private, so no other module can create one.
+pub struct FollowWriter(());
+
+impl Owned for FollowEvent {
+    type Writer = FollowWriter;
+}
 
 /// Why a follow command failed, in terms the HTTP edge maps once.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +53,8 @@ impl From<CommandError<FollowError>> for FollowCommandError {
     }
 }
 
-impl From<nova_queries::QueryError> for FollowCommandError {
-    fn from(e: nova_queries::QueryError) -> Self {
+impl From<FactError> for FollowCommandError {
+    fn from(e: FactError) -> Self {
         FollowCommandError::Unavailable(e.to_string())
     }
 }
@@ -57,18 +63,18 @@ type Result<T> = std::result::Result<T, FollowCommandError>;
 
 #[derive(Clone)]
 pub struct FollowCommands {
-    store: EventStore,
+    store: CommandStore,
     relationships: Repository<Relationship>,
-    /// Read models (the user directory) for facts about other domains.
-    read: AnyPool,
+    /// Facts about users (the user directory); they may lag the user domain.
+    users: Arc<dyn UserFactSource>,
 }
 
 impl FollowCommands {
-    pub fn new(store: EventStore, read: AnyPool) -> Self {
+    pub fn new(store: CommandStore, users: Arc<dyn UserFactSource>) -> Self {
         FollowCommands {
-            relationships: Repository::new(store.clone()),
+            relationships: Repository::new(&store, FollowWriter(())),
             store,
-            read,
+            users,
         }
     }
 
@@ -135,14 +141,13 @@ impl FollowCommands {
         Ok(e.done())
     }
 
-    /// The event store this service appends to.
-    pub fn store(&self) -> &EventStore {
-        &self.store
-    }
-
-    /// The read-model pool this service looks facts up in.
-    pub fn read_pool(&self) -> &AnyPool {
-        &self.read
+    /// Position of the follow domain's latest event: what a policy waits for a follow read
+    /// model to reach before it lists from it.
+    pub async fn head(&self) -> Result<i64> {
+        self.store
+            .head(Domain::Follow)
+            .await
+            .map_err(|e| FollowCommandError::Unavailable(e.to_string()))
     }
 
     async fn run(
@@ -157,10 +162,7 @@ impl FollowCommands {
         // be active. Unfollowing and unblocking only end one, and must keep working when the
         // target has since been deactivated (or is not in the directory yet). A command about
         // oneself is refused by the aggregate and needs no lookup.
-        if needs_active_target
-            && actor != target
-            && !nova_queries::user::is_active(&self.read, target).await?
-        {
+        if needs_active_target && actor != target && !self.users.is_active(target).await? {
             return Err(FollowCommandError::NotFound);
         }
         let e = self
@@ -173,86 +175,52 @@ impl FollowCommands {
     }
 }
 
-/// `policy_follow_on_user_deactivated`: when a user is deactivated, ends every follow of that
-/// user, in both directions, by `RemoveUser` commands to the relationships involved.
-///
-/// Before listing the user's edges from `follow_graph`, it waits until that projection has
-/// applied the follow domain up to its head, so that no follow committed before the
-/// deactivation is missed. Handling the same event twice appends nothing the second time.
-pub struct FollowOnUserDeactivated {
-    follows: FollowCommands,
-    checkpoints: Checkpoints,
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-pub const POLICY_NAME: &str = "policy_follow_on_user_deactivated";
+    use nova_infra::testing::TestDb;
 
-impl FollowOnUserDeactivated {
-    pub fn new(follows: FollowCommands, checkpoints: Checkpoints) -> Self {
-        FollowOnUserDeactivated {
-            follows,
-            checkpoints,
-        }
-    }
-}
+    use super::*;
+    use crate::facts::fake::Directory;
 
-#[async_trait]
-impl Policy for FollowOnUserDeactivated {
-    fn name(&self) -> &str {
-        POLICY_NAME
-    }
+    /// The user directory lags the user domain. Until it lists the target, following or
+    /// blocking them answers not-found and appends nothing; ending a relationship needs no
+    /// lookup; once the directory lists the target, the same follow succeeds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_target_not_yet_in_the_directory_is_not_found() {
+        let t = TestDb::sqlite();
+        let db = t.open().await;
+        let directory = Arc::new(Directory::default());
+        let follows = FollowCommands::new(CommandStore::new(db.store.clone()), directory.clone());
+        let ctx = CommandContext::new(None, None);
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
 
-    fn domains(&self) -> &'static [Domain] {
-        &[Domain::User]
-    }
+        let refused = follows.follow(&ctx, alice, bob).await;
+        assert!(
+            matches!(refused, Err(FollowCommandError::NotFound)),
+            "{refused:?}"
+        );
+        let refused = follows.block(&ctx, alice, bob).await;
+        assert!(
+            matches!(refused, Err(FollowCommandError::NotFound)),
+            "{refused:?}"
+        );
+        assert_eq!(follows.head().await.unwrap(), 0);
+        let done = follows.unfollow(&ctx, alice, bob).await.unwrap();
+        assert_eq!(done.position, None);
 
-    fn domain(&self) -> Domain {
-        Domain::Follow
-    }
+        directory.add("bob", bob);
+        let done = follows.follow(&ctx, alice, bob).await.unwrap();
+        assert_eq!(done.position, Some(1));
 
-    fn consumes(&self) -> &'static [&'static str] {
-        &["user.deactivated"]
-    }
-
-    fn issues(&self) -> &'static [&'static str] {
-        &["follow.remove_user"]
-    }
-
-    async fn handle(&self, event: &RecordedEvent) -> std::result::Result<(), PolicyError> {
-        if event.domain != Domain::User || event.event_type != "deactivated" {
-            return Ok(());
-        }
-        let UserEvent::Deactivated(_) = event.decode::<UserEvent>()? else {
-            return Ok(());
-        };
-        let user = event.aggregate_id;
-        let read = self.follows.read_pool();
-        policy::wait_until_current(
-            self.follows.store(),
-            read,
-            &self.checkpoints,
-            follow_graph::NAME,
-            Domain::Follow,
-        )
-        .await?;
-        let others: BTreeSet<Uuid> = nova_queries::follow::edges_of(read, user)
-            .await
-            .map_err(|e| PolicyError::Retry(e.to_string()))?
-            .into_iter()
-            .map(|(follower, followee)| if follower == user { followee } else { follower })
-            .collect();
-        let ctx = CommandContext {
-            correlation_id: event.metadata.correlation_id,
-            causation_id: Some(event.event_id),
-            actor_id: None,
-            request_id: event.metadata.request_id.clone(),
-            idempotency: None,
-        };
-        for other in others {
-            self.follows
-                .remove_user(&ctx, user, other)
-                .await
-                .map_err(|e| PolicyError::Retry(e.to_string()))?;
-        }
-        Ok(())
+        // A directory that cannot answer is store trouble (503), not "not found".
+        *directory.down.lock().unwrap() = true;
+        let refused = follows.follow(&ctx, bob, alice).await;
+        assert!(
+            matches!(refused, Err(FollowCommandError::Unavailable(_))),
+            "{refused:?}"
+        );
+        db.close().await;
     }
 }

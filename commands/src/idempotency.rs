@@ -52,7 +52,7 @@ pub fn current() -> Option<Arc<Scope>> {
 
 /// The registration recorded under `command_key`, if any: (user id, last position).
 pub(crate) async fn recorded(
-    store: &nova_infra::store::EventStore,
+    store: &crate::CommandStore,
     command_key: &Option<String>,
 ) -> Result<Option<(uuid::Uuid, i64)>, crate::user::UserCommandError> {
     let Some(key) = command_key else {

@@ -3,42 +3,29 @@
 //! [`MAX_ATTEMPTS`] times, then reported as [`CommandError::Conflict`].
 //!
 //! Everything impure that an aggregate needs (time, ids, password verification, random tokens)
-//! happens here and is handed to the aggregate inside the command. Each domain has one module;
-//! a module appends only its own domain's event type (the store picks the table from it).
+//! happens here and is handed to the aggregate inside the command. Each domain has one module,
+//! and a module can append only its own domain's events: it alone can create the writer that
+//! [`Repository::new`] and [`CommandStore::append`] require (see [`repository`], ADR 0008).
+//!
+//! This crate depends on aggregates, event schemas and the store only. Facts about other
+//! domains come through the narrow traits of [`facts`], implemented over the read models
+//! outside this crate and handed in when the application is assembled.
 
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use esrs::Aggregate;
-use lru::LruCache;
-use nova_event_schemas::{DomainEvent, EventMetadata};
-use nova_infra::store::{Appended, EventStore, StoreError};
+use nova_event_schemas::EventMetadata;
+use nova_infra::store::StoreError;
 use uuid::Uuid;
 
+pub mod facts;
 pub mod follow;
 pub mod idempotency;
 pub mod post;
+pub mod repository;
 pub mod user;
 
-use nova_projections::policy::Policy;
-
-/// Every policy Nova runs: each reacts to another domain's events with commands to its own.
-pub fn policies(
-    follows: &follow::FollowCommands,
-    posts: &post::PostCommands,
-    checkpoints: &nova_projections::Checkpoints,
-) -> Vec<Arc<dyn Policy>> {
-    vec![
-        Arc::new(follow::FollowOnUserDeactivated::new(
-            follows.clone(),
-            checkpoints.clone(),
-        )),
-        Arc::new(post::policy::PostOnUserDeactivated::new(
-            posts.clone(),
-            checkpoints.clone(),
-        )),
-    ]
-}
+pub use facts::FactError;
+pub use repository::{CommandStore, Executed, Loaded, Owned, Repository, CACHE_CAPACITY};
 
 /// First try plus retries after a version conflict (DESIGN rule 3).
 pub const MAX_ATTEMPTS: usize = 4;
@@ -96,260 +83,6 @@ pub enum CommandError<E: std::error::Error> {
     Store(StoreError),
     #[error("stored event could not be decoded: {0}")]
     Corrupt(String),
-}
-
-/// An aggregate as loaded: its state and the version that state reflects.
-#[derive(Clone)]
-pub struct Loaded<S> {
-    pub state: S,
-    pub version: i64,
-    /// Domain position of the aggregate's latest event (0 if it has none).
-    pub last_position: i64,
-}
-
-/// Loads and executes commands on one aggregate type, with a bounded in-memory cache of
-/// states. A cached state is never trusted blindly: every load reads the events after the
-/// cached version from the store (usually none — one index probe) and folds them on, so the
-/// result is as current as a full replay while costing O(new events), not O(history).
-pub struct Repository<A: Aggregate> {
-    store: EventStore,
-    /// Shared, not cloned, on a read: a caller that only looks (authentication on every
-    /// request) costs a reference count, whatever the size of the state.
-    cache: Arc<Mutex<StateCache<A::State>>>,
-}
-
-type StateCache<S> = LruCache<Uuid, Arc<Loaded<S>>>;
-
-impl<A: Aggregate> Clone for Repository<A> {
-    fn clone(&self) -> Self {
-        Repository {
-            store: self.store.clone(),
-            cache: self.cache.clone(),
-        }
-    }
-}
-
-/// States kept per aggregate type.
-pub const CACHE_CAPACITY: usize = 10_000;
-
-impl<A> Repository<A>
-where
-    A: Aggregate,
-    A::Event: DomainEvent,
-    A::State: Clone,
-{
-    pub fn new(store: EventStore) -> Self {
-        let cap = NonZeroUsize::new(CACHE_CAPACITY).unwrap_or(NonZeroUsize::MIN);
-        Repository {
-            store,
-            cache: Arc::new(Mutex::new(LruCache::new(cap))),
-        }
-    }
-
-    pub fn store(&self) -> &EventStore {
-        &self.store
-    }
-
-    fn cached(&self, id: Uuid) -> Option<Arc<Loaded<A::State>>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
-    }
-
-    fn remember(&self, id: Uuid, loaded: Arc<Loaded<A::State>>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        // Never replace a newer state with an older one (concurrent loads).
-        if cache.peek(&id).is_some_and(|c| c.version > loaded.version) {
-            return;
-        }
-        cache.put(id, loaded);
-    }
-
-    /// The aggregate's current state: the cached one plus the events appended since.
-    pub async fn load(&self, id: Uuid) -> Result<Loaded<A::State>, CommandError<A::Error>> {
-        self.load_shared(id).await.map(Arc::unwrap_or_clone)
-    }
-
-    /// Like [`Repository::load`], for callers that only read the state: when nothing was
-    /// appended since it was cached, the cached state itself, not a copy.
-    pub async fn load_shared(
-        &self,
-        id: Uuid,
-    ) -> Result<Arc<Loaded<A::State>>, CommandError<A::Error>> {
-        let cached = self.cached(id);
-        let from = cached.as_ref().map_or(0, |c| c.version);
-        let events = self
-            .store
-            .load(<A::Event as DomainEvent>::DOMAIN, id, from)
-            .await
-            .map_err(CommandError::Store)?;
-        if events.is_empty() {
-            if let Some(c) = cached {
-                return Ok(c);
-            }
-        }
-        let mut loaded = cached.map(Arc::unwrap_or_clone).unwrap_or(Loaded {
-            state: A::State::default(),
-            version: 0,
-            last_position: 0,
-        });
-        for e in events {
-            let event: A::Event = e
-                .decode()
-                .map_err(|err| CommandError::Corrupt(err.to_string()))?;
-            loaded.state = A::apply_event(loaded.state, event);
-            loaded.version = e.version;
-            loaded.last_position = e.position;
-        }
-        let loaded = Arc::new(loaded);
-        if loaded.version > 0 {
-            self.remember(id, loaded.clone());
-        }
-        Ok(loaded)
-    }
-
-    /// load → decide → append, retried on conflict (with a short jittered pause). `make`
-    /// builds the command from the current state, so a retry re-decides on fresh state.
-    pub async fn execute(
-        &self,
-        id: Uuid,
-        ctx: &CommandContext,
-        make: impl Fn(&A::State) -> Result<A::Command, A::Error>,
-    ) -> Result<Executed<A>, CommandError<A::Error>> {
-        let command_key = ctx.next_command_key();
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                backoff(attempt).await;
-            }
-            // A retried command (same key) answers what its first run appended, before
-            // deciding anew on a state that already contains it.
-            if let Some(key) = &command_key {
-                if let Some(original) = self
-                    .store
-                    .recorded(<A::Event as DomainEvent>::DOMAIN, key)
-                    .await
-                    .map_err(CommandError::Store)?
-                {
-                    return self.replayed(original).await;
-                }
-            }
-            let loaded = self.load(id).await?;
-            let command = make(&loaded.state).map_err(CommandError::Domain)?;
-            let events = A::handle_command(&loaded.state, command).map_err(CommandError::Domain)?;
-            if events.is_empty() {
-                return Ok(Executed {
-                    aggregate_id: id,
-                    state: loaded.state,
-                    events,
-                    appended: None,
-                    version: loaded.version,
-                });
-            }
-            match self
-                .store
-                .append_keyed(
-                    vec![(id, A::NAME, loaded.version, events.clone())],
-                    ctx.metadata(),
-                    command_key.clone(),
-                )
-                .await
-            {
-                Ok(appended) if appended.replayed.is_some() => {
-                    return self.replayed(appended).await;
-                }
-                Ok(appended) => {
-                    let version = loaded.version + events.len() as i64;
-                    let state = events
-                        .iter()
-                        .cloned()
-                        .fold(loaded.state, |s, e| A::apply_event(s, e));
-                    self.remember(
-                        id,
-                        Arc::new(Loaded {
-                            state: state.clone(),
-                            version,
-                            last_position: appended.last_position,
-                        }),
-                    );
-                    return Ok(Executed {
-                        aggregate_id: id,
-                        state,
-                        events,
-                        appended: Some(appended),
-                        version,
-                    });
-                }
-                Err(StoreError::Conflict { .. }) => {
-                    metrics::counter!("nova_command_conflict_retries_total",
-                        "domain" => <A::Event as DomainEvent>::DOMAIN.as_str(), "aggregate" => A::NAME)
-                    .increment(1);
-                    continue;
-                }
-                Err(e) => return Err(CommandError::Store(e)),
-            }
-        }
-        Err(CommandError::Conflict)
-    }
-
-    /// The result of a command whose key was already recorded: the original append, its
-    /// events and the aggregate's current state.
-    async fn replayed(&self, original: Appended) -> Result<Executed<A>, CommandError<A::Error>> {
-        let Some(&(id, first, last)) = original.replayed.as_ref().and_then(|s| s.first()) else {
-            return Err(CommandError::Corrupt(
-                "replayed append without streams".into(),
-            ));
-        };
-        let loaded = self.load(id).await?;
-        let mut events = Vec::new();
-        for e in self
-            .store
-            .load(<A::Event as DomainEvent>::DOMAIN, id, first - 1)
-            .await
-            .map_err(CommandError::Store)?
-            .into_iter()
-            .take_while(|e| e.version <= last)
-        {
-            events.push(
-                e.decode()
-                    .map_err(|err| CommandError::Corrupt(err.to_string()))?,
-            );
-        }
-        Ok(Executed {
-            aggregate_id: id,
-            state: loaded.state,
-            events,
-            appended: Some(original),
-            version: last,
-        })
-    }
-}
-
-/// The result of a command that was appended (or that decided nothing needed to change).
-pub struct Executed<A: Aggregate> {
-    /// The aggregate the events went to: the one asked for, or for a retried command (same
-    /// command key) the one its first run created.
-    pub aggregate_id: Uuid,
-    pub state: A::State,
-    pub events: Vec<A::Event>,
-    pub appended: Option<Appended>,
-    /// The aggregate's version after the command.
-    pub version: i64,
-}
-
-impl<A: Aggregate> Executed<A> {
-    /// Position of the last appended event, for `X-Nova-Position`.
-    pub fn position(&self) -> Option<i64> {
-        self.appended.as_ref().map(|a| a.last_position)
-    }
-
-    pub fn done(&self) -> Done {
-        Done {
-            version: self.version,
-            position: self.position(),
-        }
-    }
 }
 
 /// What a command reports back: the aggregate's new version and, if anything was appended,

@@ -1,11 +1,13 @@
-//! Command handlers of the `post` domain, and its policy on `user.deactivated`.
+//! Command handlers of the `post` domain.
 //!
 //! Input is validated here (content length, media URLs, collection names); `@mentions` are
-//! resolved to active user ids through the user directory (a read model, never the user
-//! domain's events); facts a like or bookmark needs about its post are loaded from the post
-//! aggregate (same domain). Decisions are the aggregates'.
+//! resolved to active user ids by a [`UserFactSource`] (the user directory, a read model, never
+//! the user domain's events); facts a like or bookmark needs about its post are loaded from the
+//! post aggregate (same domain). Decisions are the aggregates'. Only this module can create a
+//! [`PostWriter`], so only it appends post events (ADR 0008).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::Utc;
 use nova_aggregates::post::{
@@ -13,14 +15,21 @@ use nova_aggregates::post::{
     PostState,
 };
 use nova_event_schemas::post::{bookmark_id, like_id, HideReason, PostEvent};
-use nova_infra::store::{EventStore, StoreError};
-use sqlx::AnyPool;
+use nova_event_schemas::Domain;
+use nova_infra::store::StoreError;
 use uuid::Uuid;
 
+use crate::facts::{FactError, UserFactSource};
 use crate::user::{URL_MAX, USERNAME_MAX, USERNAME_MIN};
-use crate::{CommandContext, CommandError, Done, Repository};
+use crate::{CommandContext, CommandError, CommandStore, Done, Owned, Repository};
 
-pub mod policy;
+/// The post domain's writer: the proof, required to append post events, that the code
+/// appending them is this module's. Its field is private, so no other module can create one.
+pub struct PostWriter(());
+
+impl Owned for PostEvent {
+    type Writer = PostWriter;
+}
 
 pub const CONTENT_MAX: usize = 5000;
 pub const COMMENT_MAX: usize = 2000;
@@ -59,8 +68,8 @@ impl From<CommandError<PostError>> for PostCommandError {
     }
 }
 
-impl From<nova_queries::QueryError> for PostCommandError {
-    fn from(e: nova_queries::QueryError) -> Self {
+impl From<FactError> for PostCommandError {
+    fn from(e: FactError) -> Self {
         PostCommandError::Unavailable(e.to_string())
     }
 }
@@ -69,31 +78,32 @@ type Result<T> = std::result::Result<T, PostCommandError>;
 
 #[derive(Clone)]
 pub struct PostCommands {
-    store: EventStore,
-    /// Read models (the user directory) for facts about other domains.
-    read: AnyPool,
+    store: CommandStore,
+    /// Facts about users (the user directory); they may lag the user domain.
+    users: Arc<dyn UserFactSource>,
     posts: Repository<Post>,
     likes: Repository<Like>,
     bookmarks: Repository<Bookmark>,
 }
 
 impl PostCommands {
-    pub fn new(store: EventStore, read: AnyPool) -> Self {
+    pub fn new(store: CommandStore, users: Arc<dyn UserFactSource>) -> Self {
         PostCommands {
-            posts: Repository::new(store.clone()),
-            likes: Repository::new(store.clone()),
-            bookmarks: Repository::new(store.clone()),
+            posts: Repository::new(&store, PostWriter(())),
+            likes: Repository::new(&store, PostWriter(())),
+            bookmarks: Repository::new(&store, PostWriter(())),
             store,
-            read,
+            users,
         }
     }
 
-    pub fn store(&self) -> &EventStore {
-        &self.store
-    }
-
-    pub fn read_pool(&self) -> &AnyPool {
-        &self.read
+    /// Position of the post domain's latest event: what a policy waits for a post read model
+    /// to reach before it lists from it.
+    pub async fn head(&self) -> Result<i64> {
+        self.store
+            .head(Domain::Post)
+            .await
+            .map_err(|e| PostCommandError::Unavailable(e.to_string()))
     }
 
     /// Creates a post; returns its id.
@@ -365,7 +375,10 @@ impl PostCommands {
     /// The active users `text` mentions, in order of first mention.
     async fn mentions(&self, text: &str) -> Result<Vec<Uuid>> {
         let names = mentioned_usernames(text);
-        let ids = nova_queries::user::ids_by_usernames(&self.read, &names).await?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = self.users.ids_by_usernames(&names).await?;
         let mut seen = HashSet::new();
         Ok(names
             .iter()
@@ -480,7 +493,51 @@ fn validate_collection(name: String) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use nova_infra::testing::TestDb;
+
     use super::*;
+    use crate::facts::fake::Directory;
+
+    /// Mentions resolve through the user directory, which lags the user domain: a name it does
+    /// not list (yet) resolves to nothing and stays plain text; after it catches up, an edit
+    /// resolves it. A directory that cannot answer is store trouble, not "no mentions".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mention_of_an_unknown_name_resolves_to_nothing() {
+        let t = TestDb::sqlite();
+        let db = t.open().await;
+        let directory = Arc::new(Directory::default());
+        let posts = PostCommands::new(CommandStore::new(db.store.clone()), directory.clone());
+        let ctx = CommandContext::new(None, None);
+        let (author, alice, carol) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        directory.add("alice", alice);
+
+        let text = "hi @Carol and @alice";
+        let (post_id, _) = posts
+            .create(&ctx, author, text.into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(posts.state(post_id).await.unwrap().mentions, vec![alice]);
+
+        directory.add("carol", carol);
+        let (state, _) = posts
+            .edit(&ctx, author, post_id, Some(text.into()), None)
+            .await
+            .unwrap();
+        assert_eq!(state.mentions, vec![carol, alice]);
+
+        *directory.down.lock().unwrap() = true;
+        let refused = posts.create(&ctx, author, "@alice".into(), vec![]).await;
+        assert!(
+            matches!(refused, Err(PostCommandError::Unavailable(_))),
+            "{refused:?}"
+        );
+        // Text without mentions asks nothing.
+        posts
+            .create(&ctx, author, "no names".into(), vec![])
+            .await
+            .unwrap();
+        db.close().await;
+    }
 
     #[test]
     fn finds_mentions() {

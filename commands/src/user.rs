@@ -1,6 +1,7 @@
 //! Command handlers of the `user` domain: registration, login, token refresh, logout, profile,
 //! password, deactivation. Input is validated here (so the CLI and HTTP share the rules);
-//! decisions are the aggregates'.
+//! decisions are the aggregates'. Only this module (and its submodules) can create a
+//! [`UserWriter`], so only it appends user events.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,16 +12,27 @@ use nova_aggregates::user::{
     LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW,
 };
 use nova_event_schemas::user::{username_claim_id, Role, UserEvent};
-use nova_infra::store::{EventStore, StoreError};
+use nova_infra::store::StoreError;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use crate::{CommandContext, CommandError, Done, Executed, Repository, MAX_ATTEMPTS};
+use crate::{
+    CommandContext, CommandError, CommandStore, Done, Executed, Owned, Repository, MAX_ATTEMPTS,
+};
 
 pub mod credentials;
 pub mod notifications;
 
 use credentials::{hash_token, PasswordError, Passwords, RefreshToken, Tokens, Verification};
+
+/// The user domain's writer: the proof, required to append user events, that the code
+/// appending them is this module's (or its submodules'). Its field is private, so no other
+/// module can create one (ADR 0008).
+pub struct UserWriter(());
+
+impl Owned for UserEvent {
+    type Writer = UserWriter;
+}
 
 pub const USERNAME_MIN: usize = 3;
 pub const USERNAME_MAX: usize = 32;
@@ -115,7 +127,7 @@ pub enum AuthError {
 
 #[derive(Clone)]
 pub struct UserCommands {
-    store: EventStore,
+    store: CommandStore,
     users: Repository<User>,
     claims: Repository<UsernameClaim>,
     passwords: Passwords,
@@ -214,10 +226,10 @@ pub struct ProfilePatch {
 }
 
 impl UserCommands {
-    pub fn new(store: EventStore, passwords: Passwords, tokens: Tokens) -> Self {
+    pub fn new(store: CommandStore, passwords: Passwords, tokens: Tokens) -> Self {
         UserCommands {
-            users: Repository::new(store.clone()),
-            claims: Repository::new(store.clone()),
+            users: Repository::new(&store, UserWriter(())),
+            claims: Repository::new(&store, UserWriter(())),
             store,
             passwords,
             tokens,
@@ -234,10 +246,6 @@ impl UserCommands {
     /// Waits until no failed-login append of the user (or name) `id` is pending.
     async fn pass_gate(&self, id: Uuid) {
         drop(self.gates[gate_index(id)].lock().await);
-    }
-
-    pub fn store(&self) -> &EventStore {
-        &self.store
     }
 
     /// Registers an account. The username claim and the user stream are appended in one
@@ -318,6 +326,7 @@ impl UserCommands {
             match self
                 .store
                 .append_keyed(
+                    &UserWriter(()),
                     vec![
                         (claim_id, UsernameClaim::NAME, claim.version, claimed),
                         (user_id, User::NAME, 0, registered),
@@ -846,7 +855,10 @@ fn validate_picture_url(value: Option<String>) -> Result<Option<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod limits {
     use super::*;
 
     #[test]

@@ -104,8 +104,33 @@ pub enum DecodeError {
     },
 }
 
-/// A domain's event enum. Implemented by `domain_events!`, never by hand.
-pub trait DomainEvent: Sized + Clone + std::fmt::Debug + Send + Sync + 'static {
+/// A domain's event enum. Implemented by `domain_events!` in this crate only: the trait is
+/// sealed, so the event types of each domain are exactly the ones declared here, and no other
+/// crate can declare a type that would be stored in a domain's table (the command side binds
+/// each of these types to its one owner, ADR 0008). Outside this crate it cannot be
+/// implemented:
+///
+/// ```compile_fail,E0277
+/// use nova_event_schemas::{DecodeError, Domain, DomainEvent};
+///
+/// #[derive(Debug, Clone)]
+/// struct Impostor;
+///
+/// impl DomainEvent for Impostor {
+///     const DOMAIN: Domain = Domain::User;
+///     const TYPES: &'static [(&'static str, i32)] = &[("deactivated", 1)];
+///     fn event_type(&self) -> &'static str { "deactivated" }
+///     fn schema_version(&self) -> i32 { 1 }
+///     fn to_payload(&self) -> serde_json::Value { serde_json::Value::Null }
+///     fn from_stored(_: &str, _: i32, _: serde_json::Value) -> Result<Self, DecodeError> {
+///         Ok(Impostor)
+///     }
+///     fn current_schemas() -> Vec<(String, serde_json::Value)> { Vec::new() }
+/// }
+/// ```
+pub trait DomainEvent:
+    sealed::Sealed + Sized + Clone + std::fmt::Debug + Send + Sync + 'static
+{
     const DOMAIN: Domain;
     /// Every (event type, current schema version) this enum can produce.
     const TYPES: &'static [(&'static str, i32)];
@@ -144,9 +169,14 @@ pub fn encode_payload<T: Serialize>(payload: &T) -> serde_json::Value {
     serde_json::to_value(payload).unwrap_or(serde_json::Value::Null)
 }
 
+mod sealed {
+    /// Implemented by `domain_events!` only; see [`DomainEvent`](super::DomainEvent).
+    pub trait Sealed {}
+}
+
 /// Declares a domain's event enum: one variant per event type, each wrapping its payload
-/// struct, with the type name and schema version that are stored with it.
-#[macro_export]
+/// struct, with the type name and schema version that are stored with it. Used by this crate
+/// only (`DomainEvent` is sealed).
 macro_rules! domain_events {
     (
         $(#[$meta:meta])*
@@ -158,6 +188,8 @@ macro_rules! domain_events {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq)]
         pub enum $name { $( $variant($payload) ),+ }
+
+        impl $crate::sealed::Sealed for $name {}
 
         impl $crate::DomainEvent for $name {
             const DOMAIN: $crate::Domain = $domain;
@@ -201,3 +233,4 @@ macro_rules! domain_events {
         }
     };
 }
+pub(crate) use domain_events;

@@ -20,7 +20,6 @@ pub mod checkpoint;
 pub mod feed;
 pub mod follow_graph;
 pub mod notification;
-pub mod policy;
 pub mod post_view;
 pub mod rebuild;
 pub mod status;

@@ -127,6 +127,21 @@ pub async fn created_at_of(
     Ok(row.map(|r| r.0))
 }
 
+/// Whether a block between `a` and `b` (either direction) is in effect now, from the view's
+/// block intervals (one row per block, per side; `unblocked_at` set when it was lifted). This is
+/// the only read model that keeps blocks today; `follow_graph` keeps follows only.
+pub async fn block_between(pool: &AnyPool, a: Uuid, b: Uuid) -> Result<bool, QueryError> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM notification_block \
+         WHERE user_id = $1 AND other_id = $2 AND unblocked_at IS NULL LIMIT 1",
+    )
+    .bind(a.to_string())
+    .bind(b.to_string())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.is_some())
+}
+
 /// `user`'s current setting per kind (true = on). Every kind is on until switched off.
 pub async fn preferences(
     pool: &AnyPool,

@@ -198,11 +198,22 @@ impl TestApp {
         }
     }
 
+    /// This app's store as the command services take it.
+    pub fn command_store(&self) -> nova_commands::CommandStore {
+        nova_commands::CommandStore::new(self.db.store.clone())
+    }
+
+    /// The read models of this app's database, as the command services and policies take
+    /// their facts.
+    pub fn read_models(&self) -> std::sync::Arc<nova::facts::ReadModels> {
+        nova::facts::ReadModels::shared(self.db.any.clone())
+    }
+
     /// The user command service on this app's store, for setting up state no route creates
     /// (roles, imported legacy accounts).
     pub fn user_commands(&self) -> nova_commands::user::UserCommands {
         nova_commands::user::UserCommands::new(
-            self.db.store.clone(),
+            self.command_store(),
             nova_commands::user::credentials::Passwords::new(cheap_argon2()).unwrap(),
             nova_commands::user::credentials::Tokens::new(
                 &SecretString::from(SECRET),

@@ -2,15 +2,17 @@
 //! user's own data (events of the `user` domain); the notification view projects them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::Utc;
 use nova_aggregates::user::{User, UserCommand, UserError};
 use nova_event_schemas::user::NotificationKind;
-use nova_infra::store::{EventStore, StoreError};
-use sqlx::AnyPool;
+use nova_infra::store::StoreError;
 use uuid::Uuid;
 
-use crate::{CommandContext, CommandError, Done, Repository};
+use super::UserWriter;
+use crate::facts::{FactError, NotificationFactSource};
+use crate::{CommandContext, CommandError, CommandStore, Done, Repository};
 
 /// Why a notification-settings command failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,12 @@ impl From<CommandError<UserError>> for NotificationCommandError {
     }
 }
 
+impl From<FactError> for NotificationCommandError {
+    fn from(e: FactError) -> Self {
+        NotificationCommandError::Unavailable(e.to_string())
+    }
+}
+
 type Result<T> = std::result::Result<T, NotificationCommandError>;
 
 /// Per-kind settings: `true` = on. Always holds every kind.
@@ -50,14 +58,14 @@ pub type Preferences = BTreeMap<NotificationKind, bool>;
 pub struct NotificationCommands {
     users: Repository<User>,
     /// The notification view, to look up the notification a read marker points at.
-    read: AnyPool,
+    notifications: Arc<dyn NotificationFactSource>,
 }
 
 impl NotificationCommands {
-    pub fn new(store: EventStore, read: AnyPool) -> Self {
+    pub fn new(store: CommandStore, notifications: Arc<dyn NotificationFactSource>) -> Self {
         NotificationCommands {
-            users: Repository::new(store),
-            read,
+            users: Repository::new(&store, UserWriter(())),
+            notifications,
         }
     }
 
@@ -96,9 +104,10 @@ impl NotificationCommands {
     /// Marks `user`'s notifications read up to and including `up_to` (in list order). The
     /// marker never moves backwards; marking an older notification changes nothing.
     pub async fn mark_read(&self, ctx: &CommandContext, user: Uuid, up_to: Uuid) -> Result<Done> {
-        let created_at = nova_queries::notification::created_at_of(&self.read, user, up_to)
-            .await
-            .map_err(|e| NotificationCommandError::Unavailable(e.to_string()))?
+        let created_at = self
+            .notifications
+            .created_at_of(user, up_to)
+            .await?
             .ok_or(NotificationCommandError::NotificationNotFound)?;
         let executed = self
             .users

@@ -16,7 +16,8 @@ use nova_infra::store::{EventStore, RecordedEvent, StoreError};
 use sqlx::AnyPool;
 use tokio::sync::watch;
 
-use crate::{Checkpoints, EventSource, StoreTail};
+use nova_projections::checkpoint::Caught;
+use nova_projections::{Checkpoints, EventSource, StoreTail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -166,13 +167,51 @@ pub async fn wait_until_current(
     domain: Domain,
 ) -> Result<(), PolicyError> {
     let head = store.head(domain).await?;
+    wait_until_applied(pool, checkpoints, projection, domain, head).await
+}
+
+/// Waits (up to 10 s, then [`PolicyError::Retry`]) until projection `projection` has applied
+/// `domain` up to position `head`.
+pub async fn wait_until_applied(
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    projection: &str,
+    domain: Domain,
+    head: i64,
+) -> Result<(), PolicyError> {
     match checkpoints
         .wait_for(pool, projection, domain, head, Duration::from_secs(10))
         .await?
     {
-        crate::checkpoint::Caught::Up => Ok(()),
-        crate::checkpoint::Caught::TimedOut => Err(PolicyError::Retry(format!(
+        Caught::Up => Ok(()),
+        Caught::TimedOut => Err(PolicyError::Retry(format!(
             "projection {projection} is behind {domain} position {head}"
         ))),
+    }
+}
+
+/// What a policy needs to wait for a read model to catch up: the read-model pool and the
+/// projections' checkpoints. A policy lists the aggregates it commands from a read model only
+/// after the read model has reached the head of their domain (which the domain's command
+/// service reports), so that nothing committed before the triggering event is missed.
+#[derive(Clone)]
+pub struct CatchUp {
+    pool: AnyPool,
+    checkpoints: Checkpoints,
+}
+
+impl CatchUp {
+    pub fn new(pool: AnyPool, checkpoints: Checkpoints) -> Self {
+        CatchUp { pool, checkpoints }
+    }
+
+    /// Waits until `projection` has applied `domain` up to `head`.
+    pub async fn until(
+        &self,
+        projection: &str,
+        domain: Domain,
+        head: i64,
+    ) -> Result<(), PolicyError> {
+        wait_until_applied(&self.pool, &self.checkpoints, projection, domain, head).await
     }
 }

@@ -12,7 +12,7 @@ use nova_infra::db::Engine;
 use nova_infra::on_both_backends;
 use nova_infra::store::RecordedEvent;
 use nova_infra::testing::TestDb;
-use nova_projections::policy::{react_all, react_once, Policy, PolicyError};
+use nova_policies::{react_all, react_once, Policy, PolicyError};
 use nova_projections::{Checkpoints, StoreTail};
 use uuid::Uuid;
 
@@ -67,6 +67,8 @@ impl Policy for Recorder {
     }
 }
 
+// A fixture, not a policy: it writes the user events a policy would find in the store.
+#[allow(clippy::disallowed_methods)]
 async fn seed(db: &nova_infra::db::Database, n: usize) {
     for i in 0..n {
         let id = Uuid::now_v7();

@@ -1,0 +1,48 @@
+//! Policies and their runtime: consumers that react to another domain's events by issuing
+//! commands to their **own** domain's aggregates (DESIGN rule 1), e.g. "when a user is
+//! deactivated, end their follows".
+//!
+//! One module per domain that reacts, named like everywhere else: [`follow`]
+//! (`FollowOnUserDeactivated`) and [`post`] (`PostOnUserDeactivated`); [`all`] is the list Nova
+//! runs. A policy reaches its domain only through that domain's command service (it holds
+//! nothing else that can append, and the command crate's writers keep every domain's appends
+//! in its own module, ADR 0008); it learns which aggregates to command from a read model, through
+//! the fact traits of `nova_commands::facts`, after waiting for that read model to catch up
+//! ([`CatchUp`]).
+
+use std::sync::Arc;
+
+use nova_commands::facts::{FollowFactSource, PostFactSource};
+use nova_commands::follow::FollowCommands;
+use nova_commands::post::PostCommands;
+
+pub mod follow;
+pub mod post;
+pub mod runtime;
+
+pub use runtime::{
+    react_all, react_once, run_policy, wait_until_applied, wait_until_current, CatchUp, Policy,
+    PolicyError,
+};
+
+/// Every policy Nova runs: each reacts to another domain's events with commands to its own.
+pub fn all(
+    follows: &FollowCommands,
+    posts: &PostCommands,
+    follow_facts: Arc<dyn FollowFactSource>,
+    post_facts: Arc<dyn PostFactSource>,
+    catch_up: &CatchUp,
+) -> Vec<Arc<dyn Policy>> {
+    vec![
+        Arc::new(follow::FollowOnUserDeactivated::new(
+            follows.clone(),
+            follow_facts,
+            catch_up.clone(),
+        )),
+        Arc::new(post::PostOnUserDeactivated::new(
+            posts.clone(),
+            post_facts,
+            catch_up.clone(),
+        )),
+    ]
+}
