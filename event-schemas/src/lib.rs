@@ -121,6 +121,11 @@ pub trait DomainEvent: Sized + Clone + std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<Self, DecodeError>;
     /// JSON Schemas of the current versions, keyed by file name (`<type>.v<N>.json`).
     fn current_schemas() -> Vec<(String, serde_json::Value)>;
+    /// JSON Schemas of the older versions still found in stores (the upcasters' inputs), keyed
+    /// like [`DomainEvent::current_schemas`]. Their files stay checked in and checked.
+    fn superseded_schemas() -> Vec<(String, serde_json::Value)> {
+        Vec::new()
+    }
 }
 
 /// Decodes one payload struct, wrapping serde errors with the event's coordinates.
@@ -144,8 +149,33 @@ pub fn encode_payload<T: Serialize>(payload: &T) -> serde_json::Value {
     serde_json::to_value(payload).unwrap_or(serde_json::Value::Null)
 }
 
+/// Upcasts one stored payload: decodes it as the old version's struct `Old` (errors carry the
+/// old coordinates), converts it with `convert` and encodes the result. `convert` reports a
+/// value the new type cannot hold as a message, which becomes a [`DecodeError::Payload`].
+pub fn upcast_payload<Old: DeserializeOwned, New: Serialize>(
+    domain: Domain,
+    event_type: &str,
+    version: i32,
+    payload: serde_json::Value,
+    convert: impl FnOnce(Old) -> Result<New, String>,
+) -> Result<serde_json::Value, DecodeError> {
+    let old: Old = decode_payload(domain, event_type, version, payload)?;
+    let new = convert(old).map_err(|message| DecodeError::Payload {
+        domain,
+        event_type: event_type.to_owned(),
+        version,
+        source: <serde_json::Error as serde::de::Error>::custom(message),
+    })?;
+    Ok(encode_payload(&new))
+}
+
 /// Declares a domain's event enum: one variant per event type, each wrapping its payload
 /// struct, with the type name and schema version that are stored with it.
+///
+/// `upcast` rewrites a stored `(type, version, payload)` of an older version into the current
+/// one (it may use `?` with a [`DecodeError`]); `superseded` lists the payload structs of those
+/// older versions, so their checked-in JSON Schemas stay verified. See `README.md` for the
+/// procedure of changing an event.
 #[macro_export]
 macro_rules! domain_events {
     (
@@ -154,6 +184,9 @@ macro_rules! domain_events {
             $( $variant:ident($payload:ty) = ($ty:literal, $ver:literal) ),+ $(,)?
         }
         upcast($ut:ident, $uv:ident, $up:ident) { $($upcasters:tt)* }
+        $( superseded {
+            $( $old:ty = ($oty:literal, $over:literal) ),* $(,)?
+        } )?
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq)]
@@ -197,6 +230,12 @@ macro_rules! domain_events {
                     format!("{}.v{}.json", $ty, $ver),
                     $crate::encode_payload(&schemars::schema_for!($payload)),
                 ) ),+ ]
+            }
+            fn superseded_schemas() -> Vec<(String, serde_json::Value)> {
+                vec![ $( $( (
+                    format!("{}.v{}.json", $oty, $over),
+                    $crate::encode_payload(&schemars::schema_for!($old)),
+                ) ),* )? ]
             }
         }
     };

@@ -237,7 +237,7 @@ impl NotificationView {
                      WHERE {table}.version < excluded.version"
                 ))
                 .bind(&user_id)
-                .bind(&e.up_to_created_at)
+                .bind(ts(e.up_to_created_at))
                 .bind(e.up_to.to_string())
                 .bind(event.version)
                 .execute(&mut **tx)

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use nova_aggregates::user::{User, UserCommand, UserError};
 use nova_event_schemas::user::NotificationKind;
 use nova_infra::store::{EventStore, StoreError};
@@ -100,12 +100,18 @@ impl NotificationCommands {
             .await
             .map_err(|e| NotificationCommandError::Unavailable(e.to_string()))?
             .ok_or(NotificationCommandError::NotificationNotFound)?;
+        // The view stores RFC 3339 text; the event carries the instant.
+        let created_at = DateTime::parse_from_rfc3339(&created_at)
+            .map_err(|e| {
+                NotificationCommandError::Internal(format!("notification view created_at: {e}"))
+            })?
+            .with_timezone(&Utc);
         let executed = self
             .users
             .execute(user, ctx, |_| {
                 Ok(UserCommand::MarkNotificationsRead {
                     up_to,
-                    up_to_created_at: created_at.clone(),
+                    up_to_created_at: created_at,
                     now: Utc::now(),
                 })
             })
