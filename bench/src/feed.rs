@@ -258,9 +258,7 @@ type TimelineRow = (String, String, String, String);
 /// The fan-out's own rows, re-inserted with one multi-row INSERT per post into a copy.
 async fn raw_fanout(db: &Database, progress: bool) -> Result<Throughput, Error> {
     let suffix = "__bench_raw";
-    for statement in Feed::default().ddl(suffix) {
-        sqlx::query(&statement).execute(&db.any).await?;
-    }
+    nova_projections::schema::create_copies(&db.any, &Feed::default().tables(), suffix).await?;
     let rows: Vec<TimelineRow> = sqlx::query_as(
         "SELECT owner_id, created_at, post_id, author_id FROM feed_timeline ORDER BY post_id",
     )
