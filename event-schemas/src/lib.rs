@@ -3,7 +3,8 @@
 //!
 //! Invariants kept here:
 //! - an event type's name (`event_type`) and its schema version never change once stored; a
-//!   changed payload is a new version with an upcaster in `from_stored`;
+//!   changed payload is a new version with an upcaster in `from_stored` (the procedure, step by
+//!   step, is in this crate's `README.md`);
 //! - every (type, version) pair has a checked-in JSON Schema under `schemas/<domain>/`, and the
 //!   `schemas_match_checked_in_files` test fails when the Rust type and the file disagree;
 //! - payloads never carry plaintext secrets: only hashes of passwords and tokens.
