@@ -8,7 +8,7 @@
 //!   own aggregate, appended first and not timed), in sequence:
 //!   - **raw**: the N rows `user_directory` would receive (values prepared before the clock
 //!     starts) are inserted one statement each, with the projection's own `INSERT`, into
-//!     `user_directory_bench_raw` — a copy created by the projection's own `ddl` (as rebuilds
+//!     `user_directory_bench_raw` — a copy of the migrated table, indexes included (as rebuilds
 //!     do) — committing every 500 rows (the runtime's batch size), through the same `AnyPool`;
 //!   - **projector**: `catch_up(&UserDirectory, ...)` from an empty read model (read 500 events
 //!     from the store, lock the checkpoint, decode and apply each, save the checkpoint, commit;
