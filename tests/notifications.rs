@@ -8,8 +8,12 @@ use chrono::Utc;
 use common::*;
 use nova_event_schemas::follow::{relationship_id, FollowEvent, Followed};
 use nova_event_schemas::post::{like_id, CommentAdded, Liked, PostCreated, PostEvent};
-use nova_event_schemas::{DomainEvent, EventMetadata};
+use nova_event_schemas::user::UserEvent;
+use nova_event_schemas::{Domain, DomainEvent, EventMetadata};
 use nova_infra::db::Engine;
+use nova_infra::nats::Envelope;
+use nova_infra::store::{AppendRequest, NewEvent, RecordedEvent, StreamAppend};
+use nova_projections::Checkpoints;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -19,6 +23,7 @@ on_both_backends!(
     bad_input_and_missing_token,
     preferences_roundtrip_and_effect,
     over_jetstream,
+    stored_v1_read_markers_reach_every_consumer,
 );
 
 /// Appends one event to a new aggregate (or the next version of `version`); returns the
@@ -518,6 +523,171 @@ async fn over_jetstream(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["share"], false);
+    app.stop().await;
+    drop(nats);
+}
+
+/// `user.notifications_read` v1 (the view's text for `up_to_created_at`) is still in stores
+/// written before v2. Raw v1 rows, stored below the typed API, are read by every consumer: the
+/// notification projection live (here over the relay and JetStream) and in a rebuild, the user
+/// aggregate (a command that depends on the marker), and the JetStream envelope codec. New
+/// appends write v2, and a history mixing both rebuilds to the same view.
+async fn stored_v1_read_markers_reach_every_consumer(engine: Engine) {
+    let nats = nova_infra::testing::PrivateNats::start();
+    let app = spawn_with_nats(engine, nats.url()).await;
+    let (alice, token, _) = app.user("alice").await;
+    let (bob, _, _) = app.user("bob").await;
+    let pos = follow(&app, bob, alice).await;
+    notifications(&app, &token, "", Some(&pos)).await;
+    let (p, _) = post(&app, alice).await;
+    let pos = like(&app, p, alice, bob).await;
+    let page = notifications(&app, &token, "", Some(&pos)).await;
+    assert_eq!(page["unread_count"], 2);
+    let (liked, followed) = (&page["items"][0], &page["items"][1]);
+    assert_eq!(followed["kind"], "follow");
+    let follow_id = followed["notification_id"].as_str().unwrap().to_owned();
+    let follow_at = followed["created_at"].as_str().unwrap().to_owned();
+    let like_id = liked["notification_id"].as_str().unwrap().to_owned();
+    let like_at = liked["created_at"].as_str().unwrap().to_owned();
+
+    // A v1 event, as the code before v2 stored it.
+    let user_events = |app: &TestApp| {
+        let store = app.db.store.clone();
+        async move { store.load(Domain::User, alice, 0).await.unwrap() }
+    };
+    let version = user_events(&app).await.last().unwrap().version;
+    let appended = app
+        .db
+        .store
+        .backend()
+        .append_batch(
+            Domain::User,
+            &[AppendRequest {
+                streams: vec![StreamAppend {
+                    aggregate_id: alice,
+                    aggregate_type: "user".into(),
+                    expected_version: version,
+                    events: vec![NewEvent {
+                        event_id: Uuid::now_v7(),
+                        event_type: "notifications_read".into(),
+                        schema_version: 1,
+                        payload: json!({
+                            "up_to": follow_id,
+                            "up_to_created_at": follow_at,
+                            "read_at": Utc::now(),
+                        }),
+                    }],
+                }],
+                metadata: EventMetadata::default(),
+                recorded_at: Utc::now(),
+                command_key: None,
+            }],
+        )
+        .await
+        .unwrap();
+    let v1_position = appended[0].as_ref().unwrap().last_position;
+    let stored: RecordedEvent = user_events(&app).await.pop().unwrap();
+    assert_eq!(
+        (stored.event_type.as_str(), stored.schema_version),
+        ("notifications_read", 1)
+    );
+
+    // Decoding upcasts it exactly: the instant, written the view's way, is the v1 text.
+    let UserEvent::NotificationsRead(read) = stored.decode::<UserEvent>().unwrap() else {
+        panic!("not a read marker");
+    };
+    assert_eq!(read.up_to.to_string(), follow_id);
+    assert_eq!(
+        nova_projections::user_directory::ts(read.up_to_created_at),
+        follow_at
+    );
+
+    // The JetStream envelope carries the stored version and payload untouched; its consumer
+    // decodes (and upcasts) like the store's.
+    let envelope = Envelope {
+        prev_position: v1_position - 1,
+        event: stored.clone(),
+    };
+    let carried = Envelope::decode(&envelope.encode()).unwrap();
+    assert_eq!(carried, envelope);
+    assert_eq!(
+        carried.event.decode::<UserEvent>().unwrap(),
+        stored.decode::<UserEvent>().unwrap()
+    );
+
+    // The live projection (fed over JetStream by the relay) applies it.
+    let marker = |app: &TestApp| {
+        let pool = app.db.any.clone();
+        async move {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT up_to_created_at, up_to_id FROM notification_read WHERE user_id = $1",
+            )
+            .bind(alice.to_string())
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let min = format!("user:{v1_position}");
+    let page = notifications(&app, &token, "", Some(&min)).await;
+    assert_eq!(page["unread_count"], 1);
+    assert_eq!(page["items"][0]["read"], false);
+    assert_eq!(page["items"][1]["read"], true);
+    assert_eq!(marker(&app).await, (follow_at.clone(), follow_id.clone()));
+
+    // A rebuild (from the store) gives the same view.
+    let rebuild = |app: &TestApp| {
+        let (store, pool) = (app.db.store.clone(), app.db.any.clone());
+        async move {
+            nova_projections::rebuild::rebuild(
+                nova_projections::rebuild::find("notification").unwrap(),
+                &store,
+                &pool,
+                &Checkpoints::default(),
+                |_| {},
+            )
+            .await
+            .unwrap();
+        }
+    };
+    rebuild(&app).await;
+    assert_eq!(marker(&app).await, (follow_at.clone(), follow_id.clone()));
+    assert_eq!(
+        notifications(&app, &token, "", None).await["unread_count"],
+        1
+    );
+
+    // The aggregate loads the v1 marker: marking the same notification again changes nothing.
+    let mark = |up_to: String| {
+        app.post("/v1/notifications/read")
+            .bearer_auth(&token)
+            .json(&json!({ "up_to": up_to }))
+            .send()
+    };
+    let res = mark(follow_id.clone()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(user_events(&app).await.len() as i64, version + 1);
+
+    // Moving it on appends v2.
+    let res = mark(like_id.clone()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let pos = position(&res);
+    let newest = user_events(&app).await.pop().unwrap();
+    assert_eq!(
+        (newest.event_type.as_str(), newest.schema_version),
+        ("notifications_read", 2)
+    );
+    let page = notifications(&app, &token, "", Some(&pos)).await;
+    assert_eq!(page["unread_count"], 0);
+    assert_eq!(marker(&app).await, (like_at.clone(), like_id.clone()));
+
+    // A history of v1 and v2 rebuilds to the same marker.
+    rebuild(&app).await;
+    assert_eq!(marker(&app).await, (like_at, like_id));
+    assert_eq!(
+        notifications(&app, &token, "", None).await["unread_count"],
+        0
+    );
     app.stop().await;
     drop(nats);
 }

@@ -780,9 +780,13 @@ async fn rebuild_equals_live(engine: Engine) {
 
     // A from-scratch replay into a copy beside the live tables.
     let copy = FollowGraph::default().shadow("_replay").unwrap();
-    for stmt in FollowGraph::default().ddl("_replay") {
-        sqlx::query(&stmt).execute(&app.db.any).await.unwrap();
-    }
+    nova_projections::schema::create_copies(
+        &app.db.any,
+        &FollowGraph::default().tables(),
+        "_replay",
+    )
+    .await
+    .unwrap();
     nova_projections::catch_up(&*copy, &app.db.store, &app.db.any, &Checkpoints::default())
         .await
         .unwrap();

@@ -110,7 +110,7 @@ pub struct UserState {
     /// Notification kinds the user switched off.
     pub notifications_disabled: BTreeSet<NotificationKind>,
     /// Read marker of the notification list: (created_at, id) of the last read notification.
-    pub notifications_read_up_to: Option<(String, Uuid)>,
+    pub notifications_read_up_to: Option<(DateTime<Utc>, Uuid)>,
 }
 
 impl UserState {
@@ -215,7 +215,7 @@ pub enum UserCommand {
     /// up in the notification view by the command handler.
     MarkNotificationsRead {
         up_to: Uuid,
-        up_to_created_at: String,
+        up_to_created_at: DateTime<Utc>,
         now: DateTime<Utc>,
     },
 }

@@ -9,7 +9,7 @@
 //!   `INSERT … SELECT` per post; authors at or above the fan-out threshold are skipped and merged
 //!   at read time). Reported as timeline rows/s, beside **raw**: the same rows (read back from
 //!   the timeline, grouped per post) inserted with one multi-row `INSERT … VALUES` per post into
-//!   a copy of the timeline table made by the projection's own `ddl`, committing every 500 posts
+//!   a copy of the migrated timeline table (as rebuilds make it), committing every 500 posts
 //!   (the runtime's batch) — what the database takes in that shape with no projector around it.
 //! - **rebuild**: `nova projections rebuild feed` as ops run it (`rebuild::rebuild`: a fresh copy
 //!   from the whole store, then the swap), timed end to end. Target: < 60 s for 100k posts.
@@ -258,9 +258,7 @@ type TimelineRow = (String, String, String, String);
 /// The fan-out's own rows, re-inserted with one multi-row INSERT per post into a copy.
 async fn raw_fanout(db: &Database, progress: bool) -> Result<Throughput, Error> {
     let suffix = "__bench_raw";
-    for statement in Feed::default().ddl(suffix) {
-        sqlx::query(&statement).execute(&db.any).await?;
-    }
+    nova_projections::schema::create_copies(&db.any, &Feed::default().tables(), suffix).await?;
     let rows: Vec<TimelineRow> = sqlx::query_as(
         "SELECT owner_id, created_at, post_id, author_id FROM feed_timeline ORDER BY post_id",
     )

@@ -8,7 +8,7 @@
 //!   own aggregate, appended first and not timed), in sequence:
 //!   - **raw**: the N rows `user_directory` would receive (values prepared before the clock
 //!     starts) are inserted one statement each, with the projection's own `INSERT`, into
-//!     `user_directory_bench_raw` — a copy created by the projection's own `ddl` (as rebuilds
+//!     `user_directory_bench_raw` — a copy of the migrated table, indexes included (as rebuilds
 //!     do) — committing every 500 rows (the runtime's batch size), through the same `AnyPool`;
 //!   - **projector**: `catch_up(&UserDirectory, ...)` from an empty read model (read 500 events
 //!     from the store, lock the checkpoint, decode and apply each, save the checkpoint, commit;
@@ -179,13 +179,14 @@ async fn bench_apply(engine: Engine, db: &Database, args: &Args) -> Result<Apply
     let progress = !args.json;
     let head = pre_append(&db.store, args.events, &format!("{name} append"), progress).await?;
 
-    // The projection's own definition of a copy of its table (what rebuilds create).
-    for statement in UserDirectory::default().ddl(RAW_SUFFIX) {
-        sqlx::query(&statement)
-            .execute(&db.any)
-            .await
-            .map_err(|e| format!("cannot create {RAW_TABLE}: {e}"))?;
-    }
+    // A copy of the projection's table as the migrations made it (what rebuilds create).
+    nova_projections::schema::create_copies(
+        &db.any,
+        &UserDirectory::default().tables(),
+        RAW_SUFFIX,
+    )
+    .await
+    .map_err(|e| format!("cannot create {RAW_TABLE}: {e}"))?;
     let rows = read_all(&db.store)
         .await?
         .into_iter()
@@ -582,9 +583,17 @@ fn print_tables(report: &Report) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn raw_copy_is_the_projections_own_table() {
-        let ddl = UserDirectory::default().ddl(RAW_SUFFIX);
+    #[tokio::test]
+    async fn raw_copy_is_the_projections_own_table() {
+        let t = nova_infra::testing::TestDb::new(Engine::Sqlite).await;
+        let db = t.open().await;
+        let mut conn = db.any.acquire().await.unwrap();
+        let ddl =
+            nova_projections::schema::copy_statements(&mut conn, user_directory::NAME, RAW_SUFFIX)
+                .await
+                .unwrap();
+        drop(conn);
+        db.close().await;
         assert!(ddl[0].contains(&format!("CREATE TABLE {RAW_TABLE} (")));
         assert!(RAW_INSERT.contains(&format!("INSERT INTO {RAW_TABLE} (")));
     }

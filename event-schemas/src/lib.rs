@@ -3,7 +3,8 @@
 //!
 //! Invariants kept here:
 //! - an event type's name (`event_type`) and its schema version never change once stored; a
-//!   changed payload is a new version with an upcaster in `from_stored`;
+//!   changed payload is a new version with an upcaster in `from_stored` (the procedure, step by
+//!   step, is in this crate's `README.md`);
 //! - every (type, version) pair has a checked-in JSON Schema under `schemas/<domain>/`, and the
 //!   `schemas_match_checked_in_files` test fails when the Rust type and the file disagree;
 //! - payloads never carry plaintext secrets: only hashes of passwords and tokens.
@@ -146,6 +147,11 @@ pub trait DomainEvent:
     ) -> Result<Self, DecodeError>;
     /// JSON Schemas of the current versions, keyed by file name (`<type>.v<N>.json`).
     fn current_schemas() -> Vec<(String, serde_json::Value)>;
+    /// JSON Schemas of the older versions still found in stores (the upcasters' inputs), keyed
+    /// like [`DomainEvent::current_schemas`]. Their files stay checked in and checked.
+    fn superseded_schemas() -> Vec<(String, serde_json::Value)> {
+        Vec::new()
+    }
 }
 
 /// Decodes one payload struct, wrapping serde errors with the event's coordinates.
@@ -174,9 +180,34 @@ mod sealed {
     pub trait Sealed {}
 }
 
+/// Upcasts one stored payload: decodes it as the old version's struct `Old` (errors carry the
+/// old coordinates), converts it with `convert` and encodes the result. `convert` reports a
+/// value the new type cannot hold as a message, which becomes a [`DecodeError::Payload`].
+pub fn upcast_payload<Old: DeserializeOwned, New: Serialize>(
+    domain: Domain,
+    event_type: &str,
+    version: i32,
+    payload: serde_json::Value,
+    convert: impl FnOnce(Old) -> Result<New, String>,
+) -> Result<serde_json::Value, DecodeError> {
+    let old: Old = decode_payload(domain, event_type, version, payload)?;
+    let new = convert(old).map_err(|message| DecodeError::Payload {
+        domain,
+        event_type: event_type.to_owned(),
+        version,
+        source: <serde_json::Error as serde::de::Error>::custom(message),
+    })?;
+    Ok(encode_payload(&new))
+}
+
 /// Declares a domain's event enum: one variant per event type, each wrapping its payload
 /// struct, with the type name and schema version that are stored with it. Used by this crate
 /// only (`DomainEvent` is sealed).
+///
+/// `upcast` rewrites a stored `(type, version, payload)` of an older version into the current
+/// one (it may use `?` with a [`DecodeError`]); `superseded` lists the payload structs of those
+/// older versions, so their checked-in JSON Schemas stay verified. See `README.md` for the
+/// procedure of changing an event.
 macro_rules! domain_events {
     (
         $(#[$meta:meta])*
@@ -184,6 +215,9 @@ macro_rules! domain_events {
             $( $variant:ident($payload:ty) = ($ty:literal, $ver:literal) ),+ $(,)?
         }
         upcast($ut:ident, $uv:ident, $up:ident) { $($upcasters:tt)* }
+        $( superseded {
+            $( $old:ty = ($oty:literal, $over:literal) ),* $(,)?
+        } )?
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +263,12 @@ macro_rules! domain_events {
                     format!("{}.v{}.json", $ty, $ver),
                     $crate::encode_payload(&schemars::schema_for!($payload)),
                 ) ),+ ]
+            }
+            fn superseded_schemas() -> Vec<(String, serde_json::Value)> {
+                vec![ $( $( (
+                    format!("{}.v{}.json", $oty, $over),
+                    $crate::encode_payload(&schemars::schema_for!($old)),
+                ) ),* )? ]
             }
         }
     };

@@ -201,14 +201,47 @@ pub struct NotificationPreferencesChanged {
 }
 
 /// The user read their notifications up to and including `up_to` (in the list's order:
-/// `up_to_created_at`, then id).
+/// `up_to_created_at`, then id). Version 2: version 1 carried the notification view's text for
+/// `up_to_created_at`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationsRead {
     pub up_to: Uuid,
+    /// Creation time of the `up_to` notification.
+    pub up_to_created_at: DateTime<Utc>,
+    pub read_at: DateTime<Utc>,
+}
+
+// `notifications_read` version 1, as still found in stores: the creation time was the
+// notification view's text encoding of it. Read only through the upcaster; the doc comment and
+// name below are what its checked-in schema (`notifications_read.v1.json`) says.
+/// The user read their notifications up to and including `up_to` (in the list's order:
+/// `up_to_created_at`, then id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "NotificationsRead")]
+pub struct NotificationsReadV1 {
+    pub up_to: Uuid,
     /// RFC 3339 creation time of the `up_to` notification, as the notification view lists it.
     pub up_to_created_at: String,
     pub read_at: DateTime<Utc>,
+}
+
+impl TryFrom<NotificationsReadV1> for NotificationsRead {
+    type Error = String;
+
+    /// The view's text is RFC 3339 with microseconds, so the conversion is exact: encoding the
+    /// result the view's way gives back the same text.
+    fn try_from(v1: NotificationsReadV1) -> Result<Self, String> {
+        let up_to_created_at = DateTime::parse_from_rfc3339(&v1.up_to_created_at)
+            .map_err(|e| format!("up_to_created_at {:?}: {e}", v1.up_to_created_at))?
+            .with_timezone(&Utc);
+        Ok(NotificationsRead {
+            up_to: v1.up_to,
+            up_to_created_at,
+            read_at: v1.read_at,
+        })
+    }
 }
 
 crate::domain_events! {
@@ -228,11 +261,27 @@ crate::domain_events! {
         RoleGranted(RoleGranted) = ("role_granted", 1),
         NotificationPreferencesChanged(NotificationPreferencesChanged) =
             ("notification_preferences_changed", 1),
-        NotificationsRead(NotificationsRead) = ("notifications_read", 1),
+        NotificationsRead(NotificationsRead) = ("notifications_read", 2),
     }
     upcast(event_type, version, payload) {
-        // No older versions exist yet. An upcaster rewrites (type, version, payload) here,
-        // e.g. `("registered", 1) => ("registered", 2, add_field(payload))`.
-        (event_type, version, payload)
+        // Each arm brings one superseded version up by one. When a v3 comes, a second `match`
+        // after this one takes v2 to v3, so stored v1 events pass through both.
+        match (event_type, version) {
+            ("notifications_read", 1) => (
+                "notifications_read",
+                2,
+                crate::upcast_payload(
+                    Domain::User,
+                    event_type,
+                    version,
+                    payload,
+                    <NotificationsRead as TryFrom<NotificationsReadV1>>::try_from,
+                )?,
+            ),
+            _ => (event_type, version, payload),
+        }
+    }
+    superseded {
+        NotificationsReadV1 = ("notifications_read", 1),
     }
 }

@@ -1,6 +1,7 @@
 //! The checked-in JSON Schemas are the contract with consumers outside this codebase; this
 //! test fails when a Rust payload type drifts from its file. To accept an intended change
 //! (which must be a new schema version), run with `NOVA_BLESS_SCHEMAS=1` to rewrite the files.
+//! Superseded versions (the upcasters' inputs) are checked too: their files never change.
 
 use std::path::PathBuf;
 
@@ -11,9 +12,15 @@ fn check<E: DomainEvent>() {
         .join("schemas")
         .join(E::DOMAIN.as_str());
     let bless = std::env::var_os("NOVA_BLESS_SCHEMAS").is_some();
-    let schemas = E::current_schemas();
-    assert_eq!(schemas.len(), E::TYPES.len());
-    for (file, schema) in schemas {
+    let current = E::current_schemas();
+    assert_eq!(current.len(), E::TYPES.len());
+    let superseded = E::superseded_schemas();
+    let files: Vec<String> = current
+        .iter()
+        .chain(&superseded)
+        .map(|(f, _)| f.clone())
+        .collect();
+    for (file, schema) in current.into_iter().chain(superseded) {
         let path = dir.join(&file);
         let rendered = serde_json::to_string_pretty(&schema).unwrap() + "\n";
         if bless {
@@ -34,10 +41,10 @@ fn check<E: DomainEvent>() {
     // No stray files: every file on disk belongs to a known (type, version).
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        let known = E::TYPES
-            .iter()
-            .any(|(t, _)| name.starts_with(&format!("{t}.v")) && name.ends_with(".json"));
-        assert!(known, "schema file {name} belongs to no event type");
+        assert!(
+            files.contains(&name),
+            "schema file {name} belongs to no current or superseded event version"
+        );
     }
 }
 
@@ -66,4 +73,40 @@ fn payload_roundtrips_through_storage_form() {
     assert!(err.to_string().contains("v9"));
     let err = UserEvent::from_stored("nope", 1, serde_json::json!({})).unwrap_err();
     assert!(err.to_string().contains("unknown event type"));
+}
+
+#[test]
+fn notifications_read_v1_is_upcast_exactly() {
+    use chrono::{DateTime, Utc};
+    use nova_event_schemas::user::*;
+    let up_to = uuid::Uuid::now_v7();
+    let read_at: DateTime<Utc> = "2026-11-30T05:00:00.5Z".parse().unwrap();
+    // The view's fixed-width text, as v1 stored it.
+    let text = "2026-11-29T23:59:58.123456Z";
+    let v1 = serde_json::json!({
+        "up_to": up_to, "up_to_created_at": text, "read_at": read_at,
+    });
+    let event = UserEvent::from_stored("notifications_read", 1, v1).unwrap();
+    let UserEvent::NotificationsRead(read) = &event else {
+        panic!("upcast to {event:?}");
+    };
+    assert_eq!(read.up_to, up_to);
+    assert_eq!(read.read_at, read_at);
+    assert_eq!(
+        read.up_to_created_at
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
+        text
+    );
+    // New appends write v2, which decodes as itself.
+    assert_eq!(event.schema_version(), 2);
+    let back = UserEvent::from_stored("notifications_read", 2, event.to_payload()).unwrap();
+    assert_eq!(back, event);
+    // A v1 payload that is not a timestamp is a decode error naming v1, not a panic.
+    let bad =
+        serde_json::json!({ "up_to": up_to, "up_to_created_at": "yesterday", "read_at": read_at });
+    let err = UserEvent::from_stored("notifications_read", 1, bad).unwrap_err();
+    assert!(err.to_string().contains("notifications_read v1"), "{err}");
+    // A version from the future is refused.
+    assert!(UserEvent::from_stored("notifications_read", 3, event.to_payload()).is_err());
 }

@@ -390,67 +390,6 @@ impl Projection for Feed {
         vec![t.timeline, t.posts, t.authors, t.follows]
     }
 
-    fn ddl(&self, suffix: &str) -> Vec<String> {
-        let Tables {
-            follows,
-            authors,
-            posts,
-            timeline,
-        } = Tables::new(&format!("{}{suffix}", self.suffix));
-        // Index names are global: a random tag keeps a copy's indexes from clashing with the
-        // live tables' after the swap renames tables (indexes keep their names).
-        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        vec![
-            format!(
-                "CREATE TABLE {follows} (
-                    follower_id  TEXT   NOT NULL,
-                    followee_id  TEXT   NOT NULL,
-                    PRIMARY KEY (follower_id, followee_id)
-                )"
-            ),
-            format!(
-                "CREATE INDEX {follows}_followee_{tag} ON {follows} (followee_id, follower_id)"
-            ),
-            format!(
-                "CREATE TABLE {authors} (
-                    author_id  TEXT   NOT NULL PRIMARY KEY,
-                    followers  BIGINT NOT NULL,
-                    pulled     BIGINT NOT NULL,
-                    active     BIGINT NOT NULL
-                )"
-            ),
-            format!(
-                "CREATE INDEX {authors}_pulled_{tag} ON {authors} (author_id) WHERE pulled = 1"
-            ),
-            format!(
-                "CREATE INDEX {authors}_inactive_{tag} ON {authors} (author_id) WHERE active = 0"
-            ),
-            format!(
-                "CREATE TABLE {posts} (
-                    post_id     TEXT   NOT NULL PRIMARY KEY,
-                    author_id   TEXT   NOT NULL,
-                    content     TEXT   NOT NULL,
-                    media_urls  TEXT   NOT NULL,
-                    created_at  TEXT   NOT NULL,
-                    edited_at   TEXT,
-                    visible     BIGINT NOT NULL
-                )"
-            ),
-            format!(
-                "CREATE INDEX {posts}_author_{tag} ON {posts} (author_id, created_at, post_id)"
-            ),
-            format!(
-                "CREATE TABLE {timeline} (
-                    owner_id    TEXT NOT NULL,
-                    created_at  TEXT NOT NULL,
-                    post_id     TEXT NOT NULL,
-                    author_id   TEXT NOT NULL,
-                    PRIMARY KEY (owner_id, created_at, post_id)
-                )"
-            ),
-        ]
-    }
-
     fn shadow(&self, suffix: &str) -> Option<Arc<dyn Projection>> {
         Some(Arc::new(Feed {
             name: format!("{}{suffix}", self.name),

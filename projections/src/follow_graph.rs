@@ -80,33 +80,6 @@ impl Projection for FollowGraph {
         vec![self.edges.clone(), self.counts.clone()]
     }
 
-    fn ddl(&self, suffix: &str) -> Vec<String> {
-        let edges = format!("{}{suffix}", self.edges);
-        let counts = format!("{}{suffix}", self.counts);
-        // Index names are global: a random tag keeps a copy's indexes from clashing with the
-        // live tables' after the swap renames tables (indexes keep their names).
-        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        vec![
-            format!(
-                "CREATE TABLE {edges} (
-                    follower_id  TEXT NOT NULL,
-                    followee_id  TEXT NOT NULL,
-                    followed_at  TEXT NOT NULL,
-                    PRIMARY KEY (follower_id, followee_id)
-                )"
-            ),
-            format!("CREATE INDEX {edges}_followee_{tag} ON {edges} (followee_id, followed_at)"),
-            format!("CREATE INDEX {edges}_follower_{tag} ON {edges} (follower_id, followed_at)"),
-            format!(
-                "CREATE TABLE {counts} (
-                    user_id    TEXT   NOT NULL PRIMARY KEY,
-                    followers  BIGINT NOT NULL,
-                    following  BIGINT NOT NULL
-                )"
-            ),
-        ]
-    }
-
     fn shadow(&self, suffix: &str) -> Option<Arc<dyn Projection>> {
         Some(Arc::new(FollowGraph {
             name: format!("{}{suffix}", self.name),

@@ -22,6 +22,7 @@ pub mod follow_graph;
 pub mod notification;
 pub mod post_view;
 pub mod rebuild;
+pub mod schema;
 pub mod status;
 pub mod user_directory;
 
@@ -69,13 +70,8 @@ pub trait Projection: Send + Sync + 'static {
         tx: &mut Transaction<'static, Any>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError>;
-    /// `CREATE` statements (common SQL dialect) of this projection's tables, each table name
-    /// followed by `suffix` — used to build a fresh copy beside the live one.
-    fn ddl(&self, suffix: &str) -> Vec<String> {
-        let _ = suffix;
-        Vec::new()
-    }
-    /// The projection's tables (live names).
+    /// The projection's tables (live names). Their schema comes from the migrations alone; a
+    /// rebuild copies them as the database reports them ([`schema`]).
     fn tables(&self) -> Vec<String> {
         Vec::new()
     }

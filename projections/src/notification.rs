@@ -237,7 +237,7 @@ impl NotificationView {
                      WHERE {table}.version < excluded.version"
                 ))
                 .bind(&user_id)
-                .bind(&e.up_to_created_at)
+                .bind(ts(e.up_to_created_at))
                 .bind(e.up_to.to_string())
                 .bind(event.version)
                 .execute(&mut **tx)
@@ -441,84 +441,6 @@ impl Projection for NotificationView {
 
     fn tables(&self) -> Vec<String> {
         TABLES.iter().map(|t| self.t(t)).collect()
-    }
-
-    fn ddl(&self, suffix: &str) -> Vec<String> {
-        let n = |base: &str| format!("{base}{}{suffix}", self.suffix);
-        let (notification, post, mention, preference, block, read) = (
-            n("notification"),
-            n("notification_post"),
-            n("notification_mention"),
-            n("notification_preference"),
-            n("notification_block"),
-            n("notification_read"),
-        );
-        // Index names are global: a random tag keeps a copy's indexes from clashing with the
-        // live tables' after the swap renames tables (indexes keep their names).
-        let tag = &Uuid::new_v4().simple().to_string()[..8];
-        vec![
-            format!(
-                "CREATE TABLE {notification} (
-                    notification_id  TEXT   NOT NULL PRIMARY KEY,
-                    recipient_id     TEXT   NOT NULL,
-                    kind             TEXT   NOT NULL,
-                    actor_id         TEXT   NOT NULL,
-                    post_id          TEXT,
-                    comment_id       TEXT,
-                    created_at       TEXT   NOT NULL
-                )"
-            ),
-            format!(
-                "CREATE INDEX {notification}_recipient_{tag} \
-                 ON {notification} (recipient_id, created_at, notification_id)"
-            ),
-            format!(
-                "CREATE INDEX {notification}_dedup_{tag} \
-                 ON {notification} (recipient_id, actor_id, kind, created_at)"
-            ),
-            format!(
-                "CREATE TABLE {post} (
-                    post_id          TEXT   NOT NULL PRIMARY KEY,
-                    author_id        TEXT   NOT NULL
-                )"
-            ),
-            format!(
-                "CREATE TABLE {mention} (
-                    post_id          TEXT   NOT NULL,
-                    user_id          TEXT   NOT NULL,
-                    PRIMARY KEY (post_id, user_id)
-                )"
-            ),
-            format!(
-                "CREATE TABLE {preference} (
-                    user_id          TEXT   NOT NULL,
-                    kind             TEXT   NOT NULL,
-                    version          BIGINT NOT NULL,
-                    changed_at       TEXT   NOT NULL,
-                    disabled         BIGINT NOT NULL,
-                    PRIMARY KEY (user_id, kind, version)
-                )"
-            ),
-            format!(
-                "CREATE TABLE {block} (
-                    user_id          TEXT   NOT NULL,
-                    other_id         TEXT   NOT NULL,
-                    version          BIGINT NOT NULL,
-                    blocker_id       TEXT   NOT NULL,
-                    blocked_at       TEXT   NOT NULL,
-                    unblocked_at     TEXT,
-                    PRIMARY KEY (user_id, other_id, version)
-                )"
-            ),
-            format!(
-                "CREATE TABLE {read} (
-                    user_id          TEXT   NOT NULL PRIMARY KEY,
-                    up_to_created_at TEXT   NOT NULL,
-                    up_to_id         TEXT   NOT NULL,
-                    version          BIGINT NOT NULL
-                )"
-            ),
-        ]
     }
 
     fn shadow(&self, suffix: &str) -> Option<Arc<dyn Projection>> {

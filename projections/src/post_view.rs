@@ -103,60 +103,6 @@ impl Projection for PostView {
             .collect()
     }
 
-    fn ddl(&self, suffix: &str) -> Vec<String> {
-        let posts = format!("{}{suffix}", self.posts());
-        let comments = format!("{}{suffix}", self.comments());
-        let bookmarks = format!("{}{suffix}", self.bookmarks());
-        // Index names are global: a random tag keeps a copy's indexes from clashing with the
-        // live tables' after the swap renames tables (indexes keep their names).
-        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        vec![
-            format!(
-                "CREATE TABLE {posts} (
-                    post_id        TEXT   NOT NULL PRIMARY KEY,
-                    author_id      TEXT   NOT NULL,
-                    content        TEXT   NOT NULL,
-                    media_urls     TEXT   NOT NULL,
-                    mentions       TEXT   NOT NULL,
-                    created_at     TEXT   NOT NULL,
-                    edited_at      TEXT,
-                    visible        BIGINT NOT NULL,
-                    like_count     BIGINT NOT NULL,
-                    comment_count  BIGINT NOT NULL,
-                    share_count    BIGINT NOT NULL
-                )"
-            ),
-            format!(
-                "CREATE INDEX {posts}_author_{tag} ON {posts} (author_id, created_at, post_id)"
-            ),
-            format!(
-                "CREATE TABLE {comments} (
-                    comment_id  TEXT NOT NULL PRIMARY KEY,
-                    post_id     TEXT NOT NULL,
-                    author_id   TEXT NOT NULL,
-                    content     TEXT NOT NULL,
-                    mentions    TEXT NOT NULL,
-                    created_at  TEXT NOT NULL
-                )"
-            ),
-            format!(
-                "CREATE INDEX {comments}_post_{tag} ON {comments} (post_id, created_at, comment_id)"
-            ),
-            format!(
-                "CREATE TABLE {bookmarks} (
-                    user_id        TEXT NOT NULL,
-                    post_id        TEXT NOT NULL,
-                    collection     TEXT,
-                    bookmarked_at  TEXT NOT NULL,
-                    PRIMARY KEY (user_id, post_id)
-                )"
-            ),
-            format!(
-                "CREATE INDEX {bookmarks}_user_{tag} ON {bookmarks} (user_id, bookmarked_at, post_id)"
-            ),
-        ]
-    }
-
     fn shadow(&self, suffix: &str) -> Option<Arc<dyn Projection>> {
         Some(Arc::new(PostView {
             name: format!("{}{suffix}", self.name),

@@ -2,7 +2,8 @@
 //! (the source of truth, not JetStream) while the live copy keeps serving, then swapped in
 //! atomically.
 //!
-//! 1. The copy (`<table>__rebuild`) and its checkpoint (`<name>__rebuild`) are created if
+//! 1. The copy (`<table>__rebuild`, made from the live table as the database reports it, every
+//!    index included: [`crate::schema`]) and its checkpoint (`<name>__rebuild`) are created if
 //!    absent — so an interrupted rebuild resumes where it stopped.
 //! 2. The copy catches up to the store's head in batches, reporting progress.
 //! 3. Swap, in one transaction: lock the live checkpoint row (the live projector cannot commit
@@ -52,6 +53,8 @@ pub enum RebuildError {
     Projection(#[from] ProjectionError),
     #[error("rebuild bookkeeping: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("cannot copy the live tables: {0}")]
+    Schema(#[from] crate::schema::SchemaError),
 }
 
 /// The live projection with this name.
@@ -112,9 +115,9 @@ pub async fn rebuild(
             .bind(copy.name())
             .execute(&mut *tx)
             .await?;
-        for stmt in live.ddl(SUFFIX) {
-            sqlx::query(&stmt).execute(&mut *tx).await?;
-        }
+        // The copy is the live tables as the database reports them, indexes included (read
+        // after the DELETE above, which took the write lock on SQLite).
+        crate::schema::create_copies_in(&mut tx, &live.tables(), SUFFIX).await?;
         tx.commit().await?;
     }
 

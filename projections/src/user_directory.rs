@@ -43,29 +43,6 @@ impl Projection for UserDirectory {
         vec![self.table.clone()]
     }
 
-    fn ddl(&self, suffix: &str) -> Vec<String> {
-        let table = format!("{}{suffix}", self.table);
-        // Index names are global: a random tag keeps a copy's index from clashing with the
-        // live table's after the swap renames tables (indexes keep their names).
-        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        vec![
-            format!(
-                "CREATE TABLE {table} (
-                    user_id              TEXT   NOT NULL PRIMARY KEY,
-                    username             TEXT   NOT NULL,
-                    display_name         TEXT,
-                    status               TEXT,
-                    profile_picture_url  TEXT,
-                    active               BIGINT NOT NULL,
-                    created_at           TEXT   NOT NULL,
-                    updated_at           TEXT   NOT NULL,
-                    last_version         BIGINT NOT NULL
-                )"
-            ),
-            format!("CREATE INDEX {table}_username_{tag} ON {table} (username)"),
-        ]
-    }
-
     fn shadow(&self, suffix: &str) -> Option<Arc<dyn Projection>> {
         Some(Arc::new(UserDirectory {
             name: format!("{}{suffix}", self.name),

@@ -141,7 +141,7 @@ impl History {
     async fn read(&self, user: Uuid, item: &NotificationItem, t: i64) {
         let e = UserEvent::NotificationsRead(NotificationsRead {
             up_to: item.notification_id,
-            up_to_created_at: item.created_at.to_string(),
+            up_to_created_at: item.created_at.0,
             read_at: self.at(t),
         });
         self.append(user, "user", e).await;

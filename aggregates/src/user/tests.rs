@@ -1387,7 +1387,7 @@ fn read_marker_only_moves_forward() {
     let (n1, n2) = (sid(101), sid(102));
     let read = |id: Uuid, ts: &str, now| UserCommand::MarkNotificationsRead {
         up_to: id,
-        up_to_created_at: ts.into(),
+        up_to_created_at: ts.parse().unwrap(),
         now,
     };
     let first = given::<User>([registered()])

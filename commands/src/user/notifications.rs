@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use nova_aggregates::user::{User, UserCommand, UserError};
 use nova_event_schemas::user::NotificationKind;
 use nova_infra::store::StoreError;
@@ -109,12 +109,18 @@ impl NotificationCommands {
             .created_at_of(user, up_to)
             .await?
             .ok_or(NotificationCommandError::NotificationNotFound)?;
+        // The view stores RFC 3339 text; the event carries the instant.
+        let created_at = DateTime::parse_from_rfc3339(&created_at)
+            .map_err(|e| {
+                NotificationCommandError::Internal(format!("notification view created_at: {e}"))
+            })?
+            .with_timezone(&Utc);
         let executed = self
             .users
             .execute(user, ctx, |_| {
                 Ok(UserCommand::MarkNotificationsRead {
                     up_to,
-                    up_to_created_at: created_at.clone(),
+                    up_to_created_at: created_at,
                     now: Utc::now(),
                 })
             })
