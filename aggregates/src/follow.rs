@@ -31,6 +31,10 @@ pub enum FollowError {
     /// The command names users that do not belong to this relationship.
     #[error("the command is for another pair of users")]
     WrongPair,
+    /// The other user does not exist or is deactivated (checked by the command handler against
+    /// the user directory before anything is decided).
+    #[error("user not found")]
+    UnknownUser,
 }
 
 /// The relationship between two users, `a < b` (by UUID order).

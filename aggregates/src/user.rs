@@ -51,6 +51,16 @@ pub enum UserError {
     InvalidPasswordHash,
     #[error("the session id is already in use")]
     SessionIdInUse,
+    /// Unknown user and wrong password are indistinguishable on purpose (decided by the
+    /// command handler, which also hides which of the two it was).
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("the refresh token was already used; the session is revoked")]
+    RefreshTokenReused,
+    /// A read marker names a notification the caller does not have (checked by the command
+    /// handler against the notification view).
+    #[error("no such notification")]
+    NotificationNotFound,
 }
 
 /// A user session: one refresh-token family.

@@ -11,10 +11,9 @@ use chrono::Utc;
 use nova_aggregates::follow::{relationship_id, FollowCommand, FollowError, Relationship};
 use nova_event_schemas::follow::FollowEvent;
 use nova_event_schemas::Domain;
-use nova_infra::store::StoreError;
 use uuid::Uuid;
 
-use crate::facts::{FactError, UserFactSource};
+use crate::facts::UserFactSource;
 use crate::{CommandContext, CommandError, CommandStore, Done, Owned, Repository};
 
 /// The follow domain's writer: the proof, required to append follow events, that the code
@@ -25,39 +24,8 @@ impl Owned for FollowEvent {
     type Writer = FollowWriter;
 }
 
-/// Why a follow command failed, in terms the HTTP edge maps once.
-#[derive(Debug, thiserror::Error)]
-pub enum FollowCommandError {
-    /// The target user is unknown or deactivated.
-    #[error("user not found")]
-    NotFound,
-    #[error(transparent)]
-    Domain(FollowError),
-    #[error("the relationship changed concurrently too often; retry")]
-    Conflict,
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<CommandError<FollowError>> for FollowCommandError {
-    fn from(e: CommandError<FollowError>) -> Self {
-        match e {
-            CommandError::Domain(d) => FollowCommandError::Domain(d),
-            CommandError::Conflict => FollowCommandError::Conflict,
-            CommandError::Store(StoreError::Conflict { .. }) => FollowCommandError::Conflict,
-            CommandError::Store(s) => FollowCommandError::Unavailable(s.to_string()),
-            CommandError::Corrupt(m) => FollowCommandError::Internal(m),
-        }
-    }
-}
-
-impl From<FactError> for FollowCommandError {
-    fn from(e: FactError) -> Self {
-        FollowCommandError::Unavailable(e.to_string())
-    }
-}
+/// Why a follow command failed: the one command error, with the relationship's refusals.
+pub type FollowCommandError = CommandError<FollowError>;
 
 type Result<T> = std::result::Result<T, FollowCommandError>;
 
@@ -163,7 +131,7 @@ impl FollowCommands {
         // target has since been deactivated (or is not in the directory yet). A command about
         // oneself is refused by the aggregate and needs no lookup.
         if needs_active_target && actor != target && !self.users.is_active(target).await? {
-            return Err(FollowCommandError::NotFound);
+            return Err(FollowCommandError::Refused(FollowError::UnknownUser));
         }
         let e = self
             .relationships
@@ -198,12 +166,18 @@ mod tests {
 
         let refused = follows.follow(&ctx, alice, bob).await;
         assert!(
-            matches!(refused, Err(FollowCommandError::NotFound)),
+            matches!(
+                refused,
+                Err(FollowCommandError::Refused(FollowError::UnknownUser))
+            ),
             "{refused:?}"
         );
         let refused = follows.block(&ctx, alice, bob).await;
         assert!(
-            matches!(refused, Err(FollowCommandError::NotFound)),
+            matches!(
+                refused,
+                Err(FollowCommandError::Refused(FollowError::UnknownUser))
+            ),
             "{refused:?}"
         );
         assert_eq!(follows.head().await.unwrap(), 0);

@@ -71,18 +71,57 @@ impl CommandContext {
     }
 }
 
-/// Why a command did not take effect. Domain refusals and store trouble stay apart so the
-/// HTTP edge can answer 422/409 for the first and 503 for the second.
+/// Why a command did not take effect — one type for every domain, generic over the domain's
+/// refusal `R` (its aggregate's error enum). Domain refusals, bad input, concurrency and store
+/// trouble stay apart, so the HTTP edge maps each kind once: a refusal by the refusal's own
+/// status and code, the rest by kind (400, 409, 503, 500).
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError<E: std::error::Error> {
+pub enum CommandError<R: std::error::Error> {
+    /// A field of the input is malformed (checked before anything is decided).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The domain said no.
     #[error(transparent)]
-    Domain(E),
+    Refused(R),
+    /// The aggregate kept changing concurrently ([`MAX_ATTEMPTS`] tries); retry.
     #[error("the aggregate kept changing concurrently; retry")]
     Conflict,
-    #[error(transparent)]
-    Store(StoreError),
-    #[error("stored event could not be decoded: {0}")]
-    Corrupt(String),
+    /// The server is at capacity for this kind of work (e.g. password hashing); retry shortly.
+    #[error("too much work of this kind in progress; retry shortly")]
+    Busy,
+    /// The event store or a read model could not be reached.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A stored event did not decode, or an invariant broke: a bug, never the client's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl<R: std::error::Error> CommandError<R> {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        CommandError::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl<R: std::error::Error> From<StoreError> for CommandError<R> {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { .. } => CommandError::Conflict,
+            other => CommandError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl<R: std::error::Error> From<FactError> for CommandError<R> {
+    fn from(e: FactError) -> Self {
+        CommandError::Unavailable(e.to_string())
+    }
 }
 
 /// What a command reports back: the aggregate's new version and, if anything was appended,

@@ -16,10 +16,9 @@ use nova_aggregates::post::{
 };
 use nova_event_schemas::post::{bookmark_id, like_id, HideReason, PostEvent};
 use nova_event_schemas::Domain;
-use nova_infra::store::StoreError;
 use uuid::Uuid;
 
-use crate::facts::{FactError, UserFactSource};
+use crate::facts::UserFactSource;
 use crate::user::{URL_MAX, USERNAME_MAX, USERNAME_MIN};
 use crate::{CommandContext, CommandError, CommandStore, Done, Owned, Repository};
 
@@ -38,41 +37,8 @@ pub const COLLECTION_MAX: usize = 64;
 /// Mentions recognised per post or comment; further names stay plain text.
 pub const MENTIONS_MAX: usize = 20;
 
-/// Why a post command failed, in terms the HTTP edge maps once.
-#[derive(Debug, thiserror::Error)]
-pub enum PostCommandError {
-    #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
-    #[error(transparent)]
-    Domain(PostError),
-    #[error("the post changed concurrently too often; retry")]
-    Conflict,
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<CommandError<PostError>> for PostCommandError {
-    fn from(e: CommandError<PostError>) -> Self {
-        match e {
-            CommandError::Domain(d) => PostCommandError::Domain(d),
-            CommandError::Conflict => PostCommandError::Conflict,
-            CommandError::Store(StoreError::Conflict { .. }) => PostCommandError::Conflict,
-            CommandError::Store(s) => PostCommandError::Unavailable(s.to_string()),
-            CommandError::Corrupt(m) => PostCommandError::Internal(m),
-        }
-    }
-}
-
-impl From<FactError> for PostCommandError {
-    fn from(e: FactError) -> Self {
-        PostCommandError::Unavailable(e.to_string())
-    }
-}
+/// Why a post command failed: the one command error, with the post domain's refusals.
+pub type PostCommandError = CommandError<PostError>;
 
 type Result<T> = std::result::Result<T, PostCommandError>;
 

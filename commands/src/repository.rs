@@ -237,7 +237,7 @@ where
             .inner
             .load(<A::Event as DomainEvent>::DOMAIN, id, from)
             .await
-            .map_err(CommandError::Store)?;
+            .map_err(CommandError::from)?;
         if events.is_empty() {
             if let Some(c) = cached {
                 return Ok(c);
@@ -251,7 +251,7 @@ where
         for e in events {
             let event: A::Event = e
                 .decode()
-                .map_err(|err| CommandError::Corrupt(err.to_string()))?;
+                .map_err(|err| CommandError::Internal(err.to_string()))?;
             loaded.state = A::apply_event(loaded.state, event);
             loaded.version = e.version;
             loaded.last_position = e.position;
@@ -284,14 +284,15 @@ where
                     .inner
                     .recorded(<A::Event as DomainEvent>::DOMAIN, key)
                     .await
-                    .map_err(CommandError::Store)?
+                    .map_err(CommandError::from)?
                 {
                     return self.replayed(original).await;
                 }
             }
             let loaded = self.load(id).await?;
-            let command = make(&loaded.state).map_err(CommandError::Domain)?;
-            let events = A::handle_command(&loaded.state, command).map_err(CommandError::Domain)?;
+            let command = make(&loaded.state).map_err(CommandError::Refused)?;
+            let events =
+                A::handle_command(&loaded.state, command).map_err(CommandError::Refused)?;
             if events.is_empty() {
                 return Ok(Executed {
                     aggregate_id: id,
@@ -343,7 +344,7 @@ where
                     .increment(1);
                     continue;
                 }
-                Err(e) => return Err(CommandError::Store(e)),
+                Err(e) => return Err(e.into()),
             }
         }
         Err(CommandError::Conflict)
@@ -353,7 +354,7 @@ where
     /// events and the aggregate's current state.
     async fn replayed(&self, original: Appended) -> Result<Executed<A>, CommandError<A::Error>> {
         let Some(&(id, first, last)) = original.replayed.as_ref().and_then(|s| s.first()) else {
-            return Err(CommandError::Corrupt(
+            return Err(CommandError::Internal(
                 "replayed append without streams".into(),
             ));
         };
@@ -364,13 +365,13 @@ where
             .inner
             .load(<A::Event as DomainEvent>::DOMAIN, id, first - 1)
             .await
-            .map_err(CommandError::Store)?
+            .map_err(CommandError::from)?
             .into_iter()
             .take_while(|e| e.version <= last)
         {
             events.push(
                 e.decode()
-                    .map_err(|err| CommandError::Corrupt(err.to_string()))?,
+                    .map_err(|err| CommandError::Internal(err.to_string()))?,
             );
         }
         Ok(Executed {

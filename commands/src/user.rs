@@ -42,53 +42,14 @@ pub const DISPLAY_NAME_MAX: usize = 64;
 pub const STATUS_MAX: usize = 280;
 pub const URL_MAX: usize = 2048;
 
-/// Why a user command failed, in terms the HTTP edge maps once.
-#[derive(Debug, thiserror::Error)]
-pub enum UserCommandError {
-    #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
-    /// Unknown user and wrong password are indistinguishable on purpose.
-    #[error("invalid username or password")]
-    InvalidCredentials,
-    #[error("too many failed logins; try again later")]
-    Locked { until: DateTime<Utc> },
-    #[error("the refresh token is invalid or expired")]
-    InvalidRefreshToken,
-    #[error("the refresh token was already used; the session is revoked")]
-    RefreshTokenReused,
-    #[error(transparent)]
-    Domain(UserError),
-    #[error("the account changed concurrently too often; retry")]
-    Conflict,
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    /// Every password-hashing slot stayed taken for the queue timeout: retry shortly.
-    #[error("too many password checks in progress")]
-    Busy,
-    #[error("internal error: {0}")]
-    Internal(String),
-}
+/// Why a user command failed: the one command error, with the user domain's refusals.
+pub type UserCommandError = CommandError<UserError>;
 
 impl From<PasswordError> for UserCommandError {
     fn from(e: PasswordError) -> Self {
         match e {
-            PasswordError::Busy => UserCommandError::Busy,
-            PasswordError::Failed(m) => UserCommandError::Internal(m),
-        }
-    }
-}
-
-impl From<CommandError<UserError>> for UserCommandError {
-    fn from(e: CommandError<UserError>) -> Self {
-        match e {
-            CommandError::Domain(d) => UserCommandError::Domain(d),
-            CommandError::Conflict => UserCommandError::Conflict,
-            CommandError::Store(StoreError::Conflict { .. }) => UserCommandError::Conflict,
-            CommandError::Store(s) => UserCommandError::Unavailable(s.to_string()),
-            CommandError::Corrupt(m) => UserCommandError::Internal(m),
+            PasswordError::Busy => CommandError::Busy,
+            PasswordError::Failed(m) => CommandError::Internal(m),
         }
     }
 }
@@ -311,7 +272,7 @@ impl UserCommands {
                     user_id,
                 },
             )
-            .map_err(UserCommandError::Domain)?;
+            .map_err(UserCommandError::Refused)?;
             let registered = User::handle_command(
                 &UserState::default(),
                 UserCommand::Register {
@@ -322,7 +283,7 @@ impl UserCommands {
                     now,
                 },
             )
-            .map_err(UserCommandError::Domain)?;
+            .map_err(UserCommandError::Refused)?;
             match self
                 .store
                 .append_keyed(
@@ -425,19 +386,19 @@ impl UserCommands {
             })
             .await;
         let executed = match result {
-            Err(CommandError::Domain(UserError::Locked { until })) => {
-                return Err(UserCommandError::Locked { until })
+            Err(CommandError::Refused(UserError::Locked { until })) => {
+                return Err(UserCommandError::Refused(UserError::Locked { until }))
             }
-            Err(CommandError::Domain(UserError::Deactivated | UserError::NotFound)) => {
-                return Err(UserCommandError::InvalidCredentials)
+            Err(CommandError::Refused(UserError::Deactivated | UserError::NotFound)) => {
+                return Err(UserCommandError::Refused(UserError::InvalidCredentials))
             }
             other => other?,
         };
         if !started_session(&executed, session_id) {
             if let Some(until) = executed.state.locked_until.filter(|u| now < *u) {
-                return Err(UserCommandError::Locked { until });
+                return Err(UserCommandError::Refused(UserError::Locked { until }));
             }
-            return Err(UserCommandError::InvalidCredentials);
+            return Err(UserCommandError::Refused(UserError::InvalidCredentials));
         }
         self.issued(user_id, session_id, refresh, now, executed.position())
     }
@@ -451,8 +412,8 @@ impl UserCommands {
             .unwrap_or_else(|p| p.into_inner())
             .fail(&name, now);
         match locked {
-            Some(until) => UserCommandError::Locked { until },
-            None => UserCommandError::InvalidCredentials,
+            Some(until) => UserCommandError::Refused(UserError::Locked { until }),
+            None => UserCommandError::Refused(UserError::InvalidCredentials),
         }
     }
 
@@ -478,17 +439,19 @@ impl UserCommands {
             })
         };
         let answer = match User::handle_command(state, attempt(now)) {
-            Err(UserError::Locked { until }) => return UserCommandError::Locked { until },
-            Err(_) => return UserCommandError::InvalidCredentials,
+            Err(UserError::Locked { until }) => {
+                return UserCommandError::Refused(UserError::Locked { until })
+            }
+            Err(_) => return UserCommandError::Refused(UserError::InvalidCredentials),
             Ok(events) => events
                 .iter()
                 .find_map(|e| match e {
-                    UserEvent::Locked(l) => Some(UserCommandError::Locked {
+                    UserEvent::Locked(l) => Some(UserCommandError::Refused(UserError::Locked {
                         until: l.locked_until,
-                    }),
+                    })),
                     _ => None,
                 })
-                .unwrap_or(UserCommandError::InvalidCredentials),
+                .unwrap_or(UserCommandError::Refused(UserError::InvalidCredentials)),
         };
         let gate = self.gates[gate_index(user_id)].clone().lock_owned().await;
         let users = self.users.clone();
@@ -503,8 +466,8 @@ impl UserCommands {
     }
 
     pub async fn refresh(&self, ctx: &CommandContext, token: &str) -> Result<IssuedTokens> {
-        let (user_id, session_id) =
-            RefreshToken::parse(token).ok_or(UserCommandError::InvalidRefreshToken)?;
+        let (user_id, session_id) = RefreshToken::parse(token)
+            .ok_or(UserCommandError::Refused(UserError::InvalidRefreshToken))?;
         let presented = hash_token(token);
         let next = RefreshToken::generate(user_id, session_id);
         let next_hash = next.hash();
@@ -523,17 +486,17 @@ impl UserCommands {
             })
             .await
             .map_err(|e| match e {
-                CommandError::Domain(
+                CommandError::Refused(
                     UserError::InvalidRefreshToken | UserError::NotFound | UserError::Deactivated,
-                ) => UserCommandError::InvalidRefreshToken,
-                other => other.into(),
+                ) => UserCommandError::Refused(UserError::InvalidRefreshToken),
+                other => other,
             })?;
         let reused = executed
             .events
             .iter()
             .any(|e| matches!(e, UserEvent::SessionRevoked(_)));
         if reused {
-            return Err(UserCommandError::RefreshTokenReused);
+            return Err(UserCommandError::Refused(UserError::RefreshTokenReused));
         }
         self.issued(user_id, session_id, next, now, executed.position())
     }
@@ -659,7 +622,7 @@ impl UserCommands {
         let loaded = self.users.load(who.user_id).await?;
         let now = Utc::now();
         if let Some(until) = loaded.state.locked_until.filter(|u| now < *u) {
-            return Err(UserCommandError::Locked { until });
+            return Err(UserCommandError::Refused(UserError::Locked { until }));
         }
         let checked_hash = loaded.state.password_hash.clone();
         let ok = self
@@ -673,12 +636,11 @@ impl UserCommands {
                 .execute(who.user_id, ctx, |_| {
                     Ok(UserCommand::PasswordCheckFailed { now: Utc::now() })
                 })
-                .await
-                .map_err(locked_or)?;
+                .await?;
             if let Some(until) = e.state.locked_until.filter(|u| Utc::now() < *u) {
-                return Err(UserCommandError::Locked { until });
+                return Err(UserCommandError::Refused(UserError::Locked { until }));
             }
-            return Err(UserCommandError::Domain(UserError::WrongPassword));
+            return Err(UserCommandError::Refused(UserError::WrongPassword));
         }
         let new_hash = self.passwords.hash(new).await?;
         let e = self
@@ -691,8 +653,7 @@ impl UserCommands {
                     now: Utc::now(),
                 })
             })
-            .await
-            .map_err(locked_or)?;
+            .await?;
         Ok(e.done())
     }
 
@@ -716,7 +677,7 @@ impl UserCommands {
         let user_id = self
             .user_id_of(username)
             .await?
-            .ok_or(UserCommandError::Domain(UserError::NotFound))?;
+            .ok_or(UserCommandError::Refused(UserError::NotFound))?;
         let e = self
             .users
             .execute(user_id, ctx, |_| {
@@ -740,14 +701,6 @@ fn started_session(executed: &Executed<User>, session_id: Uuid) -> bool {
         .events
         .iter()
         .any(|e| matches!(e, UserEvent::SessionStarted(s) if s.session_id == session_id))
-}
-
-/// A lockout found by the aggregate is answered like a login's (429 with its expiry).
-fn locked_or(e: CommandError<UserError>) -> UserCommandError {
-    match e {
-        CommandError::Domain(UserError::Locked { until }) => UserCommandError::Locked { until },
-        other => other.into(),
-    }
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> UserCommandError {

@@ -92,7 +92,7 @@ impl Policy for PostOnUserDeactivated {
                 Ok(_) => {}
                 // The aggregate refused (it cannot, for a post the view lists): nothing to
                 // retry; the view and the stream disagree, which a rebuild repairs.
-                Err(PostCommandError::Domain(e)) => {
+                Err(PostCommandError::Refused(e)) => {
                     tracing::warn!(%post_id, error = %e, "hide refused");
                 }
                 Err(e) => return Err(retry(e)),

@@ -9,10 +9,8 @@ use axum::response::{IntoResponse, Response};
 use nova_aggregates::follow::FollowError;
 use nova_aggregates::post::PostError;
 use nova_aggregates::user::UserError;
-use nova_commands::follow::FollowCommandError;
-use nova_commands::post::PostCommandError;
-use nova_commands::user::notifications::NotificationCommandError;
-use nova_commands::user::{AuthError, UserCommandError};
+use nova_commands::user::AuthError;
+use nova_commands::CommandError;
 use nova_queries::QueryError;
 use serde::Serialize;
 use serde_json::Value;
@@ -220,150 +218,161 @@ impl From<AuthError> for AppError {
     }
 }
 
-impl From<UserCommandError> for AppError {
-    fn from(e: UserCommandError) -> Self {
-        use StatusCode as S;
+/// How a domain's refusal is answered at the edge: its status and its stable code (API.md
+/// error format). Every domain's refusal type implements it once, here; the one
+/// `From<CommandError<R>>` below does the rest, so a new domain adds one `impl Refusal`.
+/// A refusal whose status is a 5xx is a bug (the aggregate refused what the handler should
+/// have prevented): logged and answered as an opaque 500.
+pub trait Refusal: std::error::Error {
+    fn status(&self) -> StatusCode;
+    fn code(&self) -> &'static str;
+    /// The human sentence; the refusal's own text unless a clearer one is needed.
+    fn message(&self) -> String {
+        self.to_string()
+    }
+    /// Seconds after which a retry may succeed (`Retry-After`), if that is known.
+    fn retry_after(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl<R: Refusal> From<CommandError<R>> for AppError {
+    fn from(e: CommandError<R>) -> Self {
         match e {
-            UserCommandError::Invalid { field, message } => {
+            CommandError::Invalid { field, message } => {
                 AppError::invalid_field(field, format!("{field} {message}"))
             }
-            UserCommandError::InvalidCredentials => AppError::new(
-                S::UNAUTHORIZED,
-                "invalid_credentials",
-                "invalid username or password",
-            ),
-            UserCommandError::Locked { until } => {
-                let secs = (until - chrono::Utc::now()).num_seconds().max(1) as u64;
-                AppError::new(
-                    S::TOO_MANY_REQUESTS,
-                    "account_locked",
-                    "too many failed logins; try again later",
-                )
-                .retry_after(secs)
-            }
-            UserCommandError::InvalidRefreshToken => AppError::new(
-                S::UNAUTHORIZED,
-                "invalid_refresh_token",
-                "the refresh token is invalid, expired or revoked",
-            ),
-            UserCommandError::RefreshTokenReused => AppError::new(
-                S::UNAUTHORIZED,
-                "refresh_token_reused",
-                "the refresh token was already used; the session has been revoked",
-            ),
-            UserCommandError::Domain(d) => match d {
-                UserError::UsernameTaken => AppError::new(
-                    S::CONFLICT,
-                    "username_taken",
-                    "the username is already taken",
-                ),
-                UserError::AlreadyRegistered => {
-                    AppError::new(S::CONFLICT, "already_registered", d.to_string())
+            CommandError::Refused(r) if r.status().is_server_error() => AppError::internal(r),
+            CommandError::Refused(r) => {
+                let answer = AppError::new(r.status(), r.code(), r.message());
+                match r.retry_after() {
+                    Some(secs) => answer.retry_after(secs),
+                    None => answer,
                 }
-                UserError::NotFound => AppError::not_found("user"),
-                UserError::Deactivated => AppError::new(
-                    S::UNPROCESSABLE_ENTITY,
-                    "account_deactivated",
-                    d.to_string(),
-                ),
-                UserError::WrongPassword => AppError::new(
-                    S::FORBIDDEN,
-                    "wrong_password",
-                    "the current password is wrong",
-                ),
-                UserError::SessionInactive => AppError::invalid_token(),
-                UserError::Locked { .. }
-                | UserError::InvalidRefreshToken
-                | UserError::InvalidPasswordHash
-                | UserError::SessionIdInUse => AppError::internal(d),
-            },
-            UserCommandError::Conflict => AppError::new(
-                S::CONFLICT,
+            }
+            CommandError::Conflict => AppError::new(
+                StatusCode::CONFLICT,
                 "version_conflict",
                 "the resource changed concurrently; retry",
             ),
-            UserCommandError::Unavailable(m) => AppError::unavailable(m),
-            UserCommandError::Busy => AppError::new(
-                S::SERVICE_UNAVAILABLE,
+            CommandError::Busy => AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
-                "too many password checks in progress; retry shortly",
+                "too much work of this kind in progress; retry shortly",
             )
             .retry_after(1),
-            UserCommandError::Internal(m) => AppError::internal(m),
+            CommandError::Unavailable(m) => AppError::unavailable(m),
+            CommandError::Internal(m) => AppError::internal(m),
         }
     }
 }
 
-impl From<NotificationCommandError> for AppError {
-    fn from(e: NotificationCommandError) -> Self {
-        match e {
-            NotificationCommandError::NotificationNotFound => AppError::not_found("notification"),
-            NotificationCommandError::Domain(d) => UserCommandError::Domain(d).into(),
-            NotificationCommandError::Conflict => UserCommandError::Conflict.into(),
-            NotificationCommandError::Unavailable(m) => AppError::unavailable(m),
-            NotificationCommandError::Internal(m) => AppError::internal(m),
-        }
-    }
-}
-
-impl From<FollowCommandError> for AppError {
-    fn from(e: FollowCommandError) -> Self {
+impl Refusal for UserError {
+    fn status(&self) -> StatusCode {
         use StatusCode as S;
-        match e {
-            FollowCommandError::NotFound => AppError::not_found("user"),
-            FollowCommandError::Domain(d) => match d {
-                FollowError::SelfFollow => {
-                    AppError::new(S::UNPROCESSABLE_ENTITY, "self_follow", d.to_string())
-                }
-                FollowError::SelfBlock => {
-                    AppError::new(S::UNPROCESSABLE_ENTITY, "self_block", d.to_string())
-                }
-                // The same answer whichever of the two blocks the other.
-                FollowError::Blocked => {
-                    AppError::new(S::UNPROCESSABLE_ENTITY, "blocked", d.to_string())
-                }
-                FollowError::WrongPair => AppError::internal(d),
-            },
-            FollowCommandError::Conflict => AppError::new(
-                S::CONFLICT,
-                "version_conflict",
-                "the resource changed concurrently; retry",
-            ),
-            FollowCommandError::Unavailable(m) => AppError::unavailable(m),
-            FollowCommandError::Internal(m) => AppError::internal(m),
+        match self {
+            UserError::UsernameTaken | UserError::AlreadyRegistered => S::CONFLICT,
+            UserError::NotFound | UserError::NotificationNotFound => S::NOT_FOUND,
+            UserError::Deactivated => S::UNPROCESSABLE_ENTITY,
+            UserError::WrongPassword => S::FORBIDDEN,
+            UserError::Locked { .. } => S::TOO_MANY_REQUESTS,
+            UserError::SessionInactive
+            | UserError::InvalidCredentials
+            | UserError::InvalidRefreshToken
+            | UserError::RefreshTokenReused => S::UNAUTHORIZED,
+            UserError::InvalidPasswordHash | UserError::SessionIdInUse => S::INTERNAL_SERVER_ERROR,
         }
     }
-}
 
-impl From<PostCommandError> for AppError {
-    fn from(e: PostCommandError) -> Self {
-        use StatusCode as S;
-        match e {
-            PostCommandError::Invalid { field, message } => {
-                AppError::invalid_field(field, format!("{field} {message}"))
+    fn code(&self) -> &'static str {
+        match self {
+            UserError::UsernameTaken => "username_taken",
+            UserError::AlreadyRegistered => "already_registered",
+            UserError::NotFound | UserError::NotificationNotFound => "not_found",
+            UserError::Deactivated => "account_deactivated",
+            UserError::WrongPassword => "wrong_password",
+            UserError::Locked { .. } => "account_locked",
+            UserError::SessionInactive => "invalid_token",
+            UserError::InvalidCredentials => "invalid_credentials",
+            UserError::InvalidRefreshToken => "invalid_refresh_token",
+            UserError::RefreshTokenReused => "refresh_token_reused",
+            UserError::InvalidPasswordHash | UserError::SessionIdInUse => "internal",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            UserError::NotFound => "user not found".into(),
+            UserError::NotificationNotFound => "notification not found".into(),
+            UserError::Locked { .. } => "too many failed logins; try again later".into(),
+            UserError::SessionInactive => "the access token is invalid, expired or revoked".into(),
+            UserError::InvalidRefreshToken => {
+                "the refresh token is invalid, expired or revoked".into()
             }
-            PostCommandError::Domain(d) => match d {
-                PostError::NotFound => AppError::not_found("post"),
-                PostError::CommentNotFound => AppError::not_found("comment"),
-                PostError::Forbidden => {
-                    AppError::new(S::FORBIDDEN, "forbidden", "only the author may do this")
-                }
-                PostError::Deleted => AppError::new(
-                    S::UNPROCESSABLE_ENTITY,
-                    "post_deleted",
-                    "the post was deleted or hidden",
-                ),
-                PostError::AlreadyExists => {
-                    AppError::new(S::CONFLICT, "already_exists", d.to_string())
-                }
-            },
-            PostCommandError::Conflict => AppError::new(
-                S::CONFLICT,
-                "version_conflict",
-                "the resource changed concurrently; retry",
-            ),
-            PostCommandError::Unavailable(m) => AppError::unavailable(m),
-            PostCommandError::Internal(m) => AppError::internal(m),
+            UserError::RefreshTokenReused => {
+                "the refresh token was already used; the session has been revoked".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            UserError::Locked { until } => {
+                Some((*until - chrono::Utc::now()).num_seconds().max(1) as u64)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Refusal for FollowError {
+    fn status(&self) -> StatusCode {
+        match self {
+            FollowError::UnknownUser => StatusCode::NOT_FOUND,
+            FollowError::SelfFollow | FollowError::SelfBlock | FollowError::Blocked => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            FollowError::WrongPair => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            FollowError::UnknownUser => "not_found",
+            FollowError::SelfFollow => "self_follow",
+            FollowError::SelfBlock => "self_block",
+            // The same answer whichever of the two blocks the other.
+            FollowError::Blocked => "blocked",
+            FollowError::WrongPair => "internal",
+        }
+    }
+}
+
+impl Refusal for PostError {
+    fn status(&self) -> StatusCode {
+        match self {
+            PostError::NotFound | PostError::CommentNotFound => StatusCode::NOT_FOUND,
+            PostError::Forbidden => StatusCode::FORBIDDEN,
+            PostError::Deleted => StatusCode::UNPROCESSABLE_ENTITY,
+            PostError::AlreadyExists => StatusCode::CONFLICT,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            PostError::NotFound | PostError::CommentNotFound => "not_found",
+            PostError::Forbidden => "forbidden",
+            PostError::Deleted => "post_deleted",
+            PostError::AlreadyExists => "already_exists",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            PostError::NotFound => "post not found".into(),
+            PostError::CommentNotFound => "comment not found".into(),
+            other => other.to_string(),
         }
     }
 }

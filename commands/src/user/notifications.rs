@@ -7,47 +7,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use nova_aggregates::user::{User, UserCommand, UserError};
 use nova_event_schemas::user::NotificationKind;
-use nova_infra::store::StoreError;
 use uuid::Uuid;
 
 use super::UserWriter;
-use crate::facts::{FactError, NotificationFactSource};
+use crate::facts::NotificationFactSource;
 use crate::{CommandContext, CommandError, CommandStore, Done, Repository};
 
-/// Why a notification-settings command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum NotificationCommandError {
-    /// The notification does not exist, or is not the caller's.
-    #[error("no such notification")]
-    NotificationNotFound,
-    #[error(transparent)]
-    Domain(UserError),
-    #[error("the account changed concurrently too often; retry")]
-    Conflict,
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<CommandError<UserError>> for NotificationCommandError {
-    fn from(e: CommandError<UserError>) -> Self {
-        match e {
-            CommandError::Domain(d) => NotificationCommandError::Domain(d),
-            CommandError::Conflict | CommandError::Store(StoreError::Conflict { .. }) => {
-                NotificationCommandError::Conflict
-            }
-            CommandError::Store(s) => NotificationCommandError::Unavailable(s.to_string()),
-            CommandError::Corrupt(m) => NotificationCommandError::Internal(m),
-        }
-    }
-}
-
-impl From<FactError> for NotificationCommandError {
-    fn from(e: FactError) -> Self {
-        NotificationCommandError::Unavailable(e.to_string())
-    }
-}
+/// Why a notification-settings command failed: the one command error, with the user's
+/// refusals (the settings are the user's own data).
+pub type NotificationCommandError = CommandError<UserError>;
 
 type Result<T> = std::result::Result<T, NotificationCommandError>;
 
@@ -104,11 +72,9 @@ impl NotificationCommands {
     /// Marks `user`'s notifications read up to and including `up_to` (in list order). The
     /// marker never moves backwards; marking an older notification changes nothing.
     pub async fn mark_read(&self, ctx: &CommandContext, user: Uuid, up_to: Uuid) -> Result<Done> {
-        let created_at = self
-            .notifications
-            .created_at_of(user, up_to)
-            .await?
-            .ok_or(NotificationCommandError::NotificationNotFound)?;
+        let created_at = self.notifications.created_at_of(user, up_to).await?.ok_or(
+            NotificationCommandError::Refused(UserError::NotificationNotFound),
+        )?;
         // The view stores RFC 3339 text; the event carries the instant.
         let created_at = DateTime::parse_from_rfc3339(&created_at)
             .map_err(|e| {

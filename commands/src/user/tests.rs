@@ -4,7 +4,7 @@
 //! second repository on the same database) are always folded in.
 
 use chrono::Utc;
-use nova_aggregates::user::{User, UserCommand};
+use nova_aggregates::user::{User, UserCommand, UserError};
 use nova_infra::testing::TestDb;
 use uuid::Uuid;
 
@@ -95,7 +95,12 @@ async fn read_marker_on_a_notification_not_yet_in_the_view_is_not_found() {
         .mark_read(&ctx, Uuid::now_v7(), Uuid::now_v7())
         .await;
     assert!(
-        matches!(refused, Err(NotificationCommandError::NotificationNotFound)),
+        matches!(
+            refused,
+            Err(NotificationCommandError::Refused(
+                UserError::NotificationNotFound
+            ))
+        ),
         "{refused:?}"
     );
     assert_eq!(store.head(Domain::User).await.unwrap(), 0);
