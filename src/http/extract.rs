@@ -48,36 +48,13 @@ where
                 "expected Content-Type: application/json",
             ));
         }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|r| {
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    AppError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "the request body is too large",
-                    )
-                } else {
-                    AppError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
-                }
-            })?;
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => {}
-            Some(_) => {
-                return Err(AppError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    "the body must be a JSON object",
-                ))
-            }
-            None => {
-                return Err(AppError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    "the body is empty; expected a JSON object",
-                ))
-            }
-        }
+        let bytes = object_body(req, state).await?.ok_or_else(|| {
+            AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body is empty; expected a JSON object",
+            )
+        })?;
         let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(Json(value))
     }
@@ -86,6 +63,58 @@ where
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// The body of a request, which must be a JSON object when present; `None` when it is empty
+/// (or only white space).
+async fn object_body<S: Send + Sync>(
+    req: axum::extract::Request,
+    state: &S,
+) -> Result<Option<axum::body::Bytes>, AppError> {
+    let bytes = axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is too large",
+                )
+            } else {
+                AppError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
+            }
+        })?;
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Ok(None),
+        Some(b'{') => Ok(Some(bytes)),
+        Some(_) => Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body must be a JSON object",
+        )),
+    }
+}
+
+/// An optional JSON object body (e.g. a bookmark's collection): an empty body is `None`; a
+/// present one is read like [`Json`], with the same errors.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        match object_body(req, state).await? {
+            None => Ok(OptionalJson(None)),
+            Some(bytes) => {
+                let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+                Ok(OptionalJson(Some(value)))
+            }
+        }
     }
 }
 

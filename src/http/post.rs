@@ -3,9 +3,7 @@
 //! map the result. Every route needs an access token. Commands that appended answer with
 //! `X-Nova-Position: post:<n>`; reads honour `X-Nova-Min-Position`.
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
 use nova_event_schemas::Domain;
 use nova_projections::post_view;
 use nova_queries::post::{self as posts, BookmarkRow, CollectionFilter, CommentRow, PostRow};
@@ -17,7 +15,8 @@ use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
 use super::extract::{
-    Actor, Answer, Json, ListFilter, MinPosition, PageBody, PageParams, PageQuery, Path, Version,
+    Actor, Answer, Json, ListFilter, MinPosition, OptionalJson, PageBody, PageParams, PageQuery,
+    Path, Version,
 };
 use super::AppState;
 
@@ -392,33 +391,6 @@ pub struct BookmarkRequest {
     collection: Option<String>,
 }
 
-/// The optional JSON body of a bookmark: none (or an empty body) is the default list.
-fn bookmark_body(body: &Bytes) -> Result<Option<String>, AppError> {
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => return Ok(None),
-        Some(b'{') => {}
-        Some(_) => {
-            return Err(AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                "the body must be a JSON object",
-            ))
-        }
-    }
-    let req: BookmarkRequest = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            AppError::invalid_field("collection", e.to_string())
-        } else {
-            AppError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("malformed JSON: {e}"),
-            )
-        }
-    })?;
-    Ok(req.collection)
-}
-
 /// Bookmark a post, optionally into a named collection (bookmarking into another collection
 /// moves it).
 #[utoipa::path(put, path = "/v1/posts/{id}/bookmark", tag = "content", security(("bearer" = [])),
@@ -435,9 +407,9 @@ async fn bookmark(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<Uuid>,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<BookmarkRequest>,
 ) -> Result<Answer<Version>, AppError> {
-    let collection = bookmark_body(&body)?;
+    let collection = body.and_then(|b| b.collection);
     let done = state
         .posts
         .bookmark(&actor.ctx, actor.user_id, id, collection)
