@@ -48,15 +48,14 @@ where
                 "expected Content-Type: application/json",
             ));
         }
-        let bytes = object_body(req, state).await?.ok_or_else(|| {
+        let OptionalJson(value) = OptionalJson::from_request(req, state).await?;
+        value.map(Json).ok_or_else(|| {
             AppError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
                 "the body is empty; expected a JSON object",
             )
-        })?;
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(Json(value))
+        })
     }
 }
 
