@@ -12,6 +12,8 @@ use esrs::Aggregate;
 use nova_event_schemas::follow::*;
 use uuid::Uuid;
 
+use crate::CommandName;
+
 /// The `aggregate_type` of every aggregate of the `follow` domain (listed by `nova boundaries`).
 pub const AGGREGATE_TYPES: &[&str] = &[<Relationship as Aggregate>::NAME];
 
@@ -151,6 +153,18 @@ pub enum FollowCommand {
     /// Ends every follow involving `user` (reason `deactivated`); blocks stay. Issued by the
     /// deactivation policy.
     RemoveUser { user: Uuid, now: DateTime<Utc> },
+}
+
+impl CommandName for FollowCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            FollowCommand::Follow { .. } => "follow",
+            FollowCommand::Unfollow { .. } => "unfollow",
+            FollowCommand::Block { .. } => "block",
+            FollowCommand::Unblock { .. } => "unblock",
+            FollowCommand::RemoveUser { .. } => "remove_user",
+        }
+    }
 }
 
 pub struct Relationship;

@@ -8,5 +8,12 @@ pub mod follow;
 pub mod post;
 pub mod user;
 
+/// A command's name for spans and logs (`register`, `remove_user`, …), the same snake_case
+/// word the ownership matrix uses (`follow.remove_user`). Only the variant is named, never a
+/// field: commands carry password and token hashes, which must not reach a log.
+pub trait CommandName {
+    fn name(&self) -> &'static str;
+}
+
 #[cfg(test)]
 pub(crate) mod given;

@@ -13,6 +13,8 @@ use esrs::Aggregate;
 use nova_event_schemas::post::*;
 use uuid::Uuid;
 
+use crate::CommandName;
+
 /// The `aggregate_type` of every aggregate of the `post` domain (listed by `nova boundaries`).
 pub const AGGREGATE_TYPES: &[&str] = &[
     <Post as Aggregate>::NAME,
@@ -134,6 +136,20 @@ pub enum PostCommand {
         user_id: Uuid,
         now: DateTime<Utc>,
     },
+}
+
+impl CommandName for PostCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            PostCommand::Create { .. } => "create",
+            PostCommand::Edit { .. } => "edit",
+            PostCommand::Delete { .. } => "delete",
+            PostCommand::Hide { .. } => "hide",
+            PostCommand::AddComment { .. } => "add_comment",
+            PostCommand::DeleteComment { .. } => "delete_comment",
+            PostCommand::Share { .. } => "share",
+        }
+    }
 }
 
 pub struct Post;
@@ -367,6 +383,15 @@ pub enum LikeCommand {
     },
 }
 
+impl CommandName for LikeCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            LikeCommand::Like { .. } => "like",
+            LikeCommand::Unlike { .. } => "unlike",
+        }
+    }
+}
+
 /// One user's like of one post: liking twice is one like.
 pub struct Like;
 
@@ -444,6 +469,15 @@ pub enum BookmarkCommand {
         user_id: Uuid,
         now: DateTime<Utc>,
     },
+}
+
+impl CommandName for BookmarkCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            BookmarkCommand::Bookmark { .. } => "bookmark",
+            BookmarkCommand::Unbookmark { .. } => "unbookmark",
+        }
+    }
 }
 
 /// One user's bookmark of one post, in at most one collection.

@@ -12,6 +12,8 @@ use esrs::Aggregate;
 use nova_event_schemas::user::*;
 use uuid::Uuid;
 
+use crate::CommandName;
+
 /// The `aggregate_type` of every aggregate of the `user` domain (listed by `nova boundaries`).
 pub const AGGREGATE_TYPES: &[&str] = &[
     <User as Aggregate>::NAME,
@@ -228,6 +230,24 @@ pub enum UserCommand {
         up_to_created_at: DateTime<Utc>,
         now: DateTime<Utc>,
     },
+}
+
+impl CommandName for UserCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            UserCommand::Register { .. } => "register",
+            UserCommand::Login(..) => "login",
+            UserCommand::Refresh { .. } => "refresh",
+            UserCommand::Logout { .. } => "logout",
+            UserCommand::UpdateProfile { .. } => "update_profile",
+            UserCommand::ChangePassword { .. } => "change_password",
+            UserCommand::PasswordCheckFailed { .. } => "password_check_failed",
+            UserCommand::Deactivate { .. } => "deactivate",
+            UserCommand::GrantRole { .. } => "grant_role",
+            UserCommand::SetNotificationPreferences { .. } => "set_notification_preferences",
+            UserCommand::MarkNotificationsRead { .. } => "mark_notifications_read",
+        }
+    }
 }
 
 pub struct User;
@@ -580,6 +600,12 @@ pub struct ClaimState {
 pub struct ClaimUsername {
     pub username: String,
     pub user_id: Uuid,
+}
+
+impl CommandName for ClaimUsername {
+    fn name(&self) -> &'static str {
+        "claim_username"
+    }
 }
 
 /// A username, reserved for one user forever (also after deactivation, so that a name cannot

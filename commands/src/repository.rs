@@ -84,6 +84,7 @@ use std::sync::{Arc, Mutex};
 
 use esrs::Aggregate;
 use lru::LruCache;
+use nova_aggregates::CommandName;
 use nova_event_schemas::{Domain, DomainEvent, EventMetadata};
 use nova_infra::store::{Appended, EventStore, StoreError};
 use uuid::Uuid;
@@ -189,6 +190,7 @@ pub const CACHE_CAPACITY: usize = 10_000;
 impl<A> Repository<A>
 where
     A: Aggregate,
+    A::Command: CommandName,
     A::Event: Owned,
     A::State: Clone,
 {
@@ -265,6 +267,17 @@ where
 
     /// load → decide → append, retried on conflict (with a short jittered pause). `make`
     /// builds the command from the current state, so a retry re-decides on fresh state.
+    ///
+    /// Runs in a `command` span (domain, aggregate type and id, the command's name, request and
+    /// correlation ids) — never the command's fields, which may hold secrets' hashes.
+    #[tracing::instrument(name = "command", skip_all, fields(
+        domain = <A::Event as DomainEvent>::DOMAIN.as_str(),
+        aggregate_type = A::NAME,
+        aggregate_id = %id,
+        command = tracing::field::Empty,
+        request_id = ctx.request_id.as_deref(),
+        correlation_id = %ctx.correlation_id,
+    ))]
     pub async fn execute(
         &self,
         id: Uuid,
@@ -291,6 +304,7 @@ where
             }
             let loaded = self.load(id).await?;
             let command = make(&loaded.state).map_err(CommandError::Refused)?;
+            tracing::Span::current().record("command", command.name());
             let events =
                 A::handle_command(&loaded.state, command).map_err(CommandError::Refused)?;
             if events.is_empty() {
@@ -317,6 +331,11 @@ where
                     return self.replayed(appended).await;
                 }
                 Ok(appended) => {
+                    tracing::debug!(
+                        position = appended.last_position,
+                        events = events.len(),
+                        "command appended"
+                    );
                     let version = loaded.version + events.len() as i64;
                     let state = events
                         .iter()

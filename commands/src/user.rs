@@ -246,6 +246,16 @@ impl UserCommands {
             .await
     }
 
+    /// Appends the claim and the user directly (two streams, one transaction), so it opens
+    /// the `command` span that `Repository::execute` opens for other commands.
+    #[tracing::instrument(name = "command", skip_all, fields(
+        domain = "user",
+        aggregate_type = User::NAME,
+        aggregate_id = tracing::field::Empty,
+        command = "register",
+        request_id = ctx.request_id.as_deref(),
+        correlation_id = %ctx.correlation_id,
+    ))]
     async fn register_with_hash(
         &self,
         ctx: &CommandContext,
@@ -254,6 +264,7 @@ impl UserCommands {
         display_name: Option<String>,
     ) -> Result<(Uuid, i64)> {
         let user_id = Uuid::now_v7();
+        tracing::Span::current().record("aggregate_id", tracing::field::display(user_id));
         let claim_id = username_claim_id(username);
         let now = Utc::now();
         let command_key = ctx.next_command_key();
@@ -298,6 +309,7 @@ impl UserCommands {
                 .await
             {
                 Ok(appended) => {
+                    tracing::debug!(position = appended.last_position, "command appended");
                     // A retry (same command key) answers the account its first run created.
                     let registered = crate::idempotency::registered_user(&appended);
                     return Ok((registered.unwrap_or(user_id), appended.last_position));

@@ -15,6 +15,7 @@ use nova_event_schemas::Domain;
 use nova_infra::store::{EventStore, RecordedEvent, StoreError};
 use sqlx::AnyPool;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use nova_projections::checkpoint::Caught;
 use nova_projections::{Checkpoints, EventSource, StoreTail};
@@ -64,11 +65,47 @@ pub async fn react_once(
     let name = policy.name();
     let checkpoint = checkpoints.load(pool, name, domain).await?;
     let events = source.next_batch(domain, checkpoint, BATCH).await?;
-    if events.is_empty() {
+    let (Some(from), Some(to)) = (events.first(), events.last()) else {
         return Ok(false);
-    }
+    };
+    // The commands a policy issues run in their own `command` spans, below this one; they
+    // carry the request and correlation ids of the event that caused them.
+    let span = tracing::info_span!(
+        "react",
+        policy = name,
+        %domain,
+        from = from.position,
+        to = to.position,
+        events = events.len(),
+    );
+    handle_batch(
+        policy,
+        domain,
+        source,
+        pool,
+        checkpoints,
+        checkpoint,
+        &events,
+    )
+    .instrument(span)
+    .await?;
+    Ok(true)
+}
+
+/// [`react_once`]'s loop over a batch, in its `react` span; each handled event gets a `debug!`
+/// line with its position, type and the request and correlation ids of its metadata.
+async fn handle_batch(
+    policy: &dyn Policy,
+    domain: Domain,
+    source: &dyn EventSource,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    checkpoint: i64,
+    events: &[RecordedEvent],
+) -> Result<(), PolicyError> {
+    let name = policy.name();
     let mut position = checkpoint;
-    for event in &events {
+    for event in events {
         if event.position <= position {
             continue;
         }
@@ -78,13 +115,20 @@ pub async fn react_once(
             return Err(e);
         }
         position = event.position;
+        tracing::debug!(
+            position,
+            event_type = %event.event_type,
+            request_id = event.metadata.request_id.as_deref(),
+            correlation_id = %event.metadata.correlation_id,
+            "event handled"
+        );
         metrics::counter!("nova_policy_handled_events_total",
             "policy" => name.to_owned(), "domain" => domain.as_str())
         .increment(1);
     }
     save(pool, checkpoints, name, domain, position).await?;
     source.acknowledge(domain, position).await;
-    Ok(true)
+    Ok(())
 }
 
 async fn save(

@@ -15,6 +15,7 @@ use nova_event_schemas::Domain;
 use nova_infra::store::{EventStore, RecordedEvent, StoreError};
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 pub mod checkpoint;
 pub mod feed;
@@ -134,9 +135,37 @@ pub async fn project_once(
     let name = projection.name();
     let checkpoint = checkpoints.load(pool, name, domain).await?;
     let events = source.next_batch(domain, checkpoint, BATCH).await?;
-    if events.is_empty() {
+    let (Some(from), Some(to)) = (events.first(), events.last()) else {
         return Ok(false);
-    }
+    };
+    let span = tracing::info_span!(
+        "project",
+        projection = name,
+        %domain,
+        from = from.position,
+        to = to.position,
+        events = events.len(),
+        applied = tracing::field::Empty,
+    );
+    apply_batch(projection, domain, source, pool, checkpoints, &events)
+        .instrument(span)
+        .await?;
+    Ok(true)
+}
+
+/// [`project_once`]'s transaction, in the batch's `project` span. After the commit, each
+/// applied event gets a `debug!` line with its position, type and the request and correlation
+/// ids of its metadata: the batch serves many requests, so these lines are where a request id
+/// is followed into a projection.
+async fn apply_batch(
+    projection: &dyn Projection,
+    domain: Domain,
+    source: &dyn EventSource,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let name = projection.name();
     let mut tx = pool.begin().await?;
     // Re-read (and lock) the checkpoint inside the transaction: another projector process
     // may have applied this batch since.
@@ -151,13 +180,23 @@ pub async fn project_once(
     Checkpoints::save_in(&mut tx, name, domain, position).await?;
     tx.commit().await?;
     checkpoints.publish(name, domain, position);
+    tracing::Span::current().record("applied", applied);
+    for e in &fresh {
+        tracing::debug!(
+            position = e.position,
+            event_type = %e.event_type,
+            request_id = e.metadata.request_id.as_deref(),
+            correlation_id = %e.metadata.correlation_id,
+            "event applied"
+        );
+    }
     metrics::counter!("nova_projection_applied_events_total",
         "projection" => name.to_owned(), "domain" => domain.as_str())
     .increment(applied);
     // Only now may the source forget these events: a crash before this line means they are
     // delivered again and skipped as at-or-below the checkpoint.
     source.acknowledge(domain, position).await;
-    Ok(true)
+    Ok(())
 }
 
 /// Catches a projection up to the current head of its domains (used by tests and rebuilds).

@@ -110,30 +110,55 @@ pub fn router(state: AppState) -> Router {
         api = api.route("/metrics", axum::routing::get(metrics::render_with_token));
     }
     api.fallback(not_found)
-    .method_not_allowed_fallback(method_not_allowed)
-    .route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        idempotency::middleware,
-    ))
-    .layer(DefaultBodyLimit::max(state.max_body_bytes))
-    .route_layer(axum::middleware::from_fn(metrics::track))
-    .layer(
-        ServiceBuilder::new()
-            .layer(axum::middleware::from_fn(sanitize_request_id))
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-            .layer(
-                TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                    let rid = req
-                        .headers()
-                        .get(REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %rid)
-                }),
-            )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::middleware,
+        ))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .route_layer(axum::middleware::from_fn(metrics::track))
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(sanitize_request_id))
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(http_span)
+                        .on_response(on_response),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+        )
+        .with_state(state)
+}
+
+/// The span of a request: method, path, the route that matched (`/v1/users/{id}`, empty for
+/// no route) and the request id; `status` is recorded when the response is ready. Every span
+/// below (command, …) and every log line of the request carries it.
+fn http_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    let rid = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // `Router::layer` wraps each route, so routing has run and the matched path is known.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("", |m| m.as_str());
+    tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+        route,
+        request_id = %rid,
+        status = tracing::field::Empty,
     )
-    .with_state(state)
+}
+
+/// Records the status on the request's span and, at debug, logs the response in it.
+fn on_response<B>(res: &axum::http::Response<B>, latency: Duration, span: &tracing::Span) {
+    span.record("status", res.status().as_u16());
+    tracing::debug!(latency_us = latency.as_micros() as u64, "response");
 }
 
 /// Longest client-supplied `X-Request-Id` that is kept; longer or non-printable ones are

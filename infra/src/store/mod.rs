@@ -12,6 +12,11 @@
 //!   checked against its own expected version;
 //! - **typed ownership**: appends take a domain's event enum ([`DomainEvent`]), so the table is
 //!   chosen by the type of the events, not by a string a caller could get wrong.
+//!
+//! Each committed batch runs in an `append` span (domain, batch size, streams, the positions
+//! written, and the request ids of its appends). The batch serves many callers, so the span is
+//! a root that *follows from* each caller's span (the command) rather than a child of one of
+//! them; the `request_ids` field is what a reader of JSON logs joins on.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use nova_event_schemas::{Domain, DomainEvent, EventMetadata};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub mod esrs_adapter;
@@ -376,7 +382,12 @@ pub(crate) fn batch_aggregate_ids(batch: &[AppendRequest]) -> Vec<Uuid> {
     ids
 }
 
-type Pending = (AppendRequest, oneshot::Sender<Result<Appended, StoreError>>);
+/// A request waiting for the appender, with its reply channel and the caller's span.
+type Pending = (
+    AppendRequest,
+    oneshot::Sender<Result<Appended, StoreError>>,
+    tracing::Span,
+);
 
 /// Upper bound of requests committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -475,7 +486,7 @@ impl EventStore {
             .get(&domain)
             .ok_or_else(|| StoreError::Invalid(format!("no appender for {domain}")))?;
         appender
-            .send((request, tx))
+            .send((request, tx, tracing::Span::current()))
             .await
             .map_err(|_| StoreError::Unavailable("appender stopped".into()))?;
         rx.await
@@ -552,17 +563,85 @@ async fn run_appender(
     }
 }
 
+/// The `append` span of a batch: a root span (the appender task serves many callers) that
+/// follows from each caller's span. `first_position`/`last_position` are recorded by the
+/// backend once it has written.
+fn append_span(domain: Domain, batch: &[Pending]) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "append",
+        %domain,
+        batch_size = batch.len(),
+        streams = batch.iter().map(|(r, ..)| r.streams.len()).sum::<usize>(),
+        events = tracing::field::Empty,
+        first_position = tracing::field::Empty,
+        last_position = tracing::field::Empty,
+        request_ids = %RequestIds(batch),
+    );
+    if !span.is_disabled() {
+        for (_, _, caller) in batch {
+            span.follows_from(caller);
+        }
+    }
+    span
+}
+
+/// Records on the current span (a batch's `append` span) what a backend wrote: the number of
+/// events and the first and last of their positions.
+pub(crate) fn record_written(events: usize, first_position: i64, last_position: i64) {
+    let span = tracing::Span::current();
+    span.record("events", events);
+    span.record("first_position", first_position);
+    span.record("last_position", last_position);
+}
+
+/// The request ids of a batch, comma-separated (a run of one request's appends named once);
+/// written only when the span's fields are formatted, so nothing when the span is disabled.
+struct RequestIds<'a>(&'a [Pending]);
+
+impl std::fmt::Display for RequestIds<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut last: Option<&str> = None;
+        for (r, ..) in self.0 {
+            let Some(id) = r.metadata.request_id.as_deref() else {
+                continue;
+            };
+            if last == Some(id) {
+                continue;
+            }
+            if last.is_some() {
+                f.write_str(",")?;
+            }
+            f.write_str(id)?;
+            last = Some(id);
+        }
+        Ok(())
+    }
+}
+
 async fn commit_batch(
     backend: &dyn Backend,
     domain: Domain,
     batch: Vec<Pending>,
     head: &watch::Sender<i64>,
 ) {
-    let requests: Vec<AppendRequest> = batch.iter().map(|(r, _)| r.clone()).collect();
+    let span = append_span(domain, &batch);
+    commit_batch_in(backend, domain, batch, head)
+        .instrument(span)
+        .await
+}
+
+async fn commit_batch_in(
+    backend: &dyn Backend,
+    domain: Domain,
+    batch: Vec<Pending>,
+    head: &watch::Sender<i64>,
+) {
+    let requests: Vec<AppendRequest> = batch.iter().map(|(r, ..)| r.clone()).collect();
     match backend.append_batch(domain, &requests).await {
         Ok(results) => {
             let mut max = 0;
-            for ((_, reply), result) in batch.into_iter().zip(results) {
+            for ((_, reply, _), result) in batch.into_iter().zip(results) {
                 if let Ok(a) = &result {
                     max = max.max(a.last_position);
                 }
@@ -575,6 +654,7 @@ async fn commit_batch(
                     grew
                 });
             }
+            tracing::debug!("batch committed");
         }
         Err(e) if batch.len() > 1 => {
             // One bad request must not fail its neighbours: retry each on its own.
@@ -585,7 +665,7 @@ async fn commit_batch(
         }
         Err(e) => {
             tracing::warn!(%domain, error = %e, "append failed");
-            for (_, reply) in batch {
+            for (_, reply, _) in batch {
                 let _ = reply.send(Err(e.clone()));
             }
         }

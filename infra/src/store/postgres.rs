@@ -149,6 +149,12 @@ async fn write_batch(
         .fetch_all(&mut **tx)
         .await
         .map_err(map_insert_error)?;
+        if let (Some(first), Some(last)) = (
+            rows.iter().map(|&(_, p)| p).min(),
+            rows.iter().map(|&(_, p)| p).max(),
+        ) {
+            super::record_written(rows.len(), first, last);
+        }
         let owner_of: HashMap<Uuid, usize> = event_ids.iter().copied().zip(owners).collect();
         for (event_id, position) in rows {
             if let Some(&i) = owner_of.get(&event_id) {

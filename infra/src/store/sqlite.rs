@@ -74,6 +74,8 @@ async fn write_batch(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING position"
     );
     let mut out = Vec::with_capacity(batch.len());
+    // (events, first position, last position) written by the whole batch.
+    let mut written = (0, 0, 0);
     for (req, decision) in batch.iter().zip(decisions) {
         let versions = match decision {
             Ok(Decision::Write(v)) => v,
@@ -106,6 +108,10 @@ async fn write_batch(
                     .await
                     .map_err(StoreError::db)?;
                 last_position = position;
+                if written.0 == 0 {
+                    written.1 = position;
+                }
+                written = (written.0 + 1, written.1, position);
             }
         }
         if let Some(key) = &req.command_key {
@@ -124,6 +130,9 @@ async fn write_batch(
             .map_err(StoreError::db)?;
         }
         out.push(Ok(Appended::written(last_position, versions)));
+    }
+    if written.0 > 0 {
+        super::record_written(written.0, written.1, written.2);
     }
     Ok(out)
 }
