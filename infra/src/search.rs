@@ -62,8 +62,13 @@ pub struct Fields {
     pub username: Field,
     pub display_name: Field,
     pub content: Field,
-    /// A post's creation time, microseconds since the epoch (fast, stored): the recency key.
+    /// A post's creation (a user's registration) time, microseconds since the epoch (fast,
+    /// stored): the recency key.
     pub created_at: Field,
+    /// The id as two fast u64 halves: the last tie-break of the ranking and part of the
+    /// cursor, read without loading stored documents.
+    pub id_hi: Field,
+    pub id_lo: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -82,6 +87,8 @@ fn schema() -> (Schema, Fields) {
         display_name: b.add_text_field("display_name", STORED),
         content: b.add_text_field("content", STORED),
         created_at: b.add_i64_field("created_at", FAST | STORED),
+        id_hi: b.add_u64_field("id_hi", FAST),
+        id_lo: b.add_u64_field("id_lo", FAST),
     };
     (b.build(), fields)
 }

@@ -149,9 +149,19 @@ impl SearchProjector {
         self.pending.insert(id, None);
     }
 
-    fn user_doc(&self, id: Uuid, username: &str, display_name: Option<&str>) -> TantivyDocument {
+    fn user_doc(
+        &self,
+        id: Uuid,
+        username: &str,
+        display_name: Option<&str>,
+        registered_at: i64,
+    ) -> TantivyDocument {
         let f = self.index.fields();
         let mut doc = TantivyDocument::default();
+        let (hi, lo) = id.as_u64_pair();
+        doc.add_u64(f.id_hi, hi);
+        doc.add_u64(f.id_lo, lo);
+        doc.add_i64(f.created_at, registered_at);
         doc.add_text(f.kind, USER);
         doc.add_text(f.id, id.to_string());
         doc.add_text(f.text, username);
@@ -166,6 +176,9 @@ impl SearchProjector {
     fn post_doc(&self, id: Uuid, author: Uuid, content: &str, created_at: i64) -> TantivyDocument {
         let f = self.index.fields();
         let mut doc = TantivyDocument::default();
+        let (hi, lo) = id.as_u64_pair();
+        doc.add_u64(f.id_hi, hi);
+        doc.add_u64(f.id_lo, lo);
         doc.add_text(f.kind, POST);
         doc.add_text(f.id, id.to_string());
         doc.add_text(f.author, author.to_string());
@@ -194,7 +207,12 @@ impl SearchProjector {
         match event.decode::<UserEvent>()? {
             UserEvent::Registered(e) => {
                 if !self.inactive.contains(&e.user_id) {
-                    let doc = self.user_doc(e.user_id, &e.username, e.display_name.as_deref());
+                    let doc = self.user_doc(
+                        e.user_id,
+                        &e.username,
+                        e.display_name.as_deref(),
+                        e.registered_at.timestamp_micros(),
+                    );
                     self.put(e.user_id, doc)?;
                 }
             }
@@ -206,7 +224,11 @@ impl SearchProjector {
                         .and_then(|v| v.as_str())
                         .unwrap_or_default()
                         .to_owned();
-                    let doc = self.user_doc(id, &username, e.display_name.as_deref());
+                    let registered = old
+                        .get_first(f.created_at)
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or_default();
+                    let doc = self.user_doc(id, &username, e.display_name.as_deref(), registered);
                     self.put(id, doc)?;
                 }
             }
