@@ -21,7 +21,13 @@ on_both_backends!(
     rebuild_equals_live,
 );
 
-async fn call(app: &TestApp, method: Method, path: &str, token: &str, body: Option<Value>) -> Response {
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Response {
     let mut req = app.client.request(method, app.url(path)).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
@@ -59,7 +65,14 @@ async fn member(app: &TestApp, name: &str, display: &str) -> (Uuid, String, Stri
 }
 
 async fn create(app: &TestApp, token: &str, content: &str) -> (Uuid, String) {
-    let res = call(app, Method::POST, "/v1/posts", token, Some(json!({ "content": content }))).await;
+    let res = call(
+        app,
+        Method::POST,
+        "/v1/posts",
+        token,
+        Some(json!({ "content": content })),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let pos = position(&res);
     let v: Value = res.json().await.unwrap();
@@ -154,7 +167,7 @@ async fn typo_table_and_ranking(engine: Engine) {
     }
 
     // Ranking: exact before one typo before two; then BM25; then newest.
-    let (_, r) = member(&app, "ranker", "Ranker").await;
+    let (_, r, _) = member(&app, "ranker", "Ranker").await;
     let (exact, _) = create(&app, &r, "wonderland").await;
     let (one, _) = create(&app, &r, "wonderlnd").await;
     let (two, _) = create(&app, &r, "wondrlnad").await;
@@ -201,7 +214,14 @@ async fn edits_deletes_deactivation_and_blocks(engine: Engine) {
     assert_eq!(ids(&page).len(), 3);
 
     // An edit re-indexes: the old words no longer match, the new ones do.
-    let res = call(&app, Method::PATCH, &format!("/v1/posts/{p}"), &a, Some(json!({"content": "edited mango"}))).await;
+    let res = call(
+        &app,
+        Method::PATCH,
+        &format!("/v1/posts/{p}"),
+        &a,
+        Some(json!({"content": "edited mango"})),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
     let pos = position(&res);
     assert!(!ids(&search(&app, &reader, "q=original", Some(&pos)).await).contains(&p));
@@ -215,7 +235,14 @@ async fn edits_deletes_deactivation_and_blocks(engine: Engine) {
 
     // Blocks hide the posts of users blocked by or blocking the reader.
     let (_, blocker, _) = member(&app, "blocker", "Blocker").await;
-    let res = call(&app, Method::PUT, &format!("/v1/users/{bob}/block"), &blocker, None).await;
+    let res = call(
+        &app,
+        Method::PUT,
+        &format!("/v1/users/{bob}/block"),
+        &blocker,
+        None,
+    )
+    .await;
     assert!(res.status().is_success(), "{}", res.status());
     let pos = position(&res);
     let page = search(&app, &blocker, "q=pineapple", Some(&pos)).await;
@@ -318,7 +345,14 @@ async fn bad_input_is_400(engine: Engine) {
     assert!(ids(&search(&app, &token, &format!("q={ok}"), None).await).is_empty());
     assert!(ids(&search(&app, &token, "q=%21%3F", None).await).is_empty());
     // The OpenAPI document lists the route.
-    let doc: Value = app.get("/openapi.json").send().await.unwrap().json().await.unwrap();
+    let doc: Value = app
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["paths"]["/v1/search"]["get"].is_object());
     app.stop().await;
 }
@@ -346,7 +380,13 @@ fn documents(dir: &std::path::Path) -> Vec<(String, String)> {
         };
         out.push((
             text(f.id),
-            format!("{}/{}/{}/{}", text(f.author), text(f.username), text(f.display_name), text(f.content)),
+            format!(
+                "{}/{}/{}/{}",
+                text(f.author),
+                text(f.username),
+                text(f.display_name),
+                text(f.content)
+            ),
         ));
     }
     out.sort();
@@ -362,13 +402,25 @@ async fn rebuild_equals_live(engine: Engine) {
     let (p1, _) = create(&app, &a, "first post").await;
     create(&app, &a, "second post").await;
     create(&app, &b, "bobs post").await;
-    let res = call(&app, Method::PATCH, &format!("/v1/posts/{p1}"), &a, Some(json!({"content": "first, edited"}))).await;
+    let res = call(
+        &app,
+        Method::PATCH,
+        &format!("/v1/posts/{p1}"),
+        &a,
+        Some(json!({"content": "first, edited"})),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
     let res = call(&app, Method::DELETE, "/v1/users/me", &b, None).await;
     let pos = position(&res);
     // Wait until the live index has everything (the deactivation included).
     search(&app, &a, "q=post", Some(&pos)).await;
-    let head = app.db.store.head(nova_event_schemas::Domain::Post).await.unwrap();
+    let head = app
+        .db
+        .store
+        .head(nova_event_schemas::Domain::Post)
+        .await
+        .unwrap();
     search(&app, &a, "q=post", Some(&format!("post:{head}"))).await;
     let mut app = app;
     app.stop_server().await;
@@ -397,7 +449,9 @@ async fn kill_dash_nine_mid_indexing_then_restart() {
     use std::time::{Duration, Instant};
 
     let testdb = nova_infra::testing::TestDb::new(Engine::Postgres).await;
-    let db = nova_infra::db::Database::connect(&testdb.url).await.unwrap();
+    let db = nova_infra::db::Database::connect(&testdb.url)
+        .await
+        .unwrap();
     db.migrate().await.unwrap();
     const POSTS: usize = 20_000;
     let author = Uuid::now_v7();
@@ -421,7 +475,10 @@ async fn kill_dash_nine_mid_indexing_then_restart() {
                 })],
             ));
         }
-        db.store.append(streams, EventMetadata::default()).await.unwrap();
+        db.store
+            .append(streams, EventMetadata::default())
+            .await
+            .unwrap();
     }
     let head = db.store.head(Domain::Post).await.unwrap();
     let dir = std::env::temp_dir().join(format!("nova-search-crash-{}", Uuid::new_v4()));
@@ -477,7 +534,11 @@ async fn kill_dash_nine_mid_indexing_then_restart() {
 
     let index = nova_infra::search::SearchIndex::open(&dir).unwrap();
     index.refresh().unwrap();
-    assert_eq!(index.positions().unwrap().post, head, "checkpoint = last event");
+    assert_eq!(
+        index.positions().unwrap().post,
+        head,
+        "checkpoint = last event"
+    );
     let docs = documents(&dir);
     let ids: Vec<String> = docs.into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), POSTS, "each post once");

@@ -240,10 +240,9 @@ impl SearchProjector {
                 // Posts of this author added earlier in the open batch are gone too.
                 let author = id.to_string();
                 for doc in self.pending.values_mut() {
-                    if doc
-                        .as_ref()
-                        .is_some_and(|d| d.get_first(f.author).and_then(|v| v.as_str()) == Some(&author))
-                    {
+                    if doc.as_ref().is_some_and(|d| {
+                        d.get_first(f.author).and_then(|v| v.as_str()) == Some(&author)
+                    }) {
                         *doc = None;
                     }
                 }
@@ -393,7 +392,15 @@ pub async fn run(
         let mut progressed = false;
         let mut failed = None;
         for &domain in DOMAINS {
-            match project_once(&mut projector, &index, domain, &*source, &pool, &checkpoints).await
+            match project_once(
+                &mut projector,
+                &index,
+                domain,
+                &*source,
+                &pool,
+                &checkpoints,
+            )
+            .await
             {
                 Ok(p) => progressed |= p,
                 Err(e) => failed = Some(e),
