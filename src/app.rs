@@ -56,6 +56,8 @@ impl Components {
 
 pub struct Settings {
     pub database_url: String,
+    /// The search index's directory (ADR 0013).
+    pub search_dir: std::path::PathBuf,
     pub nats_url: Option<String>,
     pub nats_names: Names,
     pub listen: String,
@@ -159,6 +161,28 @@ impl Application {
             }
         }
 
+        // The search index: written by its projector where it runs, read by the API. An
+        // API-only process opens it without a writer and sees the projector's commits.
+        let search = nova_infra::search::SearchIndex::open(&s.search_dir)?;
+        if wanted(nova_projections::search::NAME) {
+            let source: Arc<dyn EventSource> = match &js {
+                Some(js) => Arc::new(JetStreamSource::new(
+                    js.clone(),
+                    s.nats_names.clone(),
+                    db.store.clone(),
+                    nova_projections::search::NAME,
+                )),
+                None => tail.clone(),
+            };
+            tasks.push(tokio::spawn(nova_projections::search::run(
+                search.clone(),
+                source,
+                db.any.clone(),
+                checkpoints.clone(),
+                stop_rx.clone(),
+            )));
+        }
+
         // The command services: each appends its own domain's events only, and learns what it
         // needs about other domains from the read models (ADR 0008).
         let store = CommandStore::new(db.store.clone());
@@ -222,6 +246,7 @@ impl Application {
             posts,
             notifications: NotificationCommands::new(store, facts),
             checkpoints,
+            search,
             nats,
             rebuilds: Default::default(),
             waits: Default::default(),

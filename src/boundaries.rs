@@ -100,6 +100,7 @@ pub const ROUTE_TAGS: &[RouteTag] = &[
         OwnerRef::View("post_view"),
     ),
     RouteTag::new("feed", OwnerRef::View("feed"), OwnerRef::View("feed")),
+    RouteTag::new("search", OwnerRef::View("search"), OwnerRef::View("search")),
     // Marking notifications read and changing preferences are user-domain commands.
     RouteTag::new(
         "notifications",

@@ -29,6 +29,10 @@ pub struct DbArgs {
         global = true
     )]
     pub data_dir: PathBuf,
+    /// Where the search index lives (ADR 0013). Default: `<data dir>/search`. Each host keeps
+    /// its own index; an API process on the same host as the projector opens it read only.
+    #[arg(long, env = "NOVA_SEARCH_DIR", global = true)]
+    pub search_dir: Option<PathBuf>,
     /// NATS with JetStream. When set, events are relayed to JetStream and projectors consume
     /// it; otherwise projectors tail the store (embedded mode).
     #[arg(long, env = "NOVA_NATS_URL", global = true)]
@@ -44,6 +48,12 @@ impl DbArgs {
             Some(u) => u.clone(),
             None => format!("sqlite://{}", self.data_dir.join("nova.db").display()),
         }
+    }
+
+    pub fn search_dir(&self) -> PathBuf {
+        self.search_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("search"))
     }
 
     pub fn is_postgres(&self) -> bool {

@@ -55,6 +55,7 @@ async fn run_background(
 ) -> Result<(), nova::app::BoxError> {
     let app = Application::build(Settings {
         database_url: cli.db.url(),
+        search_dir: cli.db.search_dir(),
         nats_url: cli.db.nats_url.clone(),
         nats_names: Names::default(),
         listen: String::new(),
@@ -92,6 +93,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             };
             let app = Application::build(Settings {
                 database_url: cli.db.url(),
+                search_dir: cli.db.search_dir(),
                 nats_url: cli.db.nats_url.clone(),
                 nats_names: Names::default(),
                 listen: args.listen.clone(),
@@ -149,6 +151,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             let known: Vec<String> = nova_projections::all()
                 .iter()
                 .map(|p| p.name().to_owned())
+                .chain([nova_projections::search::NAME.to_owned()])
                 .collect();
             if let Some(bad) = names.iter().find(|n| !known.contains(n)) {
                 return Err(

@@ -24,6 +24,7 @@ mod feed;
 mod harness;
 mod project;
 mod relay;
+mod search;
 mod stats;
 mod target;
 mod workload;
@@ -57,6 +58,8 @@ enum Scenario {
     /// Home timelines at social-network shape: fan-out rows/s vs raw inserts, rebuild time of
     /// the feed projection, feed read latency vs a primary-key lookup.
     Feed(feed::Args),
+    /// Search index: indexing rate vs raw tantivy add_document+commit; query p50/p99.
+    Search(search::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
                 Scenario::Relay(args) => relay::run(args).await,
                 Scenario::Project(args) => project::run(args).await,
                 Scenario::Feed(args) => feed::run(args).await,
+                Scenario::Search(args) => search::run(args).await,
             }
         };
         tokio::select! {

@@ -8,5 +8,6 @@ pub mod idempotency;
 pub mod nats;
 pub mod readmodel;
 pub mod relay;
+pub mod search;
 pub mod store;
 pub mod testing;

@@ -24,6 +24,7 @@ pub mod notification;
 pub mod post_view;
 pub mod rebuild;
 pub mod schema;
+pub mod search;
 pub mod status;
 pub mod user_directory;
 
@@ -37,6 +38,8 @@ pub enum ProjectionError {
     Source(#[from] StoreError),
     #[error("event cannot be decoded: {0}")]
     Decode(#[from] nova_event_schemas::DecodeError),
+    #[error("{0}")]
+    Search(nova_infra::search::SearchError),
 }
 
 /// A read model fed by events.

@@ -28,9 +28,16 @@ pub async fn status(
 ) -> Result<Vec<ProjectionStatus>, ProjectionError> {
     let checkpoints = Checkpoints::default();
     let mut out = Vec::new();
-    for projection in crate::all() {
-        for &domain in projection.domains() {
-            let checkpoint = checkpoints.load(pool, projection.name(), domain).await?;
+    // The SQL projections, and the search index (whose checkpoint is mirrored into the same
+    // table after each commit; ADR 0013).
+    let mut views: Vec<(String, &'static [Domain])> = crate::all()
+        .iter()
+        .map(|p| (p.name().to_owned(), p.domains()))
+        .collect();
+    views.push((crate::search::NAME.to_owned(), crate::search::DOMAINS));
+    for (name, domains) in views {
+        for &domain in domains {
+            let checkpoint = checkpoints.load(pool, &name, domain).await?;
             let head = store.head(domain).await?;
             let lag_events = (head - checkpoint).max(0);
             let lag_seconds = if lag_events == 0 {
@@ -54,7 +61,7 @@ pub async fn status(
                 })
             };
             out.push(ProjectionStatus {
-                projection: projection.name().to_owned(),
+                projection: name.clone(),
                 domain,
                 checkpoint,
                 head,

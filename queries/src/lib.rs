@@ -13,6 +13,7 @@ pub mod follow;
 pub mod notification;
 pub mod page;
 pub mod post;
+pub mod search;
 pub mod user;
 
 pub use cursor::Cursor;

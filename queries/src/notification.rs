@@ -142,6 +142,21 @@ pub async fn block_between(pool: &AnyPool, a: Uuid, b: Uuid) -> Result<bool, Que
     Ok(row.is_some())
 }
 
+/// The users with whom a block (either direction) is in effect for `user` now: one row per
+/// block and per side, so the rows of `user` name both whom they blocked and who blocked them.
+pub async fn blocks_of(pool: &AnyPool, user: Uuid) -> Result<Vec<Uuid>, QueryError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT other_id FROM notification_block \
+         WHERE user_id = $1 AND unblocked_at IS NULL",
+    )
+    .bind(user.to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id,)| Uuid::parse_str(&id).map_err(|e| QueryError::Corrupt(e.to_string())))
+        .collect()
+}
+
 /// `user`'s current setting per kind (true = on). Every kind is on until switched off.
 pub async fn preferences(
     pool: &AnyPool,

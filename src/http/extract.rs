@@ -218,6 +218,10 @@ pub struct PageQuery<F = NoFilter>(pub PageRequest, pub F);
 pub trait ListFilter: serde::de::DeserializeOwned + Send {
     /// The parameter names the filter reads.
     const KEYS: &'static [&'static str];
+    /// Whether the list's cursor is its own (read by the filter, which then lists `cursor` in
+    /// its fields) rather than the shared `(timestamp, id)` [`nova_queries::Cursor`]; the
+    /// [`PageRequest`] then carries no cursor.
+    const OWN_CURSOR: bool = false;
 }
 
 /// A list without parameters of its own.
@@ -260,7 +264,8 @@ impl<S: Send + Sync, F: ListFilter> FromRequestParts<S> for PageQuery<F> {
                 }
             }
         }
-        let page = PageRequest::parse(limit.as_deref(), cursor.as_deref())
+        let shared_cursor = if F::OWN_CURSOR { None } else { cursor };
+        let page = PageRequest::parse(limit.as_deref(), shared_cursor.as_deref())
             .map_err(|e| AppError::invalid_field(e.field(), e.to_string()))?;
         let Q(filter) = Q::<F>::try_from_uri(&parts.uri)?;
         Ok(PageQuery(page, filter))

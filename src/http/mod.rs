@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod notification;
 pub mod ops;
 pub mod post;
+pub mod search;
 pub mod user;
 
 use error::AppError;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub posts: PostCommands,
     pub notifications: NotificationCommands,
     pub checkpoints: Checkpoints,
+    /// The search index (read side; in `nova serve` the projector writes the same index).
+    pub search: nova_infra::search::SearchIndex,
     /// Set when `NOVA_NATS_URL` is configured.
     pub nats: Option<async_nats::Client>,
     pub rebuilds: ops::Rebuilds,
@@ -91,6 +94,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(post::router())
         .merge(feed::router())
         .merge(notification::router())
+        .merge(search::router())
         .merge(ops::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

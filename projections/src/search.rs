@@ -1,0 +1,474 @@
+//! `search`: the tantivy index of users and posts (ADR 0013). Not an SQL projection: it has
+//! its own small runtime over the same [`EventSource`]s, because its checkpoint lives in the
+//! index commit itself (the commit payload, [`Positions`]) — index and checkpoint cannot
+//! disagree after a crash, and an event at or below the checkpoint is skipped.
+//!
+//! What is indexed: active users (username and display name) and the visible posts of active
+//! authors (content). An edit re-indexes (delete by id term + add); a delete or hide removes;
+//! a deactivation removes the user, deletes the author's posts by the `author` term and leaves
+//! an `inactive` marker document, so a post event applied after the deactivation (the user and
+//! post domains are not ordered with each other) is not indexed either.
+//!
+//! After each commit the positions are mirrored into `projection_checkpoints` (for
+//! `nova projections status` and for API processes waiting on `X-Nova-Min-Position`) and
+//! published to the in-process [`Checkpoints`]; on restart the index payload alone counts.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nova_event_schemas::post::PostEvent;
+use nova_event_schemas::user::UserEvent;
+use nova_event_schemas::Domain;
+use nova_infra::search::{Positions, SearchError, SearchIndex, INACTIVE, POST, USER};
+use nova_infra::store::{EventStore, RecordedEvent};
+use sqlx::AnyPool;
+use tantivy::collector::TopDocs;
+use tantivy::query::TermQuery;
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{IndexWriter, TantivyDocument, Term};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::{Checkpoints, EventSource, ProjectionError, StoreTail};
+
+pub const NAME: &str = "search";
+pub const DOMAINS: &[Domain] = &[Domain::User, Domain::Post];
+
+/// Memory the writer may use before it flushes a segment (tantivy's budget is split across
+/// its indexing threads; one thread here).
+pub const WRITER_MEMORY: usize = 32_000_000;
+const BATCH: i64 = 500;
+
+/// The projector's state: the writer (it holds the index's writer lock), the positions of the
+/// last commit plus what the open batch applied, and the deactivated authors.
+pub struct SearchProjector {
+    index: SearchIndex,
+    writer: IndexWriter,
+    positions: Positions,
+    inactive: HashSet<Uuid>,
+    /// Documents added or removed since the last commit (not visible to the searcher yet),
+    /// so that an edit in the same batch as its post's creation finds the post.
+    pending: HashMap<Uuid, Option<TantivyDocument>>,
+}
+
+impl From<SearchError> for ProjectionError {
+    fn from(e: SearchError) -> Self {
+        ProjectionError::Search(e)
+    }
+}
+
+impl From<tantivy::TantivyError> for ProjectionError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        ProjectionError::Search(e.into())
+    }
+}
+
+fn uuid_of(doc: &TantivyDocument, field: tantivy::schema::Field) -> Option<Uuid> {
+    doc.get_first(field)
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
+impl SearchProjector {
+    /// Takes the index's writer (fails while another process holds it) and reads the
+    /// checkpoint and the deactivated authors from the last commit.
+    pub fn open(index: SearchIndex) -> Result<SearchProjector, ProjectionError> {
+        let writer: IndexWriter = index.index().writer_with_num_threads(1, WRITER_MEMORY)?;
+        // The default log merge policy keeps the segment count logarithmic under a trickle of
+        // small commits; merges run on the writer's background thread.
+        writer.set_merge_policy(Box::new(tantivy::merge_policy::LogMergePolicy::default()));
+        index.refresh()?;
+        let positions = index.positions()?;
+        let fields = index.fields();
+        let searcher = index.reader().searcher();
+        let query = TermQuery::new(
+            Term::from_field_text(fields.kind, INACTIVE),
+            IndexRecordOption::Basic,
+        );
+        let n = searcher.num_docs() as usize;
+        let mut inactive = HashSet::new();
+        for (_, addr) in searcher.search(&query, &TopDocs::with_limit(n.max(1)).order_by_score())? {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            if let Some(id) = uuid_of(&doc, fields.author) {
+                inactive.insert(id);
+            }
+        }
+        Ok(SearchProjector {
+            index,
+            writer,
+            positions,
+            inactive,
+            pending: HashMap::new(),
+        })
+    }
+
+    /// The positions applied so far (committed or not).
+    pub fn positions(&self) -> Positions {
+        self.positions
+    }
+
+    pub fn index(&self) -> &SearchIndex {
+        &self.index
+    }
+
+    /// The current document of `id`: this batch's, else the last commit's.
+    fn current(&self, id: Uuid) -> Result<Option<TantivyDocument>, ProjectionError> {
+        if let Some(doc) = self.pending.get(&id) {
+            return Ok(doc.clone());
+        }
+        let fields = self.index.fields();
+        let searcher = self.index.reader().searcher();
+        let query = TermQuery::new(
+            Term::from_field_text(fields.id, &id.to_string()),
+            IndexRecordOption::Basic,
+        );
+        match searcher
+            .search(&query, &TopDocs::with_limit(1).order_by_score())?
+            .first()
+        {
+            Some((_, addr)) => Ok(Some(searcher.doc(*addr)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&mut self, id: Uuid, doc: TantivyDocument) -> Result<(), ProjectionError> {
+        let fields = self.index.fields();
+        self.writer
+            .delete_term(Term::from_field_text(fields.id, &id.to_string()));
+        self.writer.add_document(doc.clone())?;
+        self.pending.insert(id, Some(doc));
+        Ok(())
+    }
+
+    fn remove(&mut self, id: Uuid) {
+        let fields = self.index.fields();
+        self.writer
+            .delete_term(Term::from_field_text(fields.id, &id.to_string()));
+        self.pending.insert(id, None);
+    }
+
+    fn user_doc(
+        &self,
+        id: Uuid,
+        username: &str,
+        display_name: Option<&str>,
+        registered_at: i64,
+    ) -> TantivyDocument {
+        let f = self.index.fields();
+        let mut doc = TantivyDocument::default();
+        let (hi, lo) = id.as_u64_pair();
+        doc.add_u64(f.id_hi, hi);
+        doc.add_u64(f.id_lo, lo);
+        doc.add_i64(f.created_at, registered_at);
+        doc.add_text(f.kind, USER);
+        doc.add_text(f.id, id.to_string());
+        doc.add_text(f.text, username);
+        doc.add_text(f.username, username);
+        if let Some(name) = display_name {
+            doc.add_text(f.text, name);
+            doc.add_text(f.display_name, name);
+        }
+        doc
+    }
+
+    fn post_doc(&self, id: Uuid, author: Uuid, content: &str, created_at: i64) -> TantivyDocument {
+        let f = self.index.fields();
+        let mut doc = TantivyDocument::default();
+        let (hi, lo) = id.as_u64_pair();
+        doc.add_u64(f.id_hi, hi);
+        doc.add_u64(f.id_lo, lo);
+        doc.add_text(f.kind, POST);
+        doc.add_text(f.id, id.to_string());
+        doc.add_text(f.author, author.to_string());
+        doc.add_text(f.text, content);
+        doc.add_text(f.content, content);
+        doc.add_i64(f.created_at, created_at);
+        doc
+    }
+
+    /// Applies one event; an event at or below the domain's position is a no-op.
+    pub fn apply(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.position <= self.positions.of(event.domain) {
+            return Ok(());
+        }
+        match event.domain {
+            Domain::User => self.apply_user(event)?,
+            Domain::Post => self.apply_post(event)?,
+            _ => {}
+        }
+        self.positions.set(event.domain, event.position);
+        Ok(())
+    }
+
+    fn apply_user(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let f = self.index.fields();
+        match event.decode::<UserEvent>()? {
+            UserEvent::Registered(e) => {
+                if !self.inactive.contains(&e.user_id) {
+                    let doc = self.user_doc(
+                        e.user_id,
+                        &e.username,
+                        e.display_name.as_deref(),
+                        e.registered_at.timestamp_micros(),
+                    );
+                    self.put(e.user_id, doc)?;
+                }
+            }
+            UserEvent::ProfileUpdated(e) => {
+                let id = event.aggregate_id;
+                if let Some(old) = self.current(id)? {
+                    let username = old
+                        .get_first(f.username)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let registered = old
+                        .get_first(f.created_at)
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or_default();
+                    let doc = self.user_doc(id, &username, e.display_name.as_deref(), registered);
+                    self.put(id, doc)?;
+                }
+            }
+            UserEvent::Deactivated(_) => {
+                let id = event.aggregate_id;
+                self.remove(id);
+                self.writer
+                    .delete_term(Term::from_field_text(f.author, &id.to_string()));
+                // Posts of this author added earlier in the open batch are gone too.
+                let author = id.to_string();
+                for doc in self.pending.values_mut() {
+                    if doc.as_ref().is_some_and(|d| {
+                        d.get_first(f.author).and_then(|v| v.as_str()) == Some(&author)
+                    }) {
+                        *doc = None;
+                    }
+                }
+                // The marker's id term differs from the user's, so no later event of the user
+                // deletes it; `open` reads the author field back.
+                let mut marker = TantivyDocument::default();
+                marker.add_text(f.kind, INACTIVE);
+                marker.add_text(f.id, format!("inactive:{id}"));
+                marker.add_text(f.author, author);
+                self.writer.add_document(marker)?;
+                self.inactive.insert(id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn apply_post(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let f = self.index.fields();
+        match event.decode::<PostEvent>()? {
+            PostEvent::Created(e) => {
+                if !self.inactive.contains(&e.author_id) {
+                    let doc = self.post_doc(
+                        e.post_id,
+                        e.author_id,
+                        &e.content,
+                        e.created_at.timestamp_micros(),
+                    );
+                    self.put(e.post_id, doc)?;
+                }
+            }
+            PostEvent::Edited(e) => {
+                let id = event.aggregate_id;
+                if let Some(old) = self.current(id)? {
+                    let author = uuid_of(&old, f.author);
+                    let created = old.get_first(f.created_at).and_then(|v| v.as_i64());
+                    if let (Some(author), Some(created)) = (author, created) {
+                        if !self.inactive.contains(&author) {
+                            let doc = self.post_doc(id, author, &e.content, created);
+                            self.put(id, doc)?;
+                        }
+                    }
+                }
+            }
+            PostEvent::Deleted(_) | PostEvent::Hidden(_) => self.remove(event.aggregate_id),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Commits what was applied, with the positions as the commit payload, and makes the
+    /// reader see it.
+    pub fn commit(&mut self) -> Result<(), ProjectionError> {
+        let payload = serde_json::to_string(&self.positions)
+            .map_err(|e| SearchError(format!("positions do not encode: {e}")))?;
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(&payload);
+        prepared.commit()?;
+        self.pending.clear();
+        self.index.refresh()?;
+        Ok(())
+    }
+}
+
+/// Applies the next batch of `domain` and commits it. Returns whether anything was applied.
+pub async fn project_once(
+    projector: &mut Option<SearchProjector>,
+    index: &SearchIndex,
+    domain: Domain,
+    source: &dyn EventSource,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+) -> Result<bool, ProjectionError> {
+    let mut state = match projector.take() {
+        Some(p) => p,
+        None => {
+            let index = index.clone();
+            tokio::task::spawn_blocking(move || SearchProjector::open(index))
+                .await
+                .map_err(|e| SearchError(format!("projector task failed: {e}")))??
+        }
+    };
+    publish(&state, checkpoints);
+    let after = state.positions().of(domain);
+    let events = source.next_batch(domain, after, BATCH).await?;
+    if events.is_empty() {
+        *projector = Some(state);
+        return Ok(false);
+    }
+    let applied = events.iter().filter(|e| e.position > after).count() as u64;
+    // The writer blocks (a commit fsyncs): off the async threads. On failure the state is
+    // dropped (releasing the writer lock and discarding the uncommitted batch) and reopened
+    // from the last commit next time.
+    let state = tokio::task::spawn_blocking(move || {
+        for event in &events {
+            state.apply(event)?;
+        }
+        state.commit()?;
+        Ok::<_, ProjectionError>(state)
+    })
+    .await
+    .map_err(|e| SearchError(format!("projector task failed: {e}")))??;
+    let position = state.positions().of(domain);
+    mirror(pool, state.positions()).await?;
+    publish(&state, checkpoints);
+    *projector = Some(state);
+    metrics::counter!("nova_projection_applied_events_total",
+        "projection" => NAME, "domain" => domain.as_str())
+    .increment(applied);
+    source.acknowledge(domain, position).await;
+    Ok(true)
+}
+
+fn publish(state: &SearchProjector, checkpoints: &Checkpoints) {
+    for &domain in DOMAINS {
+        checkpoints.publish(NAME, domain, state.positions().of(domain));
+    }
+}
+
+/// Mirrors the committed positions into `projection_checkpoints` (status and other processes'
+/// read-your-writes waits read it; the index payload stays the source of truth).
+pub async fn mirror(pool: &AnyPool, positions: Positions) -> Result<(), ProjectionError> {
+    let mut tx = pool.begin().await?;
+    for &domain in DOMAINS {
+        Checkpoints::save_in(&mut tx, NAME, domain, positions.of(domain)).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs the search projector over both its domains until `stop` flips to true. `sources`
+/// gives the event source of each domain (the store tail, or this process's JetStream
+/// consumers).
+pub async fn run(
+    index: SearchIndex,
+    source: Arc<dyn EventSource>,
+    pool: AnyPool,
+    checkpoints: Checkpoints,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut projector: Option<SearchProjector> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let mut progressed = false;
+        let mut failed = None;
+        for &domain in DOMAINS {
+            match project_once(
+                &mut projector,
+                &index,
+                domain,
+                &*source,
+                &pool,
+                &checkpoints,
+            )
+            .await
+            {
+                Ok(p) => progressed |= p,
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            tracing::warn!(projection = NAME, error = %e, "search projector failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        if !progressed {
+            let seen = |d| checkpoints.cached(NAME, d);
+            tokio::select! {
+                _ = source.wait_for_more(Domain::User, seen(Domain::User)) => {}
+                _ = source.wait_for_more(Domain::Post, seen(Domain::Post)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// Catches the index up to the head of both domains from the store (tests, rebuilds).
+pub async fn catch_up(
+    index: &SearchIndex,
+    store: &EventStore,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+) -> Result<(), ProjectionError> {
+    let source = StoreTail::new(store.clone());
+    let mut projector = None;
+    for &domain in DOMAINS {
+        while project_once(&mut projector, index, domain, &source, pool, checkpoints).await? {}
+    }
+    Ok(())
+}
+
+/// Builds a fresh index of the store's events in `dir` (which must not hold an index yet) and
+/// returns its positions. The live index is not touched: a rebuild beside it, compared or
+/// swapped in by the caller while the live projector is stopped (ADR 0013).
+pub async fn rebuild_into(dir: &Path, store: &EventStore) -> Result<Positions, ProjectionError> {
+    let index = SearchIndex::open(dir)?;
+    let source = StoreTail::new(store.clone());
+    let mut projector = tokio::task::spawn_blocking({
+        let index = index.clone();
+        move || SearchProjector::open(index)
+    })
+    .await
+    .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
+    for &domain in DOMAINS {
+        loop {
+            let after = projector.positions().of(domain);
+            let events = source.next_batch(domain, after, BATCH).await?;
+            if events.is_empty() {
+                break;
+            }
+            for event in &events {
+                projector.apply(event)?;
+            }
+        }
+    }
+    let positions = projector.positions();
+    tokio::task::spawn_blocking(move || projector.commit())
+        .await
+        .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
+    Ok(positions)
+}
