@@ -20,6 +20,7 @@
 //! [`target`] (the databases benchmarked).
 
 mod append;
+mod experiment;
 mod feed;
 mod harness;
 mod project;
@@ -57,6 +58,9 @@ enum Scenario {
     /// Home timelines at social-network shape: fan-out rows/s vs raw inserts, rebuild time of
     /// the feed projection, feed read latency vs a primary-key lookup.
     Feed(feed::Args),
+    /// Experiments over HTTP: assignment reads/s vs `GET /healthz` at the same concurrency;
+    /// results read p99 at 1,000,000 exposures vs `GET /healthz` p99.
+    Experiment(experiment::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
                 Scenario::Relay(args) => relay::run(args).await,
                 Scenario::Project(args) => project::run(args).await,
                 Scenario::Feed(args) => feed::run(args).await,
+                Scenario::Experiment(args) => experiment::run(args).await,
             }
         };
         tokio::select! {

@@ -17,6 +17,7 @@ use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::watch;
 
 pub mod checkpoint;
+pub mod experiment_results;
 pub mod feed;
 pub mod follow_graph;
 pub mod notification;
@@ -182,5 +183,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(follow_graph::FollowGraph::default()),
         Arc::new(post_view::PostView::default()),
         Arc::new(feed::Feed::default()),
+        Arc::new(experiment_results::ExperimentResults::default()),
     ]
 }

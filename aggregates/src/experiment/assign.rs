@@ -213,7 +213,8 @@ mod tests {
         let reduced = [(0.0, 0.25), (0.5, 0.75)];
         let zero = [(0.0, 0.5), (0.5, 0.5), (0.5, 1.0)];
         // [name, n, ranges, expected (-1 = None)]
-        let cases: &[(&str, f64, &[(f64, f64)], Option<usize>)] = &[
+        type Case<'a> = (&'a str, f64, &'a [(f64, f64)], Option<usize>);
+        let cases: &[Case] = &[
             ("even range, 0.2", 0.2, &even, Some(0)),
             ("even range, 0.4", 0.4, &even, Some(0)),
             ("even range, 0.6", 0.6, &even, Some(1)),
