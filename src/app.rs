@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Duration as ChronoDuration;
+use nova_commands::experiment::ExperimentCommands;
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
 use nova_commands::user::credentials::{Argon2Config, Passwords, Tokens};
@@ -189,13 +190,20 @@ impl Application {
         let facts = ReadModels::shared(db.any.clone());
         let follows = FollowCommands::new(store.clone(), facts.clone());
         let posts = PostCommands::new(store.clone(), facts.clone());
+        let experiments = ExperimentCommands::new(store.clone());
         // Policies run wherever all projections run (`nova serve`, `nova project` without
         // names): they react to other domains' events with commands to their own.
         if s.components.projections.is_none() {
             let catch_up = CatchUp::new(db.any.clone(), checkpoints.clone());
-            for policy in
-                nova_policies::all(&follows, &posts, facts.clone(), facts.clone(), &catch_up)
-            {
+            for policy in nova_policies::all(
+                &follows,
+                &posts,
+                facts.clone(),
+                facts.clone(),
+                &experiments,
+                facts.clone(),
+                &catch_up,
+            ) {
                 let source: Arc<dyn EventSource> = match &js {
                     Some(js) => Arc::new(JetStreamSource::new(
                         js.clone(),
@@ -245,6 +253,7 @@ impl Application {
             follows,
             posts,
             notifications: NotificationCommands::new(store, facts),
+            experiments,
             checkpoints,
             search,
             nats,

@@ -108,6 +108,11 @@ pub const ROUTE_TAGS: &[RouteTag] = &[
         OwnerRef::View("notification"),
     ),
     RouteTag::new(
+        "experiments",
+        OwnerRef::Domain(Domain::Experiment),
+        OwnerRef::View("experiment_results"),
+    ),
+    RouteTag::new(
         "ops",
         OwnerRef::Platform("projector"),
         OwnerRef::Platform("projector"),
@@ -223,7 +228,8 @@ fn aggregate_types(domain: Domain) -> &'static [&'static str] {
         Domain::User => nova_aggregates::user::AGGREGATE_TYPES,
         Domain::Follow => nova_aggregates::follow::AGGREGATE_TYPES,
         Domain::Post => nova_aggregates::post::AGGREGATE_TYPES,
-        Domain::Conversation | Domain::Stream | Domain::Experiment => &[],
+        Domain::Experiment => nova_aggregates::experiment::AGGREGATE_TYPES,
+        Domain::Conversation | Domain::Stream => &[],
     }
 }
 
@@ -233,7 +239,8 @@ fn event_types(domain: Domain) -> &'static [(&'static str, i32)] {
         Domain::User => nova_event_schemas::user::UserEvent::TYPES,
         Domain::Follow => nova_event_schemas::follow::FollowEvent::TYPES,
         Domain::Post => nova_event_schemas::post::PostEvent::TYPES,
-        Domain::Conversation | Domain::Stream | Domain::Experiment => &[],
+        Domain::Experiment => nova_event_schemas::experiment::ExperimentEvent::TYPES,
+        Domain::Conversation | Domain::Stream => &[],
     }
 }
 
@@ -268,12 +275,15 @@ fn policies() -> Result<Vec<Arc<dyn nova_policies::Policy>>, crate::app::BoxErro
     let store = nova_commands::CommandStore::new(store);
     let facts = crate::facts::ReadModels::shared(any.clone());
     let follows = nova_commands::follow::FollowCommands::new(store.clone(), facts.clone());
-    let posts = nova_commands::post::PostCommands::new(store, facts.clone());
+    let posts = nova_commands::post::PostCommands::new(store.clone(), facts.clone());
+    let experiments = nova_commands::experiment::ExperimentCommands::new(store);
     let catch_up = nova_policies::CatchUp::new(any, nova_projections::Checkpoints::default());
     Ok(nova_policies::all(
         &follows,
         &posts,
         facts.clone(),
+        facts.clone(),
+        &experiments,
         facts,
         &catch_up,
     ))

@@ -20,6 +20,7 @@
 //! [`target`] (the databases benchmarked).
 
 mod append;
+mod experiment;
 mod feed;
 mod harness;
 mod project;
@@ -60,6 +61,9 @@ enum Scenario {
     Feed(feed::Args),
     /// Search index: indexing rate vs raw tantivy add_document+commit; query p50/p99.
     Search(search::Args),
+    /// Experiments over HTTP: assignment reads/s vs `GET /healthz` at the same concurrency;
+    /// results read p99 at 1,000,000 exposures vs `GET /healthz` p99.
+    Experiment(experiment::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
                 Scenario::Project(args) => project::run(args).await,
                 Scenario::Feed(args) => feed::run(args).await,
                 Scenario::Search(args) => search::run(args).await,
+                Scenario::Experiment(args) => experiment::run(args).await,
             }
         };
         tokio::select! {

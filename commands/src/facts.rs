@@ -56,6 +56,13 @@ pub trait PostFactSource: Send + Sync + 'static {
     async fn posts_of(&self, author: Uuid) -> FactResult<Vec<Uuid>>;
 }
 
+/// Facts about experiments (the experiment results view).
+#[async_trait]
+pub trait ExperimentFactSource: Send + Sync + 'static {
+    /// The keys of the experiments `user` was exposed to.
+    async fn experiments_of(&self, user: Uuid) -> FactResult<Vec<String>>;
+}
+
 /// Facts about notifications (the notification view).
 #[async_trait]
 pub trait NotificationFactSource: Send + Sync + 'static {

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use nova_event_schemas::experiment::ExperimentEvent;
 use nova_event_schemas::{follow::FollowEvent, post::PostEvent, user::UserEvent, DomainEvent};
 
 fn check<E: DomainEvent>() {
@@ -53,6 +54,7 @@ fn schemas_match_checked_in_files() {
     check::<UserEvent>();
     check::<FollowEvent>();
     check::<PostEvent>();
+    check::<ExperimentEvent>();
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! deactivated, end their follows".
 //!
 //! One module per domain that reacts, named like everywhere else: [`follow`]
-//! (`FollowOnUserDeactivated`) and [`post`] (`PostOnUserDeactivated`); [`all`] is the list Nova
+//! (`FollowOnUserDeactivated`), [`post`] (`PostOnUserDeactivated`) and [`experiment`]
+//! (`ExperimentOnUserDeactivated`); [`all`] is the list Nova
 //! runs. A policy reaches its domain only through that domain's command service (it holds
 //! nothing else that can append, and the command crate's writers keep every domain's appends
 //! in its own module, ADR 0008); it learns which aggregates to command from a read model, through
@@ -12,10 +13,12 @@
 
 use std::sync::Arc;
 
-use nova_commands::facts::{FollowFactSource, PostFactSource};
+use nova_commands::experiment::ExperimentCommands;
+use nova_commands::facts::{ExperimentFactSource, FollowFactSource, PostFactSource};
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
 
+pub mod experiment;
 pub mod follow;
 pub mod post;
 pub mod runtime;
@@ -31,6 +34,8 @@ pub fn all(
     posts: &PostCommands,
     follow_facts: Arc<dyn FollowFactSource>,
     post_facts: Arc<dyn PostFactSource>,
+    experiments: &ExperimentCommands,
+    experiment_facts: Arc<dyn ExperimentFactSource>,
     catch_up: &CatchUp,
 ) -> Vec<Arc<dyn Policy>> {
     vec![
@@ -42,6 +47,11 @@ pub fn all(
         Arc::new(post::PostOnUserDeactivated::new(
             posts.clone(),
             post_facts,
+            catch_up.clone(),
+        )),
+        Arc::new(experiment::ExperimentOnUserDeactivated::new(
+            experiments.clone(),
+            experiment_facts,
             catch_up.clone(),
         )),
     ]

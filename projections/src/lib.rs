@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 pub mod checkpoint;
+pub mod experiment_results;
 pub mod feed;
 pub mod follow_graph;
 pub mod notification;
@@ -224,5 +225,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(follow_graph::FollowGraph::default()),
         Arc::new(post_view::PostView::default()),
         Arc::new(feed::Feed::default()),
+        Arc::new(experiment_results::ExperimentResults::default()),
     ]
 }

@@ -8,6 +8,7 @@
 //! are the edge's business, not this crate's.
 
 pub mod cursor;
+pub mod experiment;
 pub mod feed;
 pub mod follow;
 pub mod notification;

@@ -6,6 +6,7 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use nova_aggregates::experiment::ExperimentError;
 use nova_aggregates::follow::FollowError;
 use nova_aggregates::post::PostError;
 use nova_aggregates::user::UserError;
@@ -373,6 +374,32 @@ impl Refusal for PostError {
             PostError::NotFound => "post not found".into(),
             PostError::CommentNotFound => "comment not found".into(),
             other => other.to_string(),
+        }
+    }
+}
+
+impl Refusal for ExperimentError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ExperimentError::NotFound => StatusCode::NOT_FOUND,
+            ExperimentError::AlreadyExists => StatusCode::CONFLICT,
+            ExperimentError::Stopped
+            | ExperimentError::NotStarted
+            | ExperimentError::NotRunning
+            | ExperimentError::VariantsChanged => StatusCode::UNPROCESSABLE_ENTITY,
+            ExperimentError::WrongParticipant => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ExperimentError::NotFound => "not_found",
+            ExperimentError::AlreadyExists => "already_exists",
+            ExperimentError::Stopped => "experiment_stopped",
+            ExperimentError::NotStarted => "experiment_not_started",
+            ExperimentError::NotRunning => "experiment_not_running",
+            ExperimentError::VariantsChanged => "variants_changed",
+            ExperimentError::WrongParticipant => "internal",
         }
     }
 }

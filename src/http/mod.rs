@@ -7,6 +7,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::Router;
+use nova_commands::experiment::ExperimentCommands;
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
 use nova_commands::user::notifications::NotificationCommands;
@@ -22,6 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub mod error;
+pub mod experiment;
 pub mod extract;
 pub mod feed;
 pub mod follow;
@@ -43,6 +45,7 @@ pub struct AppState {
     pub follows: FollowCommands,
     pub posts: PostCommands,
     pub notifications: NotificationCommands,
+    pub experiments: ExperimentCommands,
     pub checkpoints: Checkpoints,
     /// The search index (read side; in `nova serve` the projector writes the same index).
     pub search: nova_infra::search::SearchIndex,
@@ -96,6 +99,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(notification::router())
         .merge(search::router())
         .merge(ops::router())
+        .merge(experiment::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
 }
