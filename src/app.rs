@@ -59,6 +59,8 @@ pub struct Settings {
     pub database_url: String,
     /// The search index's directory (ADR 0013).
     pub search_dir: std::path::PathBuf,
+    /// This host's durable JetStream consumer name for the search projector (one per replica).
+    pub search_consumer: String,
     pub nats_url: Option<String>,
     pub nats_names: Names,
     pub listen: String,
@@ -171,7 +173,7 @@ impl Application {
                     js.clone(),
                     s.nats_names.clone(),
                     db.store.clone(),
-                    nova_projections::search::NAME,
+                    &s.search_consumer,
                 )),
                 None => tail.clone(),
             };

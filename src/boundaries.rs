@@ -967,8 +967,13 @@ pub fn check(model: &Model) -> Report {
     }
 
     // Routes.
-    let projection_names: BTreeSet<&str> =
-        model.projections.iter().map(|p| p.name.as_str()).collect();
+    // The search view is a projection without SQL tables (a tantivy index; ADR 0013).
+    let projection_names: BTreeSet<&str> = model
+        .projections
+        .iter()
+        .map(|p| p.name.as_str())
+        .chain([nova_projections::search::NAME])
+        .collect();
     let mut routes = Vec::new();
     let mut used_tags = BTreeSet::new();
     for r in &model.routes {

@@ -33,6 +33,15 @@ pub struct DbArgs {
     /// its own index; an API process on the same host as the projector opens it read only.
     #[arg(long, env = "NOVA_SEARCH_DIR", global = true)]
     pub search_dir: Option<PathBuf>,
+    /// Name of this host's durable JetStream consumer for the search projector (default
+    /// `search`). Every host that keeps its own index replica needs its own name.
+    #[arg(
+        long,
+        env = "NOVA_SEARCH_CONSUMER",
+        default_value = "search",
+        global = true
+    )]
+    pub search_consumer: String,
     /// NATS with JetStream. When set, events are relayed to JetStream and projectors consume
     /// it; otherwise projectors tail the store (embedded mode).
     #[arg(long, env = "NOVA_NATS_URL", global = true)]

@@ -56,6 +56,7 @@ async fn run_background(
     let app = Application::build(Settings {
         database_url: cli.db.url(),
         search_dir: cli.db.search_dir(),
+        search_consumer: cli.db.search_consumer.clone(),
         nats_url: cli.db.nats_url.clone(),
         nats_names: Names::default(),
         listen: String::new(),
@@ -94,6 +95,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             let app = Application::build(Settings {
                 database_url: cli.db.url(),
                 search_dir: cli.db.search_dir(),
+                search_consumer: cli.db.search_consumer.clone(),
                 nats_url: cli.db.nats_url.clone(),
                 nats_names: Names::default(),
                 listen: args.listen.clone(),

@@ -24,7 +24,7 @@ use nova_event_schemas::Domain;
 use nova_infra::search::{Positions, SearchError, SearchIndex, INACTIVE, POST, USER};
 use nova_infra::store::{EventStore, RecordedEvent};
 use sqlx::AnyPool;
-use tantivy::collector::TopDocs;
+use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::query::TermQuery;
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{IndexWriter, TantivyDocument, Term};
@@ -87,9 +87,8 @@ impl SearchProjector {
             Term::from_field_text(fields.kind, INACTIVE),
             IndexRecordOption::Basic,
         );
-        let n = searcher.num_docs() as usize;
         let mut inactive = HashSet::new();
-        for (_, addr) in searcher.search(&query, &TopDocs::with_limit(n.max(1)).order_by_score())? {
+        for addr in searcher.search(&query, &DocSetCollector)? {
             let doc: TantivyDocument = searcher.doc(addr)?;
             if let Some(id) = uuid_of(&doc, fields.author) {
                 inactive.insert(id);
@@ -205,16 +204,14 @@ impl SearchProjector {
     fn apply_user(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         let f = self.index.fields();
         match event.decode::<UserEvent>()? {
-            UserEvent::Registered(e) => {
-                if !self.inactive.contains(&e.user_id) {
-                    let doc = self.user_doc(
-                        e.user_id,
-                        &e.username,
-                        e.display_name.as_deref(),
-                        e.registered_at.timestamp_micros(),
-                    );
-                    self.put(e.user_id, doc)?;
-                }
+            UserEvent::Registered(e) if !self.inactive.contains(&e.user_id) => {
+                let doc = self.user_doc(
+                    e.user_id,
+                    &e.username,
+                    e.display_name.as_deref(),
+                    e.registered_at.timestamp_micros(),
+                );
+                self.put(e.user_id, doc)?;
             }
             UserEvent::ProfileUpdated(e) => {
                 let id = event.aggregate_id;
@@ -263,16 +260,14 @@ impl SearchProjector {
     fn apply_post(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         let f = self.index.fields();
         match event.decode::<PostEvent>()? {
-            PostEvent::Created(e) => {
-                if !self.inactive.contains(&e.author_id) {
-                    let doc = self.post_doc(
-                        e.post_id,
-                        e.author_id,
-                        &e.content,
-                        e.created_at.timestamp_micros(),
-                    );
-                    self.put(e.post_id, doc)?;
-                }
+            PostEvent::Created(e) if !self.inactive.contains(&e.author_id) => {
+                let doc = self.post_doc(
+                    e.post_id,
+                    e.author_id,
+                    &e.content,
+                    e.created_at.timestamp_micros(),
+                );
+                self.put(e.post_id, doc)?;
             }
             PostEvent::Edited(e) => {
                 let id = event.aggregate_id;

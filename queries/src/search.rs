@@ -220,8 +220,8 @@ pub fn distance(word: &str, term: &str, prefix: bool) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=n {
         for j in 1..=m {
@@ -360,16 +360,13 @@ pub fn search(
     let mut hits: Vec<(SearchCursor, DocAddress)> = Vec::with_capacity(top.len());
     let mut columns = BTreeMap::new();
     for (score, addr) in top {
-        if !columns.contains_key(&addr.segment_ord) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = columns.entry(addr.segment_ord) {
             let fast = searcher.segment_reader(addr.segment_ord).fast_fields();
-            columns.insert(
-                addr.segment_ord,
-                (
-                    fast.i64("created_at")?.first_or_default_col(0),
-                    fast.u64("id_hi")?.first_or_default_col(0),
-                    fast.u64("id_lo")?.first_or_default_col(0),
-                ),
-            );
+            slot.insert((
+                fast.i64("created_at")?.first_or_default_col(0),
+                fast.u64("id_hi")?.first_or_default_col(0),
+                fast.u64("id_lo")?.first_or_default_col(0),
+            ));
         }
         let Some((created, hi, lo)) = columns.get(&addr.segment_ord) else {
             continue;

@@ -95,6 +95,7 @@ pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settin
     let mut settings = Settings {
         database_url: testdb.url.clone(),
         search_dir: std::env::temp_dir().join(format!("nova-search-{}", uuid::Uuid::new_v4())),
+        search_consumer: nova_projections::search::NAME.to_owned(),
         nats_url: None,
         nats_names: nova_infra::nats::Names::default(),
         components: nova::app::Components::all(),
