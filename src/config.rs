@@ -160,6 +160,10 @@ pub enum AdminCommand {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// Move password and refresh-token hashes that events stored before ADR 0016 still carry
+    /// into the credentials table, rewriting those events to version 2 (also done at every
+    /// `serve`). Idempotent.
+    UpgradeCredentials,
 }
 
 /// Minimum length of a configured JWT secret (HS256 wants ≥ 256 bits).

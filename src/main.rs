@@ -38,6 +38,7 @@ async fn main() -> ExitCode {
 fn offline_user_commands(db: &Database) -> Result<UserCommands, nova::app::BoxError> {
     Ok(UserCommands::new(
         nova_commands::CommandStore::new(db.store.clone()),
+        nova_commands::user::vault::Vault::new(db.any.clone()),
         Passwords::new(Argon2Config::default())?,
         Tokens::new(
             &secrecy::SecretString::from(uuid::Uuid::new_v4().to_string()),
@@ -285,6 +286,22 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 println!("granted {role:?} to {username}");
             } else {
                 println!("{username} already has {role:?}");
+            }
+            Ok(())
+        }
+        Command::Admin(AdminCommand::UpgradeCredentials) => {
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let users = offline_user_commands(&db)?;
+            let upgraded = users.upgrade_credentials().await?;
+            db.close().await;
+            if cli.db.json {
+                println!("{}", serde_json::to_string(&upgraded)?);
+            } else {
+                println!(
+                    "{} event(s) upgraded: their secrets are in the credentials table",
+                    upgraded.rewritten
+                );
             }
             Ok(())
         }
