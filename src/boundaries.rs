@@ -114,6 +114,12 @@ pub const ROUTE_TAGS: &[RouteTag] = &[
         OwnerRef::Platform("projector"),
         OwnerRef::Platform("projector"),
     ),
+    // The event history is read from the store (no view); erasure is a user-domain command.
+    RouteTag::new(
+        "analysts",
+        OwnerRef::Domain(Domain::User),
+        OwnerRef::Platform("export"),
+    ),
     RouteTag::new(
         "system",
         OwnerRef::Platform("http"),

@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 on_both_backends!(
     no_secret_in_any_event_or_jetstream_message,
-    old_secrets_are_moved_out_by_the_upgrade
+    old_secrets_are_moved_out_by_the_upgrade,
+    export_equals_the_store,
 );
 
 /// Every secret the credentials table holds.
@@ -240,5 +241,285 @@ async fn old_secrets_are_moved_out_by_the_upgrade(engine: Engine) {
     for e in all_events(&app).await {
         assert_clean("event", &e, &all_secrets);
     }
+    app.stop().await;
+}
+
+/// Which stored events a filter keeps.
+type Keep = Box<dyn Fn(&nova_infra::store::RecordedEvent) -> bool>;
+
+/// The comparable part of an exported (or stored and upcast) event.
+fn key(v: &Value) -> Value {
+    json!({
+        "domain": v["domain"], "position": v["position"], "event_id": v["event_id"],
+        "aggregate_id": v["aggregate_id"], "aggregate_type": v["aggregate_type"],
+        "version": v["version"], "event_type": v["event_type"],
+        "schema_version": v["schema_version"], "payload": v["payload"],
+        "metadata": v["metadata"],
+    })
+}
+
+/// The store's history of `domain`, upcast, filtered like the export filters.
+async fn expected(
+    app: &TestApp,
+    domain: Domain,
+    keep: impl Fn(&nova_infra::store::RecordedEvent) -> bool,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = app
+            .db
+            .store
+            .read(
+                domain,
+                &ReadFilter {
+                    after_position: after,
+                    limit: 7,
+                    ..ReadFilter::default()
+                },
+            )
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for e in page.into_iter().filter(|e| keep(e)) {
+            let e = nova::export::latest(e).unwrap();
+            out.push(key(&serde_json::to_value(&e).unwrap()));
+        }
+    }
+    out
+}
+
+/// Every page of `GET /v1/events?{query}`, following `next_cursor`.
+async fn paged(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = String::from("0");
+    loop {
+        let res = app
+            .get(&format!("/v1/events?{query}&limit=2&after={after}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        let items = body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        out.extend(items.iter().map(key));
+        match body["next_cursor"].as_str() {
+            Some(c) => after = c.to_owned(),
+            None => break,
+        }
+    }
+    out
+}
+
+async fn ndjson(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
+    let res = app
+        .get(&format!("/v1/events?{query}"))
+        .header("accept", "application/x-ndjson")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers()["content-type"].to_str().unwrap(),
+        "application/x-ndjson"
+    );
+    let text = res.text().await.unwrap();
+    text.lines()
+        .map(|l| key(&serde_json::from_str::<Value>(l).unwrap()))
+        .collect()
+}
+
+/// Runs `python3 -c <code>`; `None` when `module` is not installed (a failure under CI=true
+/// for DuckDB, which `.ci/run` installs).
+fn python(module: &str, code: &str, required_in_ci: bool) -> Option<String> {
+    let present = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        assert!(
+            !(required_in_ci && std::env::var("CI").is_ok_and(|v| v == "true")),
+            "python module {module} missing under CI"
+        );
+        eprintln!("skipping the {module} check: python3 -c 'import {module}' failed");
+        return None;
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-c", code])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+async fn export_equals_the_store(engine: Engine) {
+    let app = spawn(engine).await;
+    let (bob, bob_token, _) = app.user("bob").await;
+    let (_, carl_token, _) = app.user("carl").await;
+    for (token, text) in [
+        (&bob_token, "hello, \"world\"\nline two"),
+        (&carl_token, "second"),
+    ] {
+        let res = app
+            .post("/v1/posts")
+            .bearer_auth(token)
+            .json(&json!({"content": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let (_, ana, _) = app.user("ana").await;
+    // Before the role: refused.
+    let res = app
+        .get("/v1/events?domain=user")
+        .bearer_auth(&ana)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let ctx = nova_commands::CommandContext::new(None, None);
+    app.user_commands()
+        .grant_role(&ctx, "ana", nova_event_schemas::user::Role::Analyst)
+        .await
+        .unwrap();
+    let res = app
+        .get("/v1/events?domain=nope")
+        .bearer_auth(&ana)
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::BAD_REQUEST, "invalid_field").await;
+
+    for domain in [Domain::User, Domain::Post] {
+        let q = format!("domain={}", domain.as_str());
+        let all = expected(&app, domain, |_| true).await;
+        assert!(all.len() >= 2);
+        assert_eq!(paged(&app, &ana, &q).await, all, "{q}");
+        assert_eq!(ndjson(&app, &ana, &q).await, all, "{q}");
+        assert_eq!(ndjson(&app, &ana, &format!("{q}&limit=2")).await, all[..2]);
+    }
+    // Each filter, alone and combined, paged and streamed.
+    let users = app
+        .db
+        .store
+        .read(
+            Domain::User,
+            &ReadFilter {
+                limit: 1000,
+                ..ReadFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mid = &users[users.len() / 2];
+    let until = mid.recorded_at;
+    let until_q = until
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        .replace('+', "%2B");
+    let cases: Vec<(String, Keep)> = vec![
+        (
+            "type=registered".into(),
+            Box::new(|e| e.event_type == "registered"),
+        ),
+        (
+            format!("aggregate_id={bob}"),
+            Box::new(move |e| e.aggregate_id == bob),
+        ),
+        ("after=3".into(), Box::new(|e| e.position > 3)),
+        (
+            format!("until={until_q}"),
+            Box::new(move |e| e.recorded_at <= until),
+        ),
+        (
+            format!("type=session_started&aggregate_id={bob}&until={until_q}"),
+            Box::new(move |e| {
+                e.event_type == "session_started" && e.aggregate_id == bob && e.recorded_at <= until
+            }),
+        ),
+    ];
+    for (filter, keep) in cases {
+        let q = format!("domain=user&{filter}");
+        let want = expected(&app, Domain::User, keep).await;
+        if filter == "after=3" {
+            let streamed = ndjson(&app, &ana, &q).await;
+            assert_eq!(streamed, want, "{q}");
+            continue;
+        }
+        assert_eq!(paged(&app, &ana, &q).await, want, "{q}");
+        assert_eq!(ndjson(&app, &ana, &q).await, want, "{q}");
+    }
+
+    // The command line: NDJSON and CSV files, a JSON summary, resumable with --after.
+    let dir = std::env::temp_dir().join(format!("nova-export-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let all = expected(&app, Domain::User, |_| true).await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nova"))
+            .env("NOVA_DATABASE_URL", &app.db_url)
+            .env_remove("NOVA_NATS_URL")
+            .args(["events", "export", "--domain", "user", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let nd = dir.join("user.ndjson");
+    let summary = run(&["--output", nd.to_str().unwrap()]);
+    assert_eq!(summary["events"], all.len());
+    let lines: Vec<Value> = std::fs::read_to_string(&nd)
+        .unwrap()
+        .lines()
+        .map(|l| key(&serde_json::from_str::<Value>(l).unwrap()))
+        .collect();
+    assert_eq!(lines, all);
+    let last = summary["last_position"].as_i64().unwrap();
+    let resumed = run(&[
+        "--after",
+        &(last - 2).to_string(),
+        "--output",
+        dir.join("rest.ndjson").to_str().unwrap(),
+    ]);
+    assert_eq!(resumed["events"], 2);
+    let csv = dir.join("user.csv");
+    let summary = run(&["--format", "csv", "--output", csv.to_str().unwrap()]);
+    assert_eq!(summary["events"], all.len());
+
+    // Loaded unchanged by DuckDB and pandas.
+    let (nd, csv) = (nd.display().to_string(), csv.display().to_string());
+    if let Some(n) = python(
+        "duckdb",
+        &format!(
+            "import duckdb\n\
+             print(duckdb.sql(\"select count(*) from read_json_auto('{nd}')\").fetchall()[0][0],\n\
+                   duckdb.sql(\"select count(*) from read_csv_auto('{csv}')\").fetchall()[0][0],\n\
+                   duckdb.sql(\"select max(position) from read_json_auto('{nd}')\").fetchall()[0][0])"
+        ),
+        true,
+    ) {
+        assert_eq!(n, format!("{0} {0} {1}", all.len(), last));
+    }
+    if let Some(n) = python(
+        "pandas",
+        &format!("import pandas\nprint(len(pandas.read_json('{nd}', lines=True)), len(pandas.read_csv('{csv}')))"),
+        false,
+    ) {
+        assert_eq!(n, format!("{0} {0}", all.len()));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
     app.stop().await;
 }

@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod analysts;
 pub mod error;
 pub mod extract;
 pub mod feed;
@@ -92,6 +93,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(feed::router())
         .merge(notification::router())
         .merge(ops::router())
+        .merge(analysts::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
 }
