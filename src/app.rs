@@ -98,6 +98,14 @@ impl Application {
     pub async fn build(s: Settings) -> Result<Application, BoxError> {
         let db = Database::connect(&s.database_url).await?;
         db.migrate().await?;
+        let vault = nova_commands::user::vault::Vault::new(db.any.clone());
+        // Secrets that old credential events still carry move out of the history before any
+        // relay or projector reads it (ADR 0016).
+        nova_commands::user::vault::upgrade_credentials(
+            &CommandStore::new(db.store.clone()),
+            &vault,
+        )
+        .await?;
         let nats = match &s.nats_url {
             Some(url) => Some(nova_infra::nats::connect(url).await?),
             None => None,
@@ -248,7 +256,7 @@ impl Application {
         };
         let passwords = Passwords::new(s.argon2)?;
         let tokens = Tokens::new(&s.jwt_secret, s.access_ttl, s.refresh_ttl);
-        let users = UserCommands::new(store.clone(), passwords, tokens);
+        let users = UserCommands::new(store.clone(), vault, passwords, tokens);
         let state = AppState {
             db: db.clone(),
             users,

@@ -75,6 +75,9 @@ pub const PLATFORM_TABLES: &[(&str, &str)] = &[
     ("relay_checkpoints", "relay"),
 ];
 
+/// Tables a domain owns besides its events table (written only by its command module).
+pub const DOMAIN_TABLES: &[(&str, Domain)] = &[("user_credentials", Domain::User)];
+
 /// Platform migrations named before the `platform_` prefix was the rule: (file stem, component).
 pub const PLATFORM_MIGRATIONS: &[(&str, &str)] = &[
     ("projections_checkpoints", "projector"),
@@ -116,6 +119,12 @@ pub const ROUTE_TAGS: &[RouteTag] = &[
         "ops",
         OwnerRef::Platform("projector"),
         OwnerRef::Platform("projector"),
+    ),
+    // The event history is read from the store (no view); erasure is a user-domain command.
+    RouteTag::new(
+        "analysts",
+        OwnerRef::Domain(Domain::User),
+        OwnerRef::Platform("export"),
     ),
     RouteTag::new(
         "system",
@@ -741,6 +750,12 @@ pub fn check(model: &Model) -> Report {
                 .or_default()
                 .insert(Owner::Projection(p.name.clone()));
         }
+    }
+    for (t, d) in DOMAIN_TABLES {
+        claims
+            .entry(t.to_string())
+            .or_default()
+            .insert(Owner::Domain(*d));
     }
     for (t, c) in &model.platform_tables {
         claims

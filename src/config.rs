@@ -90,6 +90,9 @@ pub enum Command {
     /// Projection operations.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Event history for analysts.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Print the ownership matrix (domains, tables, policies, routes) generated from the code
     /// and the embedded migrations; exit non-zero on a violation. Needs no database.
     Boundaries,
@@ -153,6 +156,33 @@ pub struct ServeArgs {
 pub const MIN_METRICS_TOKEN: usize = 16;
 
 #[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Export a domain's events in position order, upcast to their latest schema versions, as
+    /// NDJSON (one event a line) or CSV, to a file or stdout. `--after` resumes an export.
+    Export {
+        /// `user`, `follow`, `post`, …
+        #[arg(long)]
+        domain: String,
+        /// Only this event type.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        #[arg(long)]
+        aggregate_id: Option<uuid::Uuid>,
+        /// Start after this position (exclusive): the last position of an earlier export.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Only events recorded at or before this RFC 3339 instant.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, value_parser = ["ndjson", "csv"], default_value = "ndjson")]
+        format: String,
+        /// Output file; stdout when absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
     /// Per projection and domain: checkpoint, head, lag in events and seconds, state.
     Status,
@@ -179,6 +209,10 @@ pub enum AdminCommand {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// Move password and refresh-token hashes that events stored before ADR 0016 still carry
+    /// into the credentials table, rewriting those events to version 2 (also done at every
+    /// `serve`). Idempotent.
+    UpgradeCredentials,
 }
 
 /// Minimum length of a configured JWT secret (HS256 wants ≥ 256 bits).

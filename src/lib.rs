@@ -4,5 +4,6 @@
 pub mod app;
 pub mod boundaries;
 pub mod config;
+pub mod export;
 pub mod facts;
 pub mod http;

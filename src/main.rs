@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nova::app::{shutdown_signal, Application, Components, Settings};
-use nova::config::{jwt_secret, AdminCommand, Cli, Command, ProjectionsCommand};
+use nova::config::{jwt_secret, AdminCommand, Cli, Command, EventsCommand, ProjectionsCommand};
 use nova_commands::user::credentials::{Argon2Config, Passwords, Tokens};
 use nova_commands::user::UserCommands;
 use nova_commands::CommandContext;
@@ -38,6 +38,7 @@ async fn main() -> ExitCode {
 fn offline_user_commands(db: &Database) -> Result<UserCommands, nova::app::BoxError> {
     Ok(UserCommands::new(
         nova_commands::CommandStore::new(db.store.clone()),
+        nova_commands::user::vault::Vault::new(db.any.clone()),
         Passwords::new(Argon2Config::default())?,
         Tokens::new(
             &secrecy::SecretString::from(uuid::Uuid::new_v4().to_string()),
@@ -293,6 +294,58 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             }
             Ok(())
         }
+        Command::Events(EventsCommand::Export {
+            domain,
+            event_type,
+            aggregate_id,
+            after,
+            until,
+            format,
+            output,
+        }) => {
+            let domain = nova_event_schemas::Domain::parse(&domain).ok_or("unknown domain")?;
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let filter = nova::export::ExportFilter {
+                domain,
+                event_type,
+                aggregate_id,
+                after,
+                until,
+            };
+            let summary =
+                export_events(&db, &filter, &format, output.as_deref(), cli.db.json).await;
+            db.close().await;
+            let summary = summary?;
+            if cli.db.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                eprintln!(
+                    "exported {} event(s) of {}; last position {} (resume with --after {})",
+                    summary["events"],
+                    summary["domain"],
+                    summary["last_position"],
+                    summary["last_position"]
+                );
+            }
+            Ok(())
+        }
+        Command::Admin(AdminCommand::UpgradeCredentials) => {
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let users = offline_user_commands(&db)?;
+            let upgraded = users.upgrade_credentials().await?;
+            db.close().await;
+            if cli.db.json {
+                println!("{}", serde_json::to_string(&upgraded)?);
+            } else {
+                println!(
+                    "{} event(s) upgraded: their secrets are in the credentials table",
+                    upgraded.rewritten
+                );
+            }
+            Ok(())
+        }
         Command::Admin(AdminCommand::ImportUser {
             username,
             sha256,
@@ -317,4 +370,72 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             Ok(())
         }
     }
+}
+
+/// Writes the export page by page (one store page in memory at a time) with a progress bar on
+/// stderr (hidden with `--json` or when stderr is not a terminal); answers the summary.
+async fn export_events(
+    db: &Database,
+    filter: &nova::export::ExportFilter,
+    format: &str,
+    output: Option<&std::path::Path>,
+    json: bool,
+) -> Result<serde_json::Value, nova::app::BoxError> {
+    use std::io::Write;
+    let started = std::time::Instant::now();
+    let head = db.store.head(filter.domain).await?;
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::with_draw_target(
+            Some((head - filter.after).max(0) as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        )
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "exporting [{bar:40}] {pos}/{len} positions  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    if format == "csv" {
+        out.write_all(
+            nova::export::csv_line(&nova::export::CSV_HEADER.map(String::from)).as_bytes(),
+        )?;
+    }
+    let mut after = filter.after;
+    let mut events = 0u64;
+    let mut last_position = filter.after;
+    loop {
+        let (page, scanned) =
+            nova::export::page(&db.store, filter, after, nova::export::PAGE).await?;
+        let Some(scanned) = scanned else { break };
+        for e in &page {
+            if format == "csv" {
+                out.write_all(nova::export::csv_line(&nova::export::csv_record(e)).as_bytes())?;
+            } else {
+                serde_json::to_writer(&mut out, e)?;
+                out.write_all(b"\n")?;
+            }
+            last_position = e.position;
+            events += 1;
+        }
+        bar.set_position((scanned - filter.after).max(0) as u64);
+        after = scanned;
+    }
+    out.flush()?;
+    bar.finish_and_clear();
+    Ok(serde_json::json!({
+        "domain": filter.domain.as_str(),
+        "events": events,
+        "last_position": last_position,
+        "format": format,
+        "output": output.map(|p| p.display().to_string()),
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
 }

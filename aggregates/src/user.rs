@@ -25,9 +25,9 @@ pub const LOCKOUT_THRESHOLD: usize = 5;
 pub const LOCKOUT_WINDOW: Duration = Duration::minutes(15);
 pub const LOCKOUT_DURATION: Duration = Duration::minutes(15);
 
-/// Rotated-away refresh-token hashes kept per live session for reuse detection: a copy of a
-/// token is recognised as reused while the session has been refreshed fewer than this many
-/// times since; an older copy is merely invalid.
+/// Rotated-away refresh tokens kept per live session for reuse detection: a copy of a token is
+/// recognised as reused while the session has been refreshed fewer than this many times since;
+/// an older copy is merely invalid.
 pub const RETIRED_TOKENS_KEPT: usize = 32;
 
 /// Why the user domain refused a command.
@@ -65,25 +65,27 @@ pub enum UserError {
     NotificationNotFound,
 }
 
-/// A user session: one refresh-token family.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A user session: one refresh-token family. Tokens are known by their ids; their hashes are
+/// in the user domain's credentials table, never in events or states (ADR 0016).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Session {
-    pub current_token_hash: String,
-    /// Hashes of tokens already rotated away; presenting one of them again means the token
-    /// leaked, and the whole session is revoked. Only the last [`RETIRED_TOKENS_KEPT`].
-    pub retired_token_hashes: RetiredHashes,
+    /// The token that refreshes the session (`None` once revoked).
+    pub current_token: Option<Uuid>,
+    /// Tokens already rotated away; presenting one of them again means the token leaked, and
+    /// the whole session is revoked. Only the last [`RETIRED_TOKENS_KEPT`].
+    pub retired_tokens: RetiredTokens,
     pub expires_at: DateTime<Utc>,
     pub revoked: bool,
 }
 
-/// The most recently retired refresh-token hashes of a session, oldest first, at most
+/// The most recently retired refresh tokens of a session, oldest first, at most
 /// [`RETIRED_TOKENS_KEPT`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RetiredHashes(VecDeque<String>);
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RetiredTokens(VecDeque<Uuid>);
 
-impl RetiredHashes {
-    pub fn contains(&self, hash: &str) -> bool {
-        self.0.iter().any(|h| h == hash)
+impl RetiredTokens {
+    pub fn contains(&self, token: Uuid) -> bool {
+        self.0.contains(&token)
     }
 
     pub fn len(&self) -> usize {
@@ -94,22 +96,25 @@ impl RetiredHashes {
         self.0.is_empty()
     }
 
-    fn retire(&mut self, hash: String) {
+    fn retire(&mut self, token: Uuid) {
         if self.0.len() >= RETIRED_TOKENS_KEPT {
             self.0.pop_front();
         }
-        self.0.push_back(hash);
+        self.0.push_back(token);
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A user as its events leave it. Serializable (for `GET /v1/aggregates/...`): it holds no
+/// secret, only the ids of credentials kept in the credentials table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UserState {
     pub user_id: Option<Uuid>,
     pub username: String,
     pub display_name: Option<String>,
     pub status: Option<String>,
     pub profile_picture_url: Option<String>,
-    pub password_hash: String,
+    /// The current password credential (its hash is in the credentials table).
+    pub credential_id: Option<Uuid>,
     pub registered_at: Option<DateTime<Utc>>,
     pub deactivated: bool,
     /// Failed logins since the last success or lock.
@@ -163,10 +168,12 @@ impl UserState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoginAttempt {
     pub password_ok: bool,
-    /// Set when the stored hash is a legacy one that matched: its argon2id replacement.
-    pub upgraded_hash: Option<String>,
+    /// Set when the stored hash is a legacy one that matched: the credential holding its
+    /// argon2id replacement.
+    pub upgraded_credential: Option<Uuid>,
     pub session_id: Uuid,
-    pub refresh_token_hash: String,
+    /// The new session's refresh token, stored by the handler in the credentials table.
+    pub refresh_token_id: Uuid,
     pub expires_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
 }
@@ -177,14 +184,17 @@ pub enum UserCommand {
         user_id: Uuid,
         username: String,
         display_name: Option<String>,
-        password_hash: String,
+        /// The password credential, stored by the handler in the credentials table.
+        credential_id: Uuid,
         now: DateTime<Utc>,
     },
     Login(LoginAttempt),
     Refresh {
         session_id: Uuid,
-        presented_token_hash: String,
-        new_token_hash: String,
+        /// The id of the presented token, `None` when its hash is unknown to the credentials
+        /// table.
+        presented_token: Option<Uuid>,
+        new_token: Uuid,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     },
@@ -202,7 +212,7 @@ pub enum UserCommand {
     /// Refused while the account is locked, like a login.
     ChangePassword {
         current_password_ok: bool,
-        new_password_hash: String,
+        new_credential_id: Uuid,
         keep_session: Uuid,
         now: DateTime<Utc>,
     },
@@ -267,22 +277,18 @@ impl Aggregate for User {
             user_id,
             username,
             display_name,
-            password_hash,
+            credential_id,
             now,
         } = command
         {
             if state.exists() {
                 return Err(UserError::AlreadyRegistered);
             }
-            // Imported accounts may carry a legacy SHA-256 hash, upgraded on first login.
-            if !is_server_hash(&password_hash) && !is_legacy_sha256(&password_hash) {
-                return Err(UserError::InvalidPasswordHash);
-            }
             return Ok(vec![UserEvent::Registered(Registered {
                 user_id,
                 username: username.to_lowercase(),
                 display_name,
-                password_hash,
+                credential_id,
                 registered_at: now,
             })]);
         }
@@ -297,8 +303,8 @@ impl Aggregate for User {
             UserCommand::Login(attempt) => login(state, attempt),
             UserCommand::Refresh {
                 session_id,
-                presented_token_hash,
-                new_token_hash,
+                presented_token,
+                new_token,
                 expires_at,
                 now,
             } => {
@@ -307,7 +313,10 @@ impl Aggregate for User {
                     .get(&session_id)
                     .filter(|s| !s.revoked)
                     .ok_or(UserError::InvalidRefreshToken)?;
-                if session.retired_token_hashes.contains(&presented_token_hash) {
+                let Some(presented) = presented_token else {
+                    return Err(UserError::InvalidRefreshToken);
+                };
+                if session.retired_tokens.contains(presented) {
                     // A rotated token came back: someone holds a copy. Kill the family.
                     return Ok(vec![UserEvent::SessionRevoked(SessionRevoked {
                         session_id,
@@ -315,12 +324,12 @@ impl Aggregate for User {
                         revoked_at: now,
                     })]);
                 }
-                if session.current_token_hash != presented_token_hash || now >= session.expires_at {
+                if session.current_token != Some(presented) || now >= session.expires_at {
                     return Err(UserError::InvalidRefreshToken);
                 }
                 Ok(vec![UserEvent::SessionRefreshed(SessionRefreshed {
                     session_id,
-                    refresh_token_hash: new_token_hash,
+                    refresh_token_id: new_token,
                     expires_at,
                     refreshed_at: now,
                 })])
@@ -359,7 +368,7 @@ impl Aggregate for User {
             }
             UserCommand::ChangePassword {
                 current_password_ok,
-                new_password_hash,
+                new_credential_id,
                 keep_session,
                 now,
             } => {
@@ -369,11 +378,8 @@ impl Aggregate for User {
                 if !current_password_ok {
                     return Err(UserError::WrongPassword);
                 }
-                if !is_server_hash(&new_password_hash) {
-                    return Err(UserError::InvalidPasswordHash);
-                }
                 let mut events = vec![UserEvent::PasswordChanged(PasswordChanged {
-                    password_hash: new_password_hash,
+                    credential_id: new_credential_id,
                     changed_at: now,
                 })];
                 events.extend(
@@ -464,7 +470,7 @@ impl Aggregate for User {
                 state.user_id = Some(e.user_id);
                 state.username = e.username;
                 state.display_name = e.display_name;
-                state.password_hash = e.password_hash;
+                state.credential_id = Some(e.credential_id);
                 state.registered_at = Some(e.registered_at);
             }
             UserEvent::ProfileUpdated(e) => {
@@ -472,8 +478,8 @@ impl Aggregate for User {
                 state.status = e.status;
                 state.profile_picture_url = e.profile_picture_url;
             }
-            UserEvent::PasswordChanged(e) => state.password_hash = e.password_hash,
-            UserEvent::PasswordRehashed(e) => state.password_hash = e.password_hash,
+            UserEvent::PasswordChanged(e) => state.credential_id = Some(e.credential_id),
+            UserEvent::PasswordRehashed(e) => state.credential_id = Some(e.credential_id),
             UserEvent::LoginFailed(e) => {
                 // Only the last few failures can ever matter for the lockout decision.
                 if state.recent_failures.len() >= LOCKOUT_THRESHOLD {
@@ -491,8 +497,8 @@ impl Aggregate for User {
                 state.sessions.insert(
                     e.session_id,
                     Session {
-                        current_token_hash: e.refresh_token_hash,
-                        retired_token_hashes: RetiredHashes::default(),
+                        current_token: Some(e.refresh_token_id),
+                        retired_tokens: RetiredTokens::default(),
                         expires_at: e.expires_at,
                         revoked: false,
                     },
@@ -501,18 +507,20 @@ impl Aggregate for User {
             UserEvent::SessionRefreshed(e) => {
                 state.forget_expired_sessions(e.refreshed_at);
                 if let Some(s) = state.sessions.get_mut(&e.session_id) {
-                    let old = std::mem::replace(&mut s.current_token_hash, e.refresh_token_hash);
-                    s.retired_token_hashes.retire(old);
+                    let old = s.current_token.replace(e.refresh_token_id);
+                    if let Some(old) = old {
+                        s.retired_tokens.retire(old);
+                    }
                     s.expires_at = e.expires_at;
                 }
             }
             UserEvent::SessionRevoked(e) => {
                 state.forget_expired_sessions(e.revoked_at);
                 if let Some(s) = state.sessions.get_mut(&e.session_id) {
-                    // A revoked session never refreshes again: its hashes are dead weight.
+                    // A revoked session never refreshes again: its tokens are dead weight.
                     s.revoked = true;
-                    s.current_token_hash = String::new();
-                    s.retired_token_hashes = RetiredHashes::default();
+                    s.current_token = None;
+                    s.retired_tokens = RetiredTokens::default();
                 }
             }
             UserEvent::Deactivated(_) => state.deactivated = true,
@@ -542,19 +550,16 @@ fn login(state: &UserState, a: LoginAttempt) -> Result<Vec<UserEvent>, UserError
         return Err(UserError::SessionIdInUse);
     }
     let mut events = Vec::with_capacity(2);
-    if let Some(hash) = a.upgraded_hash {
-        if !is_server_hash(&hash) {
-            return Err(UserError::InvalidPasswordHash);
-        }
+    if let Some(credential_id) = a.upgraded_credential {
         events.push(UserEvent::PasswordRehashed(PasswordRehashed {
-            password_hash: hash,
+            credential_id,
             previous_algorithm: "sha256".into(),
             rehashed_at: a.now,
         }));
     }
     events.push(UserEvent::SessionStarted(SessionStarted {
         session_id: a.session_id,
-        refresh_token_hash: a.refresh_token_hash,
+        refresh_token_id: a.refresh_token_id,
         expires_at: a.expires_at,
         started_at: a.now,
     }));
@@ -587,7 +592,7 @@ pub fn is_legacy_sha256(hash: &str) -> bool {
 }
 
 /// New hashes are always argon2id PHC strings; legacy SHA-256 hashes only arrive by import.
-fn is_server_hash(hash: &str) -> bool {
+pub fn is_server_hash(hash: &str) -> bool {
     hash.starts_with("$argon2id$")
 }
 

@@ -166,7 +166,7 @@ async fn load(store: &EventStore, h: &History, args: &Args, progress: bool) -> R
                     user_id: id,
                     username: format!("feeder{}", i * LOAD_CHUNK + j),
                     display_name: None,
-                    password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                    credential_id: Uuid::now_v7(),
                     registered_at: epoch,
                 });
                 (id, "user", 0, vec![event])

@@ -14,10 +14,6 @@ use crate::Error;
 /// Appends in flight while pre-appending, so the store's group commit gathers them.
 const PRE_APPEND_CONCURRENCY: usize = 64;
 
-/// A realistic argon2id PHC string (the payload's largest field).
-const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA\
-     $9sTbSlTio3Biev89thdrlKKiCaYsjjYVJxGAL3swxpg";
-
 /// A new user's registration.
 pub fn registered() -> (Uuid, UserEvent) {
     let user_id = Uuid::now_v7();
@@ -26,7 +22,7 @@ pub fn registered() -> (Uuid, UserEvent) {
         user_id,
         username: format!("bench_{tag}"),
         display_name: Some(format!("Bench User {}", &tag[20..])),
-        password_hash: PASSWORD_HASH.to_owned(),
+        credential_id: Uuid::now_v7(),
         registered_at: Utc::now(),
     });
     (user_id, event)

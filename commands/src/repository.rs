@@ -143,6 +143,32 @@ impl CommandStore {
             .await
     }
 
+    /// A page of `domain`'s stored events, raw (not upcast): for upgrade steps that rewrite
+    /// what older versions stored.
+    pub async fn read_raw(
+        &self,
+        domain: Domain,
+        filter: &nova_infra::store::ReadFilter,
+    ) -> Result<Vec<nova_infra::store::RecordedEvent>, StoreError> {
+        self.inner.read(domain, filter).await
+    }
+
+    /// Replaces the stored payload at `position` of the writer's domain, if it is still at
+    /// `from_version` (see `Backend::rewrite_payload`; ADR 0016). Like an append, only the
+    /// owner of the events can do it.
+    pub async fn rewrite<E: Owned>(
+        &self,
+        _writer: &E::Writer,
+        position: i64,
+        from_version: i32,
+        to_version: i32,
+        payload: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .rewrite_payload(E::DOMAIN, position, from_version, to_version, payload)
+            .await
+    }
+
     /// The append recorded under `command_key` in `domain`, if any.
     pub async fn recorded(
         &self,

@@ -22,8 +22,10 @@ use crate::{
 
 pub mod credentials;
 pub mod notifications;
+pub mod vault;
 
 use credentials::{hash_token, PasswordError, Passwords, RefreshToken, Tokens, Verification};
+use vault::Vault;
 
 /// The user domain's writer: the proof, required to append user events, that the code
 /// appending them is this module's (or its submodules'). Its field is private, so no other
@@ -91,6 +93,7 @@ pub struct UserCommands {
     store: CommandStore,
     users: Repository<User>,
     claims: Repository<UsernameClaim>,
+    vault: Vault,
     passwords: Passwords,
     tokens: Tokens,
     unknown: Arc<Mutex<UnknownNames>>,
@@ -187,11 +190,13 @@ pub struct ProfilePatch {
 }
 
 impl UserCommands {
-    pub fn new(store: CommandStore, passwords: Passwords, tokens: Tokens) -> Self {
+    /// `vault` is the user domain's credentials table (ADR 0016).
+    pub fn new(store: CommandStore, vault: Vault, passwords: Passwords, tokens: Tokens) -> Self {
         UserCommands {
             users: Repository::new(&store, UserWriter(())),
             claims: Repository::new(&store, UserWriter(())),
             store,
+            vault,
             passwords,
             tokens,
             unknown: Arc::default(),
@@ -222,7 +227,7 @@ impl UserCommands {
         validate_password("password", &password)?;
         let display_name = validate_optional_text("display_name", display_name, DISPLAY_NAME_MAX)?;
         let hash = self.passwords.hash(password).await?;
-        self.register_with_hash(ctx, username, hash, display_name)
+        self.register_with_hash(ctx, username, hash, false, display_name)
             .await
     }
 
@@ -242,8 +247,14 @@ impl UserCommands {
                 "must be 64 hex characters (SHA-256)",
             ));
         }
-        self.register_with_hash(ctx, username, sha256_hex.to_ascii_lowercase(), display_name)
-            .await
+        self.register_with_hash(
+            ctx,
+            username,
+            sha256_hex.to_ascii_lowercase(),
+            true,
+            display_name,
+        )
+        .await
     }
 
     /// Appends the claim and the user directly (two streams, one transaction), so it opens
@@ -261,11 +272,18 @@ impl UserCommands {
         ctx: &CommandContext,
         username: &str,
         password_hash: String,
+        legacy: bool,
         display_name: Option<String>,
     ) -> Result<(Uuid, i64)> {
         let user_id = Uuid::now_v7();
         tracing::Span::current().record("aggregate_id", tracing::field::display(user_id));
         let claim_id = username_claim_id(username);
+        // Stored before the append that names it (see `vault`): a failed append leaves an
+        // unnamed row, never an event naming a missing credential.
+        let credential_id = self
+            .vault
+            .store_password(user_id, &password_hash, legacy)
+            .await?;
         let now = Utc::now();
         let command_key = ctx.next_command_key();
         for attempt in 0..MAX_ATTEMPTS {
@@ -290,7 +308,7 @@ impl UserCommands {
                     user_id,
                     username: username.to_owned(),
                     display_name: display_name.clone(),
-                    password_hash: password_hash.clone(),
+                    credential_id,
                     now,
                 },
             )
@@ -367,31 +385,35 @@ impl UserCommands {
             return Err(self.unknown_name_failed(username, now));
         }
         let user_id = stream;
-        let checked_hash = loaded.state.password_hash.clone();
-        let verification = self
-            .passwords
-            .verify(password.clone(), Some(checked_hash.clone()))
-            .await?;
+        let checked = loaded.state.credential_id;
+        let stored = self.stored_password(checked).await?;
+        let verification = self.passwords.verify(password.clone(), stored).await?;
         if verification == Verification::Mismatch {
             return Err(self.login_failed(ctx, user_id, &loaded.state, now).await);
         }
-        let upgraded_hash = match verification {
-            Verification::MatchLegacy => Some(self.passwords.hash(password).await?),
+        let upgraded_credential = match verification {
+            Verification::MatchLegacy => {
+                let hash = self.passwords.hash(password).await?;
+                Some(self.vault.store_password(user_id, &hash, false).await?)
+            }
             _ => None,
         };
         let session_id = Uuid::now_v7();
         let refresh = RefreshToken::generate(user_id, session_id);
-        let refresh_hash = refresh.hash();
+        let refresh_token_id = self
+            .vault
+            .store_refresh_token(user_id, &refresh.hash())
+            .await?;
         let expires_at = now + self.tokens.refresh_ttl;
         let result = self
             .users
             .execute(user_id, ctx, |state| {
                 Ok(UserCommand::Login(LoginAttempt {
                     // A password change between verification and append invalidates the check.
-                    password_ok: state.password_hash == checked_hash,
-                    upgraded_hash: upgraded_hash.clone(),
+                    password_ok: state.credential_id == checked,
+                    upgraded_credential,
                     session_id,
-                    refresh_token_hash: refresh_hash.clone(),
+                    refresh_token_id,
                     expires_at,
                     now,
                 }))
@@ -443,9 +465,9 @@ impl UserCommands {
         let attempt = |now| {
             UserCommand::Login(LoginAttempt {
                 password_ok: false,
-                upgraded_hash: None,
+                upgraded_credential: None,
                 session_id: Uuid::nil(),
-                refresh_token_hash: String::new(),
+                refresh_token_id: Uuid::nil(),
                 expires_at: now,
                 now,
             })
@@ -480,9 +502,18 @@ impl UserCommands {
     pub async fn refresh(&self, ctx: &CommandContext, token: &str) -> Result<IssuedTokens> {
         let (user_id, session_id) = RefreshToken::parse(token)
             .ok_or(UserCommandError::Refused(UserError::InvalidRefreshToken))?;
-        let presented = hash_token(token);
+        // A token whose hash the credentials table does not know for this user was never
+        // issued: refused before anything is stored.
+        let presented = self
+            .vault
+            .refresh_token(user_id, &hash_token(token))
+            .await?
+            .ok_or(UserCommandError::Refused(UserError::InvalidRefreshToken))?;
         let next = RefreshToken::generate(user_id, session_id);
-        let next_hash = next.hash();
+        let next_id = self
+            .vault
+            .store_refresh_token(user_id, &next.hash())
+            .await?;
         let now = Utc::now();
         let expires_at = now + self.tokens.refresh_ttl;
         let executed = self
@@ -490,8 +521,8 @@ impl UserCommands {
             .execute(user_id, ctx, |_| {
                 Ok(UserCommand::Refresh {
                     session_id,
-                    presented_token_hash: presented.clone(),
-                    new_token_hash: next_hash.clone(),
+                    presented_token: Some(presented),
+                    new_token: next_id,
                     expires_at,
                     now,
                 })
@@ -636,12 +667,9 @@ impl UserCommands {
         if let Some(until) = loaded.state.locked_until.filter(|u| now < *u) {
             return Err(UserCommandError::Refused(UserError::Locked { until }));
         }
-        let checked_hash = loaded.state.password_hash.clone();
-        let ok = self
-            .passwords
-            .verify(current, Some(checked_hash.clone()))
-            .await?
-            != Verification::Mismatch;
+        let checked = loaded.state.credential_id;
+        let stored = self.stored_password(checked).await?;
+        let ok = self.passwords.verify(current, stored).await? != Verification::Mismatch;
         if !ok {
             let e = self
                 .users
@@ -655,12 +683,16 @@ impl UserCommands {
             return Err(UserCommandError::Refused(UserError::WrongPassword));
         }
         let new_hash = self.passwords.hash(new).await?;
+        let new_credential_id = self
+            .vault
+            .store_password(who.user_id, &new_hash, false)
+            .await?;
         let e = self
             .users
             .execute(who.user_id, ctx, |state| {
                 Ok(UserCommand::ChangePassword {
-                    current_password_ok: state.password_hash == checked_hash,
-                    new_password_hash: new_hash.clone(),
+                    current_password_ok: state.credential_id == checked,
+                    new_credential_id,
                     keep_session: who.session_id,
                     now: Utc::now(),
                 })
@@ -700,6 +732,25 @@ impl UserCommands {
             })
             .await?;
         Ok(e.done())
+    }
+
+    /// The password hash a user's credential names, for verification only (`None`: no such
+    /// credential, verified against a dummy like an unknown user).
+    async fn stored_password(&self, credential: Option<Uuid>) -> Result<Option<String>> {
+        let Some(id) = credential else {
+            return Ok(None);
+        };
+        Ok(self
+            .vault
+            .password_hash(id)
+            .await?
+            .map(|h| h.expose_secret().to_owned()))
+    }
+
+    /// Moves secrets still carried by stored events into the credentials table (ADR 0016;
+    /// see [`vault::upgrade_credentials`]).
+    pub async fn upgrade_credentials(&self) -> Result<vault::Upgraded> {
+        vault::upgrade_credentials(&self.store, &self.vault).await
     }
 
     /// The current state of a user, for `/users/me` fallbacks and analysts.

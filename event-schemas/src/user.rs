@@ -27,14 +27,16 @@ pub struct UsernameClaimed {
     pub user_id: Uuid,
 }
 
+/// Version 2: the password's hash is no longer in the event (ADR 0016). `credential_id` names
+/// the credential in the user domain's credentials table (`user_credentials`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registered {
     pub user_id: Uuid,
     pub username: String,
     pub display_name: Option<String>,
-    /// PHC string (argon2id) or, for imported legacy accounts, SHA-256 hex.
-    pub password_hash: String,
+    /// The password credential, held outside the events (never the secret itself).
+    pub credential_id: Uuid,
     pub registered_at: DateTime<Utc>,
 }
 
@@ -48,18 +50,20 @@ pub struct ProfileUpdated {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Version 2: names the new credential instead of carrying its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChanged {
-    pub password_hash: String,
+    pub credential_id: Uuid,
     pub changed_at: DateTime<Utc>,
 }
 
 /// A legacy hash was replaced by an argon2id hash of the same password after a login.
+/// Version 2: names the new credential instead of carrying its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordRehashed {
-    pub password_hash: String,
+    pub credential_id: Uuid,
     pub previous_algorithm: String,
     pub rehashed_at: DateTime<Utc>,
 }
@@ -78,21 +82,23 @@ pub struct Locked {
     pub locked_until: DateTime<Utc>,
 }
 
+/// Version 2: names the refresh token instead of carrying its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionStarted {
     pub session_id: Uuid,
-    /// SHA-256 hex of the refresh token; the token itself is never stored.
-    pub refresh_token_hash: String,
+    /// The refresh token's id in the credentials table (its hash is kept there, never here).
+    pub refresh_token_id: Uuid,
     pub expires_at: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
 }
 
+/// Version 2: names the new refresh token instead of carrying its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRefreshed {
     pub session_id: Uuid,
-    pub refresh_token_hash: String,
+    pub refresh_token_id: Uuid,
     pub expires_at: DateTime<Utc>,
     pub refreshed_at: DateTime<Utc>,
 }
@@ -244,18 +250,139 @@ impl TryFrom<NotificationsReadV1> for NotificationsRead {
     }
 }
 
+// Version 1 of the credential events, as found in stores written before ADR 0016: they carried
+// the secrets themselves. Read only through the upcasters below, which drop the secret and name
+// no credential (the nil id): `nova admin upgrade-credentials` (run at every start) moves the
+// secrets into the credentials table and rewrites these payloads to version 2 before anything
+// reads them, so the upcasters only serve history read elsewhere (an export of an old backup).
+// Doc comments and names are what the checked-in v1 schemas say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Registered")]
+pub struct RegisteredV1 {
+    pub user_id: Uuid,
+    pub username: String,
+    pub display_name: Option<String>,
+    /// PHC string (argon2id) or, for imported legacy accounts, SHA-256 hex.
+    pub password_hash: String,
+    pub registered_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PasswordChanged")]
+pub struct PasswordChangedV1 {
+    pub password_hash: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// A legacy hash was replaced by an argon2id hash of the same password after a login.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PasswordRehashed")]
+pub struct PasswordRehashedV1 {
+    pub password_hash: String,
+    pub previous_algorithm: String,
+    pub rehashed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SessionStarted")]
+pub struct SessionStartedV1 {
+    pub session_id: Uuid,
+    /// SHA-256 hex of the refresh token; the token itself is never stored.
+    pub refresh_token_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SessionRefreshed")]
+pub struct SessionRefreshedV1 {
+    pub session_id: Uuid,
+    pub refresh_token_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub refreshed_at: DateTime<Utc>,
+}
+
+impl RegisteredV1 {
+    /// Version 2 naming `credential_id` for the hash this event carried.
+    pub fn into_v2(self, credential_id: Uuid) -> Registered {
+        Registered {
+            user_id: self.user_id,
+            username: self.username,
+            display_name: self.display_name,
+            credential_id,
+            registered_at: self.registered_at,
+        }
+    }
+}
+
+impl PasswordChangedV1 {
+    pub fn into_v2(self, credential_id: Uuid) -> PasswordChanged {
+        PasswordChanged {
+            credential_id,
+            changed_at: self.changed_at,
+        }
+    }
+}
+
+impl PasswordRehashedV1 {
+    pub fn into_v2(self, credential_id: Uuid) -> PasswordRehashed {
+        PasswordRehashed {
+            credential_id,
+            previous_algorithm: self.previous_algorithm,
+            rehashed_at: self.rehashed_at,
+        }
+    }
+}
+
+impl SessionStartedV1 {
+    pub fn into_v2(self, refresh_token_id: Uuid) -> SessionStarted {
+        SessionStarted {
+            session_id: self.session_id,
+            refresh_token_id,
+            expires_at: self.expires_at,
+            started_at: self.started_at,
+        }
+    }
+}
+
+impl SessionRefreshedV1 {
+    pub fn into_v2(self, refresh_token_id: Uuid) -> SessionRefreshed {
+        SessionRefreshed {
+            session_id: self.session_id,
+            refresh_token_id,
+            expires_at: self.expires_at,
+            refreshed_at: self.refreshed_at,
+        }
+    }
+}
+
+/// The secret a version 1 credential event carried, if `(event_type, version)` is one.
+pub fn v1_secret(event_type: &str, version: i32, payload: &serde_json::Value) -> Option<String> {
+    let field = match (event_type, version) {
+        ("registered" | "password_changed" | "password_rehashed", 1) => "password_hash",
+        ("session_started" | "session_refreshed", 1) => "refresh_token_hash",
+        _ => return None,
+    };
+    payload.get(field)?.as_str().map(str::to_owned)
+}
+
 crate::domain_events! {
     /// Every event the `user` domain stores.
     pub enum UserEvent in Domain::User {
         UsernameClaimed(UsernameClaimed) = ("username_claimed", 1),
-        Registered(Registered) = ("registered", 1),
+        Registered(Registered) = ("registered", 2),
         ProfileUpdated(ProfileUpdated) = ("profile_updated", 1),
-        PasswordChanged(PasswordChanged) = ("password_changed", 1),
-        PasswordRehashed(PasswordRehashed) = ("password_rehashed", 1),
+        PasswordChanged(PasswordChanged) = ("password_changed", 2),
+        PasswordRehashed(PasswordRehashed) = ("password_rehashed", 2),
         LoginFailed(LoginFailed) = ("login_failed", 1),
         Locked(Locked) = ("locked", 1),
-        SessionStarted(SessionStarted) = ("session_started", 1),
-        SessionRefreshed(SessionRefreshed) = ("session_refreshed", 1),
+        SessionStarted(SessionStarted) = ("session_started", 2),
+        SessionRefreshed(SessionRefreshed) = ("session_refreshed", 2),
         SessionRevoked(SessionRevoked) = ("session_revoked", 1),
         Deactivated(Deactivated) = ("deactivated", 1),
         RoleGranted(RoleGranted) = ("role_granted", 1),
@@ -278,10 +405,50 @@ crate::domain_events! {
                     <NotificationsRead as TryFrom<NotificationsReadV1>>::try_from,
                 )?,
             ),
+            ("registered", 1) => (
+                "registered",
+                2,
+                crate::upcast_payload(Domain::User, event_type, version, payload, |old: RegisteredV1| {
+                    Ok(old.into_v2(Uuid::nil()))
+                })?,
+            ),
+            ("password_changed", 1) => (
+                "password_changed",
+                2,
+                crate::upcast_payload(Domain::User, event_type, version, payload, |old: PasswordChangedV1| {
+                    Ok(old.into_v2(Uuid::nil()))
+                })?,
+            ),
+            ("password_rehashed", 1) => (
+                "password_rehashed",
+                2,
+                crate::upcast_payload(Domain::User, event_type, version, payload, |old: PasswordRehashedV1| {
+                    Ok(old.into_v2(Uuid::nil()))
+                })?,
+            ),
+            ("session_started", 1) => (
+                "session_started",
+                2,
+                crate::upcast_payload(Domain::User, event_type, version, payload, |old: SessionStartedV1| {
+                    Ok(old.into_v2(Uuid::nil()))
+                })?,
+            ),
+            ("session_refreshed", 1) => (
+                "session_refreshed",
+                2,
+                crate::upcast_payload(Domain::User, event_type, version, payload, |old: SessionRefreshedV1| {
+                    Ok(old.into_v2(Uuid::nil()))
+                })?,
+            ),
             _ => (event_type, version, payload),
         }
     }
     superseded {
         NotificationsReadV1 = ("notifications_read", 1),
+        RegisteredV1 = ("registered", 1),
+        PasswordChangedV1 = ("password_changed", 1),
+        PasswordRehashedV1 = ("password_rehashed", 1),
+        SessionStartedV1 = ("session_started", 1),
+        SessionRefreshedV1 = ("session_refreshed", 1),
     }
 }

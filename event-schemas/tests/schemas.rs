@@ -65,7 +65,7 @@ fn payload_roundtrips_through_storage_form() {
         user_id: uuid::Uuid::now_v7(),
         username: "alice".into(),
         display_name: None,
-        password_hash: "$argon2id$x".into(),
+        credential_id: uuid::Uuid::now_v7(),
         registered_at: Utc::now(),
     });
     let back =
@@ -111,4 +111,50 @@ fn notifications_read_v1_is_upcast_exactly() {
     assert!(err.to_string().contains("notifications_read v1"), "{err}");
     // A version from the future is refused.
     assert!(UserEvent::from_stored("notifications_read", 3, event.to_payload()).is_err());
+}
+
+#[test]
+fn credential_events_v1_are_upcast_without_their_secrets() {
+    use nova_event_schemas::user::*;
+    let at = "2026-11-30T05:00:00Z";
+    let sid = uuid::Uuid::now_v7();
+    let cases = [
+        (
+            "registered",
+            serde_json::json!({"user_id": sid, "username": "a", "display_name": null,
+                "password_hash": "$argon2id$v=19$secret", "registered_at": at}),
+        ),
+        (
+            "password_changed",
+            serde_json::json!({"password_hash": "$argon2id$v=19$secret", "changed_at": at}),
+        ),
+        (
+            "password_rehashed",
+            serde_json::json!({"password_hash": "$argon2id$v=19$secret",
+                "previous_algorithm": "sha256", "rehashed_at": at}),
+        ),
+        (
+            "session_started",
+            serde_json::json!({"session_id": sid, "refresh_token_hash": "ab12secret",
+                "expires_at": at, "started_at": at}),
+        ),
+        (
+            "session_refreshed",
+            serde_json::json!({"session_id": sid, "refresh_token_hash": "ab12secret",
+                "expires_at": at, "refreshed_at": at}),
+        ),
+    ];
+    for (ty, v1) in cases {
+        assert!(v1_secret(ty, 1, &v1).is_some_and(|s| s.contains("secret")));
+        let event = UserEvent::from_stored(ty, 1, v1).unwrap();
+        assert_eq!(event.schema_version(), 2, "{ty}");
+        let text = event.to_payload().to_string();
+        assert!(
+            !text.contains("secret") && !text.contains("_hash\""),
+            "{ty}: {text}"
+        );
+        assert!(v1_secret(ty, 2, &event.to_payload()).is_none());
+        let back = UserEvent::from_stored(ty, 2, event.to_payload()).unwrap();
+        assert_eq!(back, event);
+    }
 }

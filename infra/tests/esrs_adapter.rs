@@ -14,8 +14,6 @@ use uuid::Uuid;
 
 on_both_backends!(aggregate_manager_runs_on_nova_store);
 
-const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
-
 async fn aggregate_manager_runs_on_nova_store(engine: Engine) {
     let t = TestDb::new(engine).await;
     let db = t.open().await;
@@ -35,7 +33,7 @@ async fn aggregate_manager_runs_on_nova_store(engine: Engine) {
                 user_id: id,
                 username: "esrs_user".into(),
                 display_name: None,
-                password_hash: HASH.into(),
+                credential_id: Uuid::now_v7(),
                 now,
             },
         )
@@ -71,7 +69,7 @@ async fn aggregate_manager_runs_on_nova_store(engine: Engine) {
                 user_id: id,
                 username: "again".into(),
                 display_name: None,
-                password_hash: HASH.into(),
+                credential_id: Uuid::now_v7(),
                 now,
             },
         )

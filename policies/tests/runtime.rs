@@ -76,7 +76,7 @@ async fn seed(db: &nova_infra::db::Database, n: usize) {
             user_id: id,
             username: format!("p{i}"),
             display_name: None,
-            password_hash: "$argon2id$x".into(),
+            credential_id: Uuid::now_v7(),
             registered_at: Utc::now(),
         });
         db.store

@@ -101,7 +101,7 @@ async fn seed(store: &EventStore, users: usize) -> Vec<Uuid> {
             user_id: id,
             username: format!("user_{i}"),
             display_name: None,
-            password_hash: "$argon2id$x".into(),
+            credential_id: Uuid::now_v7(),
             registered_at: now,
         })];
         events.push(UserEvent::ProfileUpdated(ProfileUpdated {

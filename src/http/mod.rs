@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub mod analysts;
 pub mod error;
 pub mod experiment;
 pub mod extract;
@@ -100,6 +101,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(search::router())
         .merge(ops::router())
         .merge(experiment::router())
+        .merge(analysts::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
 }

@@ -216,6 +216,7 @@ impl TestApp {
     pub fn user_commands(&self) -> nova_commands::user::UserCommands {
         nova_commands::user::UserCommands::new(
             self.command_store(),
+            nova_commands::user::vault::Vault::new(self.db.any.clone()),
             nova_commands::user::credentials::Passwords::new(cheap_argon2()).unwrap(),
             nova_commands::user::credentials::Tokens::new(
                 &SecretString::from(SECRET),

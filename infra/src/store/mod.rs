@@ -304,6 +304,19 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Replaces the payload of the event at `position` if it is still at schema version
+    /// `from_version`; true if it was replaced. The one kind of history rewrite the design
+    /// allows: removing data that must not stay (secrets moved out of events, ADR 0016).
+    /// Everything else about the event (id, type, position, metadata) stays.
+    async fn rewrite_payload(
+        &self,
+        domain: Domain,
+        position: i64,
+        from_version: i32,
+        to_version: i32,
+        payload: &serde_json::Value,
+    ) -> Result<bool, StoreError>;
+
     /// Batches of one domain this process may have in flight at once. They still commit one
     /// at a time (the domain lock); a second one lets the next batch's BEGIN and lock request
     /// overlap the previous batch's commit flush.
@@ -527,6 +540,21 @@ impl EventStore {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.backend.ping().await
+    }
+
+    /// See [`Backend::rewrite_payload`]. Only code that owns the domain's events calls it
+    /// (through `nova_commands::CommandStore::rewrite`).
+    pub async fn rewrite_payload(
+        &self,
+        domain: Domain,
+        position: i64,
+        from_version: i32,
+        to_version: i32,
+        payload: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.backend
+            .rewrite_payload(domain, position, from_version, to_version, payload)
+            .await
     }
 
     /// Wakes when this process appends to `domain` (appends by other processes are seen by

@@ -269,6 +269,29 @@ impl Backend for PgBackend {
         Ok(rows.into_iter().map(|r| r.into_event(domain)).collect())
     }
 
+    async fn rewrite_payload(
+        &self,
+        domain: Domain,
+        position: i64,
+        from_version: i32,
+        to_version: i32,
+        payload: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(&format!(
+            "UPDATE {} SET payload = $1, schema_version = $2 \
+             WHERE position = $3 AND schema_version = $4",
+            domain.events_table()
+        ))
+        .bind(payload)
+        .bind(to_version)
+        .bind(position)
+        .bind(from_version)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn head(&self, domain: Domain) -> Result<i64, StoreError> {
         let (head,): (Option<i64>,) = sqlx::query_as(&format!(
             "SELECT MAX(position) FROM {}",

@@ -1,0 +1,188 @@
+//! Analysts' routes (API.md "Analysts and ops"): the event history, upcast to the latest schema
+//! versions, as a JSON page or streamed NDJSON. Role `analyst` or `admin`.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use nova_event_schemas::Domain;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::error::{AppError, ErrorBody};
+use super::extract::{Actor, Json};
+use super::AppState;
+use crate::export::{self, ExportFilter};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
+}
+
+const NDJSON: &str = "application/x-ndjson";
+/// Largest JSON page.
+const MAX_LIMIT: i64 = 1000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// `user`, `follow`, `post`, … (required: positions are per domain).
+    domain: String,
+    /// Stored event type, e.g. `registered`.
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    aggregate_id: Option<Uuid>,
+    /// Position, exclusive.
+    after: Option<i64>,
+    /// RFC 3339 instant, inclusive.
+    until: Option<DateTime<Utc>>,
+    /// Events in a JSON page (default 100, at most 1000); in NDJSON, the total (default all).
+    limit: Option<i64>,
+}
+
+/// One event as exported.
+#[derive(Serialize, ToSchema)]
+pub struct ExportedEvent {
+    domain: String,
+    position: i64,
+    event_id: Uuid,
+    aggregate_id: Uuid,
+    aggregate_type: String,
+    version: i64,
+    event_type: String,
+    schema_version: i32,
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    #[schema(value_type = Object)]
+    metadata: serde_json::Value,
+    recorded_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    items: Vec<ExportedEvent>,
+    /// Pass as `after` for the next page; `null` at the end.
+    next_cursor: Option<String>,
+}
+
+/// A domain's event history in position order, upcast to each type's latest schema version.
+/// With `Accept: application/x-ndjson` the whole (filtered) history is streamed, one event a
+/// line, read from the store a page at a time; otherwise one `{items, next_cursor}` page.
+#[utoipa::path(get, path = "/v1/events", tag = "analysts", security(("bearer" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 200, body = EventPage, description = "a page, or NDJSON (one ExportedEvent a line)"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    ))]
+async fn events(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, AppError> {
+    actor.require_analyst()?;
+    let domain = Domain::parse(&q.domain)
+        .ok_or_else(|| AppError::invalid_field("domain", "unknown domain"))?;
+    if q.limit.is_some_and(|l| l < 1) {
+        return Err(AppError::invalid_field("limit", "must be at least 1"));
+    }
+    let filter = ExportFilter {
+        domain,
+        event_type: q.event_type,
+        aggregate_id: q.aggregate_id,
+        after: q.after.unwrap_or(0).max(0),
+        until: q.until,
+    };
+    let wants_ndjson = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(NDJSON));
+    if wants_ndjson {
+        return Ok(stream(state, filter, q.limit));
+    }
+    let limit = q.limit.unwrap_or(100).min(MAX_LIMIT);
+    let mut items = Vec::new();
+    let mut after = filter.after;
+    let mut more = true;
+    while (items.len() as i64) < limit {
+        let (page, scanned) =
+            export::page(&state.db.store, &filter, after, limit - items.len() as i64)
+                .await
+                .map_err(AppError::unavailable)?;
+        let Some(scanned) = scanned else {
+            more = false;
+            break;
+        };
+        after = scanned;
+        items.extend(page.into_iter().map(exported));
+    }
+    if more {
+        // Whether anything is left after `after` decides the cursor.
+        let (_, scanned) = export::page(&state.db.store, &filter, after, 1)
+            .await
+            .map_err(AppError::unavailable)?;
+        more = scanned.is_some();
+    }
+    Ok(Json(EventPage {
+        items,
+        next_cursor: more.then(|| after.to_string()),
+    })
+    .into_response())
+}
+
+fn exported(e: nova_infra::store::RecordedEvent) -> ExportedEvent {
+    ExportedEvent {
+        domain: e.domain.as_str().to_owned(),
+        position: e.position,
+        event_id: e.event_id,
+        aggregate_id: e.aggregate_id,
+        aggregate_type: e.aggregate_type,
+        version: e.version,
+        event_type: e.event_type,
+        schema_version: e.schema_version,
+        payload: e.payload,
+        metadata: serde_json::to_value(&e.metadata).unwrap_or_default(),
+        recorded_at: e.recorded_at,
+    }
+}
+
+/// Streams the history as NDJSON: one store page in memory at a time. An error after the
+/// first byte ends the stream early (the status is already sent); it is logged.
+fn stream(state: AppState, filter: ExportFilter, limit: Option<i64>) -> Response {
+    let start = (filter.after, limit.unwrap_or(i64::MAX), false);
+    let pages = futures::stream::unfold(start, move |(after, left, done)| {
+        let store = state.db.store.clone();
+        let filter = filter.clone();
+        async move {
+            if done || left <= 0 {
+                return None;
+            }
+            match export::page(&store, &filter, after, left.min(export::PAGE)).await {
+                Ok((_, None)) => None,
+                Ok((page, Some(scanned))) => {
+                    let mut buf = Vec::with_capacity(page.len() * 512);
+                    let n = page.len() as i64;
+                    for e in page.into_iter().take(left as usize) {
+                        if serde_json::to_writer(&mut buf, &exported(e)).is_ok() {
+                            buf.push(b'\n');
+                        }
+                    }
+                    Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                        (scanned, left - n, false),
+                    ))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "event export stopped");
+                    Some((Err(std::io::Error::other(e.to_string())), (after, 0, true)))
+                }
+            }
+        }
+    });
+    ([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(pages)).into_response()
+}
