@@ -382,3 +382,24 @@ fn check_who(state: &ParticipantState, key: &str, user: Uuid) -> Result<(), Expe
 
 #[cfg(test)]
 mod tests;
+
+impl crate::CommandName for ExperimentCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            ExperimentCommand::Create { .. } => "create",
+            ExperimentCommand::Start { .. } => "start",
+            ExperimentCommand::Stop { .. } => "stop",
+            ExperimentCommand::Update { .. } => "update",
+        }
+    }
+}
+
+impl crate::CommandName for ParticipantCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            ParticipantCommand::Expose { .. } => "expose",
+            ParticipantCommand::Convert { .. } => "convert",
+            ParticipantCommand::Withdraw { .. } => "withdraw",
+        }
+    }
+}

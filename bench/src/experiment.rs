@@ -78,6 +78,9 @@ async fn serve(testdb: &TestDb) -> Result<Server, Error> {
         refresh_ttl: chrono::Duration::days(1),
         metrics: MetricsAccess::default(),
         idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
+        search_dir: std::env::temp_dir()
+            .join(format!("nova-bench-search-{}", uuid::Uuid::new_v4())),
+        search_consumer: nova_projections::search::NAME.to_owned(),
     };
     let app = Application::build(settings).await?;
     let addr = app.local_addr().ok_or("the API did not bind")?;
