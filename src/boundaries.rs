@@ -224,6 +224,8 @@ pub struct Model {
     pub route_tags: Vec<RouteTag>,
     /// (table, platform component).
     pub platform_tables: Vec<(String, String)>,
+    /// Tables a domain owns besides its events table (e.g. the user domain's credentials).
+    pub domain_tables: Vec<(String, Domain)>,
     /// (file stem, platform component) of platform migrations without the `platform_` prefix.
     pub platform_migrations: Vec<(String, String)>,
     pub migrations: Vec<MigrationFile>,
@@ -384,6 +386,10 @@ pub fn collect() -> Result<Model, crate::app::BoxError> {
         routes: routes()?,
         route_tags: ROUTE_TAGS.to_vec(),
         platform_tables: pairs(PLATFORM_TABLES),
+        domain_tables: DOMAIN_TABLES
+            .iter()
+            .map(|(t, d)| (t.to_string(), *d))
+            .collect(),
         platform_migrations: pairs(PLATFORM_MIGRATIONS),
         migrations,
         schema_files: pairs(embedded::SCHEMA_FILES),
@@ -751,9 +757,9 @@ pub fn check(model: &Model) -> Report {
                 .insert(Owner::Projection(p.name.clone()));
         }
     }
-    for (t, d) in DOMAIN_TABLES {
+    for (t, d) in &model.domain_tables {
         claims
-            .entry(t.to_string())
+            .entry(t.clone())
             .or_default()
             .insert(Owner::Domain(*d));
     }
@@ -1340,6 +1346,7 @@ mod tests {
                 OwnerRef::View("user_directory"),
             )],
             platform_tables: vec![("idempotency_keys".into(), "idempotency".into())],
+            domain_tables: Vec::new(),
             platform_migrations: Vec::new(),
             migrations: vec![
                 migration(
