@@ -5,13 +5,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nova_commands::experiment::{ExperimentCommandError, ExperimentCommands};
 use nova_commands::facts::ExperimentFactSource;
-use nova_commands::CommandContext;
-use nova_event_schemas::user::UserEvent;
 use nova_event_schemas::Domain;
 use nova_infra::store::RecordedEvent;
 use nova_projections::experiment_results;
 
-use crate::runtime::{CatchUp, Policy, PolicyError};
+use crate::runtime::{deactivated_user, reaction_context, retry, CatchUp, Policy, PolicyError};
 
 pub const NAME: &str = "policy_experiment_on_user_deactivated";
 
@@ -40,10 +38,6 @@ impl ExperimentOnUserDeactivated {
     }
 }
 
-fn retry(e: impl std::fmt::Display) -> PolicyError {
-    PolicyError::Retry(e.to_string())
-}
-
 #[async_trait]
 impl Policy for ExperimentOnUserDeactivated {
     fn name(&self) -> &str {
@@ -67,25 +61,15 @@ impl Policy for ExperimentOnUserDeactivated {
     }
 
     async fn handle(&self, event: &RecordedEvent) -> Result<(), PolicyError> {
-        if event.aggregate_type != "user" {
-            return Ok(());
-        }
-        let UserEvent::Deactivated(_) = event.decode::<UserEvent>()? else {
+        let Some(user) = deactivated_user(event)? else {
             return Ok(());
         };
-        let user = event.aggregate_id;
         // Every exposure committed before the deactivation must be in the view before we list.
         let head = self.experiments.head().await.map_err(retry)?;
         self.catch_up
             .until(experiment_results::NAME, Domain::Experiment, head)
             .await?;
-        let ctx = CommandContext {
-            correlation_id: event.metadata.correlation_id,
-            causation_id: Some(event.event_id),
-            actor_id: None,
-            request_id: None,
-            idempotency: None,
-        };
+        let ctx = reaction_context(event);
         for key in self.view.experiments_of(user).await.map_err(retry)? {
             match self.experiments.withdraw(&ctx, &key, user).await {
                 Ok(_) => {}

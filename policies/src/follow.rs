@@ -6,14 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nova_commands::facts::FollowFactSource;
 use nova_commands::follow::FollowCommands;
-use nova_commands::CommandContext;
-use nova_event_schemas::user::UserEvent;
 use nova_event_schemas::Domain;
 use nova_infra::store::RecordedEvent;
 use nova_projections::follow_graph;
 use uuid::Uuid;
 
-use crate::runtime::{CatchUp, Policy, PolicyError};
+use crate::runtime::{deactivated_user, reaction_context, retry, CatchUp, Policy, PolicyError};
 
 pub const NAME: &str = "policy_follow_on_user_deactivated";
 
@@ -44,10 +42,6 @@ impl FollowOnUserDeactivated {
     }
 }
 
-fn retry(e: impl std::fmt::Display) -> PolicyError {
-    PolicyError::Retry(e.to_string())
-}
-
 #[async_trait]
 impl Policy for FollowOnUserDeactivated {
     fn name(&self) -> &str {
@@ -71,13 +65,9 @@ impl Policy for FollowOnUserDeactivated {
     }
 
     async fn handle(&self, event: &RecordedEvent) -> Result<(), PolicyError> {
-        if event.domain != Domain::User || event.event_type != "deactivated" {
-            return Ok(());
-        }
-        let UserEvent::Deactivated(_) = event.decode::<UserEvent>()? else {
+        let Some(user) = deactivated_user(event)? else {
             return Ok(());
         };
-        let user = event.aggregate_id;
         let head = self.follows.head().await.map_err(retry)?;
         self.catch_up
             .until(follow_graph::NAME, Domain::Follow, head)
@@ -90,13 +80,7 @@ impl Policy for FollowOnUserDeactivated {
             .into_iter()
             .map(|(follower, followee)| if follower == user { followee } else { follower })
             .collect();
-        let ctx = CommandContext {
-            correlation_id: event.metadata.correlation_id,
-            causation_id: Some(event.event_id),
-            actor_id: None,
-            request_id: event.metadata.request_id.clone(),
-            idempotency: None,
-        };
+        let ctx = reaction_context(event);
         for other in others {
             self.follows
                 .remove_user(&ctx, user, other)

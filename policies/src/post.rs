@@ -5,14 +5,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nova_commands::facts::PostFactSource;
 use nova_commands::post::{PostCommandError, PostCommands};
-use nova_commands::CommandContext;
 use nova_event_schemas::post::HideReason;
-use nova_event_schemas::user::UserEvent;
 use nova_event_schemas::Domain;
 use nova_infra::store::RecordedEvent;
 use nova_projections::post_view;
 
-use crate::runtime::{CatchUp, Policy, PolicyError};
+use crate::runtime::{deactivated_user, reaction_context, retry, CatchUp, Policy, PolicyError};
 
 pub const NAME: &str = "policy_post_on_user_deactivated";
 
@@ -35,10 +33,6 @@ impl PostOnUserDeactivated {
             catch_up,
         }
     }
-}
-
-fn retry(e: impl std::fmt::Display) -> PolicyError {
-    PolicyError::Retry(e.to_string())
 }
 
 #[async_trait]
@@ -64,25 +58,15 @@ impl Policy for PostOnUserDeactivated {
     }
 
     async fn handle(&self, event: &RecordedEvent) -> Result<(), PolicyError> {
-        if event.aggregate_type != "user" {
-            return Ok(());
-        }
-        let UserEvent::Deactivated(_) = event.decode::<UserEvent>()? else {
+        let Some(author) = deactivated_user(event)? else {
             return Ok(());
         };
-        let author = event.aggregate_id;
         // Every post committed before the deactivation must be in the view before we list.
         let head = self.posts.head().await.map_err(retry)?;
         self.catch_up
             .until(post_view::NAME, Domain::Post, head)
             .await?;
-        let ctx = CommandContext {
-            correlation_id: event.metadata.correlation_id,
-            causation_id: Some(event.event_id),
-            actor_id: None,
-            request_id: None,
-            idempotency: None,
-        };
+        let ctx = reaction_context(event);
         for post_id in self.view.posts_of(author).await.map_err(retry)? {
             match self
                 .posts

@@ -16,6 +16,7 @@ use nova_infra::store::{EventStore, RecordedEvent, StoreError};
 use sqlx::AnyPool;
 use tokio::sync::watch;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use nova_projections::checkpoint::Caught;
 use nova_projections::{Checkpoints, EventSource, StoreTail};
@@ -257,5 +258,36 @@ impl CatchUp {
         head: i64,
     ) -> Result<(), PolicyError> {
         wait_until_applied(&self.pool, &self.checkpoints, projection, domain, head).await
+    }
+}
+
+/// A reaction that failed for a reason a later attempt may not have (store or read model
+/// trouble, a conflict): the event is retried.
+pub fn retry(e: impl std::fmt::Display) -> PolicyError {
+    PolicyError::Retry(e.to_string())
+}
+
+/// The user that `event` deactivates, if it is a `user.deactivated` event (the one event every
+/// deactivation policy reacts to); other events are not decoded.
+pub fn deactivated_user(event: &RecordedEvent) -> Result<Option<Uuid>, PolicyError> {
+    if event.domain != Domain::User || event.event_type != "deactivated" {
+        return Ok(None);
+    }
+    let nova_event_schemas::user::UserEvent::Deactivated(_) = event.decode()? else {
+        return Ok(None);
+    };
+    Ok(Some(event.aggregate_id))
+}
+
+/// The context of the commands a policy issues in reaction to `event`: the same correlation,
+/// caused by the event, no acting user, and the causing request's id, so that a request can be
+/// followed into the reactions it set off.
+pub fn reaction_context(event: &RecordedEvent) -> nova_commands::CommandContext {
+    nova_commands::CommandContext {
+        correlation_id: event.metadata.correlation_id,
+        causation_id: Some(event.event_id),
+        actor_id: None,
+        request_id: event.metadata.request_id.clone(),
+        idempotency: None,
     }
 }
