@@ -174,7 +174,7 @@ impl Application {
 
         // The search index: written by its projector where it runs, read by the API. An
         // API-only process opens it without a writer and sees the projector's commits.
-        let search = nova_infra::search::SearchIndex::open(&s.search_dir)?;
+        let search = nova_infra::search::LiveIndex::open(&s.search_dir)?;
         if wanted(nova_projections::search::NAME) {
             let source: Arc<dyn EventSource> = match &js {
                 Some(js) => Arc::new(JetStreamSource::new(
@@ -188,6 +188,7 @@ impl Application {
             tasks.push(tokio::spawn(nova_projections::search::run(
                 search.clone(),
                 source,
+                db.store.clone(),
                 db.any.clone(),
                 checkpoints.clone(),
                 stop_rx.clone(),

@@ -229,7 +229,12 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             Ok(())
         }
         Command::Projections(ProjectionsCommand::Rebuild { name }) => {
-            let live = nova_projections::rebuild::find(&name)?;
+            // The search index is not SQL: it rebuilds as a new generation beside the served one.
+            let live = if name == nova_projections::search::NAME {
+                None
+            } else {
+                Some(nova_projections::rebuild::find(&name)?)
+            };
             let db = Database::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let bar = if cli.db.json {
@@ -246,12 +251,28 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             );
             bar.set_message(format!("rebuilding {name}"));
             let checkpoints = nova_projections::Checkpoints::default();
-            let report =
-                nova_projections::rebuild::rebuild(live, &db.store, &db.any, &checkpoints, |p| {
-                    bar.set_length(p.head.max(0) as u64);
-                    bar.set_position(p.position.max(0) as u64);
-                })
-                .await;
+            let progress = |p: nova_projections::rebuild::Progress| {
+                bar.set_length(p.head.max(0) as u64);
+                bar.set_position(p.position.max(0) as u64);
+            };
+            let report = match live {
+                Some(live) => {
+                    nova_projections::rebuild::rebuild(
+                        live,
+                        &db.store,
+                        &db.any,
+                        &checkpoints,
+                        progress,
+                    )
+                    .await
+                }
+                None => {
+                    let root = nova_infra::search::SearchRoot::new(cli.db.search_dir());
+                    nova_projections::search::rebuild(&root, &db.store, &db.any, progress)
+                        .await
+                        .map_err(Into::into)
+                }
+            };
             bar.finish_and_clear();
             db.close().await;
             let report = report?;

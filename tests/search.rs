@@ -19,6 +19,7 @@ on_both_backends!(
     pages_return_each_hit_once,
     bad_input_is_400,
     rebuild_equals_live,
+    rebuild_while_serving,
 );
 
 async fn call(
@@ -357,6 +358,11 @@ async fn bad_input_is_400(engine: Engine) {
     app.stop().await;
 }
 
+/// The generation `CURRENT` names under a search root.
+fn served(root: &std::path::Path) -> std::path::PathBuf {
+    nova_infra::search::SearchRoot::new(root).current().unwrap()
+}
+
 /// All documents of an index: (kind-less) ids with their stored fields.
 fn documents(dir: &std::path::Path) -> Vec<(String, String)> {
     use tantivy::collector::TopDocs;
@@ -429,9 +435,9 @@ async fn rebuild_equals_live(engine: Engine) {
     let positions = nova_projections::search::rebuild_into(&fresh, &app.db.store)
         .await
         .unwrap();
-    let live_index = nova_infra::search::SearchIndex::open(&dir).unwrap();
+    let live_index = nova_infra::search::SearchIndex::open(&served(&dir)).unwrap();
     assert_eq!(live_index.positions().unwrap(), positions);
-    let live_docs = documents(&dir);
+    let live_docs = documents(&served(&dir));
     assert!(live_docs.len() >= 4, "{live_docs:?}");
     assert_eq!(documents(&fresh), live_docs);
     app.stop().await;
@@ -518,7 +524,7 @@ async fn kill_dash_nine_mid_indexing_then_restart() {
     }
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
-    let index = nova_infra::search::SearchIndex::open(&dir).unwrap();
+    let index = nova_infra::search::SearchIndex::open(&served(&dir)).unwrap();
     let at_kill = index.positions().unwrap().post;
     assert!(at_kill < head, "killed mid-indexing");
 
@@ -532,17 +538,296 @@ async fn kill_dash_nine_mid_indexing_then_restart() {
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
 
-    let index = nova_infra::search::SearchIndex::open(&dir).unwrap();
+    let index = nova_infra::search::SearchIndex::open(&served(&dir)).unwrap();
     index.refresh().unwrap();
     assert_eq!(
         index.positions().unwrap().post,
         head,
         "checkpoint = last event"
     );
-    let docs = documents(&dir);
+    let docs = documents(&served(&dir));
     let ids: Vec<String> = docs.into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), POSTS, "each post once");
     assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), want);
     db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The index generations under a root (`gen-*` directories).
+fn generations(root: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.starts_with("gen-"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// `POST /v1/projections/search/rebuild` while the API serves and the live projector runs: a
+/// new generation is built beside the served one, taken over by the live projector and served;
+/// searches during the rebuild all answer, with the same hits; the old generation is removed;
+/// the same documents are indexed; later posts go into the new generation.
+async fn rebuild_while_serving(engine: Engine) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = std::env::temp_dir().join(format!("nova-search-swap-{}", Uuid::new_v4()));
+    let root = dir.clone();
+    let app = spawn_configured(engine, move |s| s.search_dir = root).await;
+    let (_, admin, _) = member(&app, "swap_admin", "Admin").await;
+    app.user_commands()
+        .grant_role(
+            &nova_commands::CommandContext::new(None, None),
+            "swap_admin",
+            nova_event_schemas::user::Role::Admin,
+        )
+        .await
+        .unwrap();
+    let (_, a, _) = member(&app, "swapper", "Swap Per").await;
+    let mut last = String::new();
+    for i in 0..30 {
+        last = create(&app, &a, &format!("swapped post number {i}"))
+            .await
+            .1;
+    }
+    let before = search(&app, &a, "q=swapped&type=posts&limit=100", Some(&last)).await;
+    let before_ids: BTreeSet<Uuid> = ids(&before).into_iter().collect();
+    assert_eq!(before_ids.len(), 30);
+    let old_generation = generations(&dir);
+    assert_eq!(old_generation.len(), 1, "{old_generation:?}");
+    let docs_before = documents(&served(&dir));
+
+    // Readers search all through the rebuild.
+    let app = Arc::new(app);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (app, stop, reads, a) = (app.clone(), stop.clone(), reads.clone(), a.clone());
+        let want = before_ids.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let page = search(&app, &a, "q=swapped&type=posts&limit=100", None).await;
+                let got: BTreeSet<Uuid> = ids(&page).into_iter().collect();
+                assert_eq!(got, want, "a search during the rebuild");
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let res = call(
+        &app,
+        Method::POST,
+        "/v1/projections/search/rebuild",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let list: Value = call(&app, Method::GET, "/v1/projections", &admin, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let row = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["projection"] == "search")
+            .cloned()
+            .unwrap();
+        match row["rebuild"]["state"].as_str() {
+            Some("done") => break,
+            Some("running") => {}
+            other => panic!("rebuild state {other:?}: {row}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rebuild did not finish"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+    assert!(reads.load(Ordering::Relaxed) > 0);
+
+    let new_generation = generations(&dir);
+    assert_eq!(
+        new_generation.len(),
+        1,
+        "old generation swept: {new_generation:?}"
+    );
+    assert_ne!(new_generation, old_generation);
+    assert_eq!(documents(&served(&dir)), docs_before);
+    // The live projector writes the new generation now.
+    let (fresh, pos) = create(&app, &a, "swapped after the rebuild").await;
+    let after = search(&app, &a, "q=swapped&type=posts&limit=100", Some(&pos)).await;
+    assert!(ids(&after).contains(&fresh));
+    assert_eq!(ids(&after).len(), 31);
+
+    let Ok(app) = Arc::try_unwrap(app) else {
+        panic!("app still shared")
+    };
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// API and search projector as separate processes on one host, fed over JetStream (a relay
+/// process, a private nats-server): the API-only process opens the index without a writer and
+/// sees the projector's commits; `nova projections rebuild search` swaps a new generation in
+/// while both run (the projector process takes it over), and again with the projector stopped
+/// (the command promotes it itself); the API follows each swap and keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_over_jetstream_and_cli_rebuilds() {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    const SECRET: &str = "search-split-secret-search-split-secret-01";
+    let testdb = nova_infra::testing::TestDb::new(Engine::Postgres).await;
+    let nats = nova_infra::testing::PrivateNats::start();
+    let dir = std::env::temp_dir().join(format!("nova-search-split-{}", Uuid::new_v4()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let nova = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nova"));
+        cmd.args(args)
+            .env("NOVA_DATABASE_URL", &testdb.url)
+            .env("NOVA_NATS_URL", nats.url())
+            .env("NOVA_SEARCH_DIR", &dir)
+            .env("NOVA_JWT_SECRET", SECRET)
+            .env("NOVA_LISTEN", format!("127.0.0.1:{port}"))
+            .env("NOVA_ARGON2_MEMORY_KIB", "1024")
+            .env("NOVA_ARGON2_ITERATIONS", "1")
+            .env("NOVA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        cmd
+    };
+    let stop = |name: &str, mut child: Child| {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{name} exited with {status:?}");
+    };
+    let http = reqwest::Client::new();
+    let api = nova(&["serve", "--api-only"]).spawn().unwrap();
+    let relay = nova(&["relay"]).spawn().unwrap();
+    let projector = nova(&["project"]).spawn().unwrap();
+    for _ in 0..300 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = http
+        .post(format!("{base}/v1/users"))
+        .json(&json!({"username": "splitter", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let registered = position(&res);
+    let login: Value = http
+        .post(format!("{base}/v1/sessions"))
+        .json(&json!({"username": "splitter", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    let me = login["user_id"].as_str().unwrap().to_owned();
+    let res = http
+        .get(format!("{base}/v1/users/{me}"))
+        .header("X-Nova-Min-Position", &registered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let post = |content: &'static str| {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        async move {
+            let res = http
+                .post(format!("{base}/v1/posts"))
+                .bearer_auth(&token)
+                .json(&json!({ "content": content }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::CREATED);
+            let pos = position(&res);
+            let id: Uuid = res.json::<Value>().await.unwrap()["post_id"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (id, pos)
+        }
+    };
+    let find = |min: Option<String>| {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        async move {
+            let mut req = http
+                .get(format!("{base}/v1/search?q=separately"))
+                .bearer_auth(&token);
+            if let Some(m) = min {
+                req = req.header("X-Nova-Min-Position", m);
+            }
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let page: Value = res.json().await.unwrap();
+            ids(&page).into_iter().collect::<BTreeSet<Uuid>>()
+        }
+    };
+    let (first, pos) = post("indexed separately, over jetstream").await;
+    assert_eq!(find(Some(pos)).await, BTreeSet::from([first]));
+    let first_generation = generations(&dir);
+
+    // Rebuilt while the projector process runs: it takes the new generation over.
+    let out = nova(&["--json", "projections", "rebuild", "search"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["projection"], "search");
+    let second_generation = generations(&dir);
+    assert_eq!(second_generation.len(), 1, "{second_generation:?}");
+    assert_ne!(second_generation, first_generation);
+    let (second, pos) = post("also separately, after the swap").await;
+    assert_eq!(find(Some(pos)).await, BTreeSet::from([first, second]));
+
+    // Rebuilt with no projector running: the command promotes its generation itself, and the
+    // API process follows it.
+    stop("projector", projector);
+    let (third, _) = post("written separately while no projector runs").await;
+    let out = nova(&["projections", "rebuild", "search"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rebuilt search"));
+    let third_generation = generations(&dir);
+    assert_eq!(third_generation.len(), 1, "{third_generation:?}");
+    assert_ne!(third_generation, second_generation);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = find(None).await;
+        if got == BTreeSet::from([first, second, third]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "API did not follow: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop("api", api);
+    stop("relay", relay);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -21,7 +21,9 @@ use std::time::Duration;
 use nova_event_schemas::post::PostEvent;
 use nova_event_schemas::user::UserEvent;
 use nova_event_schemas::Domain;
-use nova_infra::search::{Positions, SearchError, SearchIndex, INACTIVE, POST, USER};
+use nova_infra::search::{
+    LiveIndex, Positions, SearchError, SearchIndex, SearchRoot, INACTIVE, POST, USER,
+};
 use nova_infra::store::{EventStore, RecordedEvent};
 use sqlx::AnyPool;
 use tantivy::collector::{DocSetCollector, TopDocs};
@@ -31,6 +33,7 @@ use tantivy::{IndexWriter, TantivyDocument, Term};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::rebuild::{Progress, Report};
 use crate::{Checkpoints, EventSource, ProjectionError, StoreTail};
 
 pub const NAME: &str = "search";
@@ -51,6 +54,8 @@ pub struct SearchProjector {
     /// Documents added or removed since the last commit (not visible to the searcher yet),
     /// so that an edit in the same batch as its post's creation finds the post.
     pending: HashMap<Uuid, Option<TantivyDocument>>,
+    /// The generation this projector writes (empty for an index outside a [`SearchRoot`]).
+    generation: String,
 }
 
 impl From<SearchError> for ProjectionError {
@@ -100,6 +105,7 @@ impl SearchProjector {
             positions,
             inactive,
             pending: HashMap::new(),
+            generation: String::new(),
         })
     }
 
@@ -302,10 +308,31 @@ impl SearchProjector {
     }
 }
 
+/// Opens a projector on the generation served now. The writer lock is taken first and
+/// `CURRENT` read again after: a rebuild that promoted its generation while holding the old
+/// one's lock is then seen, and this projector never writes to a generation nobody serves.
+async fn open_current(live: &LiveIndex) -> Result<SearchProjector, ProjectionError> {
+    live.follow()?;
+    let (generation, index) = live.get();
+    let mut projector = tokio::task::spawn_blocking(move || SearchProjector::open(index))
+        .await
+        .map_err(|e| SearchError(format!("projector task failed: {e}")))??;
+    if live.root().current_name()? != generation {
+        return Err(
+            SearchError("the served generation changed while opening; retrying".into()).into(),
+        );
+    }
+    projector.generation = generation;
+    // Generations left by earlier rebuilds (and by processes that raced to create the
+    // first one) go now that this projector owns the served one.
+    live.root().sweep()?;
+    Ok(projector)
+}
+
 /// Applies the next batch of `domain` and commits it. Returns whether anything was applied.
 pub async fn project_once(
     projector: &mut Option<SearchProjector>,
-    index: &SearchIndex,
+    live: &LiveIndex,
     domain: Domain,
     source: &dyn EventSource,
     pool: &AnyPool,
@@ -313,12 +340,7 @@ pub async fn project_once(
 ) -> Result<bool, ProjectionError> {
     let mut state = match projector.take() {
         Some(p) => p,
-        None => {
-            let index = index.clone();
-            tokio::task::spawn_blocking(move || SearchProjector::open(index))
-                .await
-                .map_err(|e| SearchError(format!("projector task failed: {e}")))??
-        }
+        None => open_current(live).await?,
     };
     publish(&state, checkpoints);
     let after = state.positions().of(domain);
@@ -368,12 +390,83 @@ pub async fn mirror(pool: &AnyPool, positions: Positions) -> Result<(), Projecti
     Ok(())
 }
 
-/// Runs the search projector over both its domains until `stop` flips to true. `sources`
-/// gives the event source of each domain (the store tail, or this process's JetStream
-/// consumers).
+/// Applies every event of the store after the projector's positions, batch by batch, and
+/// commits once. `progress` sees each batch.
+async fn fill(
+    mut projector: SearchProjector,
+    store: &EventStore,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<SearchProjector, ProjectionError> {
+    let source = StoreTail::new(store.clone());
+    for &domain in DOMAINS {
+        loop {
+            let after = projector.positions().of(domain);
+            let events = source.next_batch(domain, after, BATCH).await?;
+            if events.is_empty() {
+                break;
+            }
+            projector = tokio::task::spawn_blocking(move || {
+                for event in &events {
+                    projector.apply(event)?;
+                }
+                Ok::<_, ProjectionError>(projector)
+            })
+            .await
+            .map_err(|e| SearchError(format!("search task failed: {e}")))??;
+            progress(Progress {
+                domain,
+                position: projector.positions().of(domain),
+                head: store.head(domain).await?,
+            });
+        }
+    }
+    tokio::task::spawn_blocking(move || {
+        projector.commit()?;
+        Ok::<_, ProjectionError>(projector)
+    })
+    .await
+    .map_err(|e| SearchError(format!("search task failed: {e}")))?
+}
+
+/// Takes over the proposed generation `name`: catches it up from the store (to at least where
+/// the served one stands, since the store's head is never behind it), promotes it, and serves
+/// it in this process. The served generation keeps answering until the promotion.
+async fn take_over(
+    live: &LiveIndex,
+    name: &str,
+    dir: &Path,
+    store: &EventStore,
+) -> Result<SearchProjector, ProjectionError> {
+    let index = SearchIndex::open(dir)?;
+    let projector = tokio::task::spawn_blocking({
+        let index = index.clone();
+        move || SearchProjector::open(index)
+    })
+    .await
+    .map_err(|e| SearchError(format!("projector task failed: {e}")))??;
+    let mut projector = fill(projector, store, &|_| {}).await?;
+    live.root().promote(name)?;
+    live.install(name.to_owned(), index);
+    projector.generation = name.to_owned();
+    live.root().sweep()?;
+    tracing::info!(
+        projection = NAME,
+        generation = name,
+        "search: rebuilt generation now served"
+    );
+    Ok(projector)
+}
+
+/// How long an idle projector waits before it looks for a proposed generation again.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the search projector over both its domains until `stop` flips to true. `source` gives
+/// the events (the store tail, or this process's JetStream consumers); `store` fills a rebuilt
+/// generation before it is taken over.
 pub async fn run(
-    index: SearchIndex,
+    live: LiveIndex,
     source: Arc<dyn EventSource>,
+    store: EventStore,
     pool: AnyPool,
     checkpoints: Checkpoints,
     mut stop: watch::Receiver<bool>,
@@ -386,19 +479,41 @@ pub async fn run(
         }
         let mut progressed = false;
         let mut failed = None;
-        for &domain in DOMAINS {
-            match project_once(
-                &mut projector,
-                &index,
-                domain,
-                &*source,
-                &pool,
-                &checkpoints,
-            )
-            .await
-            {
-                Ok(p) => progressed |= p,
-                Err(e) => failed = Some(e),
+        match live.root().proposed() {
+            Ok(Some((name, dir))) => {
+                // Release the served generation's writer: the one proposed replaces it.
+                projector = None;
+                match take_over(&live, &name, &dir, &store).await {
+                    Ok(p) => {
+                        publish(&p, &checkpoints);
+                        if let Err(e) = mirror(&pool, p.positions()).await {
+                            failed = Some(e);
+                        }
+                        projector = Some(p);
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => failed = Some(e.into()),
+        }
+        // Another process promoted a generation (a rebuild that found no projector running,
+        // racing this one's start): serve and write that one.
+        if let Some(p) = &projector {
+            match live.root().current_name() {
+                Ok(name) if name != p.generation => projector = None,
+                Ok(_) => {}
+                Err(e) => failed = Some(e.into()),
+            }
+        }
+        if failed.is_none() {
+            for &domain in DOMAINS {
+                match project_once(&mut projector, &live, domain, &*source, &pool, &checkpoints)
+                    .await
+                {
+                    Ok(p) => progressed |= p,
+                    Err(e) => failed = Some(e),
+                }
             }
         }
         if let Some(e) = failed {
@@ -416,15 +531,16 @@ pub async fn run(
             tokio::select! {
                 _ = source.wait_for_more(Domain::User, seen(Domain::User)) => {}
                 _ = source.wait_for_more(Domain::Post, seen(Domain::Post)) => {}
+                _ = tokio::time::sleep(LOOK_EVERY) => {}
                 _ = stop.changed() => {}
             }
         }
     }
 }
 
-/// Catches the index up to the head of both domains from the store (tests, rebuilds).
+/// Catches the served generation up to the head of both domains from the store (tests).
 pub async fn catch_up(
-    index: &SearchIndex,
+    live: &LiveIndex,
     store: &EventStore,
     pool: &AnyPool,
     checkpoints: &Checkpoints,
@@ -432,38 +548,95 @@ pub async fn catch_up(
     let source = StoreTail::new(store.clone());
     let mut projector = None;
     for &domain in DOMAINS {
-        while project_once(&mut projector, index, domain, &source, pool, checkpoints).await? {}
+        while project_once(&mut projector, live, domain, &source, pool, checkpoints).await? {}
     }
     Ok(())
 }
 
 /// Builds a fresh index of the store's events in `dir` (which must not hold an index yet) and
-/// returns its positions. The live index is not touched: a rebuild beside it, compared or
-/// swapped in by the caller while the live projector is stopped (ADR 0013).
+/// returns its positions. Nothing served is touched.
 pub async fn rebuild_into(dir: &Path, store: &EventStore) -> Result<Positions, ProjectionError> {
     let index = SearchIndex::open(dir)?;
-    let source = StoreTail::new(store.clone());
-    let mut projector = tokio::task::spawn_blocking({
-        let index = index.clone();
-        move || SearchProjector::open(index)
-    })
-    .await
-    .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
-    for &domain in DOMAINS {
-        loop {
-            let after = projector.positions().of(domain);
-            let events = source.next_batch(domain, after, BATCH).await?;
-            if events.is_empty() {
-                break;
-            }
-            for event in &events {
-                projector.apply(event)?;
-            }
-        }
-    }
-    let positions = projector.positions();
-    tokio::task::spawn_blocking(move || projector.commit())
+    let projector = tokio::task::spawn_blocking(move || SearchProjector::open(index))
         .await
         .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
-    Ok(positions)
+    Ok(fill(projector, store, &|_| {}).await?.positions())
+}
+
+/// How long a rebuild waits for the live projector to take its generation over.
+pub const TAKE_OVER_WAIT: Duration = Duration::from_secs(120);
+
+/// Zero-downtime rebuild of the index under `root` (ADR 0013): a new generation is built from
+/// the store beside the served one, which keeps answering; then it is proposed. A live
+/// projector (this process's or another's on this host) takes it over — catches it up,
+/// promotes it, serves it — and this call waits for that. When no projector holds the served
+/// generation, the rebuild promotes its generation itself, under that generation's writer
+/// lock, so a projector starting meanwhile opens the new one.
+pub async fn rebuild(
+    root: &SearchRoot,
+    store: &EventStore,
+    pool: &AnyPool,
+    progress: impl Fn(Progress) + Sync,
+) -> Result<Report, ProjectionError> {
+    let started = std::time::Instant::now();
+    let dir = root.start_build()?;
+    let index = SearchIndex::open(&dir)?;
+    let projector = tokio::task::spawn_blocking(move || SearchProjector::open(index))
+        .await
+        .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
+    // Dropping the projector releases the new generation's writer for whoever takes it over.
+    drop(fill(projector, store, &progress).await?);
+    let name = root.propose(&dir)?;
+
+    let served = SearchIndex::open(&root.current()?)?;
+    let lock = served
+        .index()
+        .writer_with_num_threads::<TantivyDocument>(1, 15_000_000);
+    let positions = match lock {
+        Ok(served_writer) => {
+            // No projector runs: finish the take-over here, holding the served writer lock.
+            let index = SearchIndex::open(&root.dir().join(&name))?;
+            let projector = tokio::task::spawn_blocking(move || SearchProjector::open(index))
+                .await
+                .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
+            let projector = fill(projector, store, &progress).await?;
+            root.promote(&name)?;
+            drop(served_writer);
+            root.sweep()?;
+            mirror(pool, projector.positions()).await?;
+            projector.positions()
+        }
+        Err(tantivy::TantivyError::LockFailure(..)) => {
+            let deadline = std::time::Instant::now() + TAKE_OVER_WAIT;
+            loop {
+                if root.current_name()? == name {
+                    break;
+                }
+                if root.proposed()?.map(|(n, _)| n) != Some(name.clone()) {
+                    return Err(SearchError(format!(
+                        "generation {name} was withdrawn: another rebuild proposed a newer one"
+                    ))
+                    .into());
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(SearchError(format!(
+                        "the live projector did not take generation {name} over within {}s; \
+                         it stays proposed and is taken over when the projector next runs",
+                        TAKE_OVER_WAIT.as_secs()
+                    ))
+                    .into());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let served = SearchIndex::open(&root.dir().join(&name))?;
+            served.positions()?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Report {
+        projection: NAME.to_owned(),
+        positions: DOMAINS.iter().map(|&d| (d, positions.of(d))).collect(),
+        resumed: false,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

@@ -49,7 +49,7 @@ pub struct AppState {
     pub experiments: ExperimentCommands,
     pub checkpoints: Checkpoints,
     /// The search index (read side; in `nova serve` the projector writes the same index).
-    pub search: nova_infra::search::SearchIndex,
+    pub search: nova_infra::search::LiveIndex,
     /// Set when `NOVA_NATS_URL` is configured.
     pub nats: Option<async_nats::Client>,
     pub rebuilds: ops::Rebuilds,

@@ -121,8 +121,15 @@ async fn rebuild(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<RebuildStarted>), AppError> {
     actor.require_admin()?;
-    let live =
-        nova_projections::rebuild::find(&name).map_err(|_| AppError::not_found("projection"))?;
+    // The search index is not SQL: it rebuilds as a new generation beside the served one.
+    let live = if name == nova_projections::search::NAME {
+        None
+    } else {
+        Some(
+            nova_projections::rebuild::find(&name)
+                .map_err(|_| AppError::not_found("projection"))?,
+        )
+    };
     {
         let mut map = state.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
         if map.get(&name).is_some_and(|r| r.state == "running") {
@@ -159,14 +166,26 @@ async fn rebuild(
                 }
             }
         };
-        let result = nova_projections::rebuild::rebuild(
-            live,
-            &state.db.store,
-            &state.db.any,
-            &state.checkpoints,
-            progress,
-        )
-        .await;
+        let result = match live {
+            Some(live) => {
+                nova_projections::rebuild::rebuild(
+                    live,
+                    &state.db.store,
+                    &state.db.any,
+                    &state.checkpoints,
+                    progress,
+                )
+                .await
+            }
+            None => nova_projections::search::rebuild(
+                state.search.root(),
+                &state.db.store,
+                &state.db.any,
+                progress,
+            )
+            .await
+            .map_err(Into::into),
+        };
         let mut map = rebuilds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = map.get_mut(&key) {
             match result {

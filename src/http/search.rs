@@ -166,7 +166,7 @@ async fn find(
         .await?
         .into_iter()
         .collect();
-    let index = state.search.clone();
+    let index = state.search.index();
     let found = tokio::task::spawn_blocking(move || search::search(&index, &req, &hidden))
         .await
         .map_err(AppError::unavailable)?

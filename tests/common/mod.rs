@@ -30,6 +30,8 @@ pub struct TestApp {
     pub db: Database,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// The search index directory, removed with the app.
+    search_dir: std::path::PathBuf,
     // Dropped last: removes the database.
     _testdb: TestDb,
 }
@@ -112,6 +114,7 @@ pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settin
         idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
     };
     configure(&mut settings);
+    let search_dir = settings.search_dir.clone();
     let app = Application::build(settings)
         .await
         .expect("application starts");
@@ -134,6 +137,7 @@ pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settin
         db,
         shutdown: Some(tx),
         server: Some(server),
+        search_dir,
         _testdb: testdb,
     }
 }
@@ -242,6 +246,8 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        // Nothing left behind in the temp dir (best effort: a projector may still be closing).
+        let _ = std::fs::remove_dir_all(&self.search_dir);
     }
 }
 
