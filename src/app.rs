@@ -127,13 +127,17 @@ impl Application {
             )));
             if s.components.relay {
                 for domain in Domain::ALL {
-                    let relay = Relay::new(
+                    let mut relay = Relay::new(
                         db.store.clone(),
                         js.clone(),
                         s.nats_names.clone(),
                         db.any.clone(),
                         domain,
                     );
+                    if let Some(pg) = db.pg_pool() {
+                        // Failover in well under a second (ADR 0005).
+                        relay = relay.with_session_lock(pg.clone());
+                    }
                     tasks.push(tokio::spawn(after_streams(
                         ready_rx.clone(),
                         relay.run(stop_rx.clone()),

@@ -492,3 +492,113 @@ async fn created_posts(db: &Database) -> HashMap<usize, usize> {
     }
     out
 }
+
+/// Relay failover: two `nova relay` processes on one PostgreSQL; the one that publishes is
+/// killed with SIGKILL and the standby publishes the next event within a second or so (the
+/// leader's session lock goes with its connection; the old design waited out a 10 s lease).
+/// The figure is printed; the assertion only separates the two designs with room for a loaded
+/// machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_failover_after_kill_dash_nine() {
+    use nova_event_schemas::post::{PostCreated, PostEvent};
+    use nova_event_schemas::EventMetadata;
+    use std::time::Instant;
+
+    let testdb = TestDb::postgres().await;
+    let nats = PrivateNats::start();
+    let db = Database::connect(&testdb.url).await.unwrap();
+    db.migrate().await.unwrap();
+    let relay = || {
+        Command::new(env!("CARGO_BIN_EXE_nova"))
+            .arg("relay")
+            .env("NOVA_DATABASE_URL", &testdb.url)
+            .env("NOVA_NATS_URL", nats.url())
+            .env("NOVA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nova relay starts")
+    };
+    let append = |n: usize| {
+        let db = db.clone();
+        async move {
+            let post_id = Uuid::now_v7();
+            db.store
+                .append(
+                    vec![(
+                        post_id,
+                        "post",
+                        0,
+                        vec![PostEvent::Created(PostCreated {
+                            post_id,
+                            author_id: Uuid::now_v7(),
+                            content: format!("failover {n}"),
+                            media_urls: vec![],
+                            mentions: vec![],
+                            created_at: chrono::Utc::now(),
+                        })],
+                    )],
+                    EventMetadata::default(),
+                )
+                .await
+                .unwrap()
+                .last_position
+        }
+    };
+    let owner = |db: Database| async move {
+        let row: Option<(Option<String>, i64)> =
+            sqlx::query_as("SELECT owner, position FROM relay_checkpoints WHERE domain = 'post'")
+                .fetch_optional(&db.any)
+                .await
+                .unwrap();
+        row.unwrap_or((None, 0))
+    };
+    let published = |position: i64, within: Duration| {
+        let db = db.clone();
+        async move {
+            let deadline = Instant::now() + within;
+            loop {
+                let (_, at) = owner(db.clone()).await;
+                if at >= position {
+                    return Instant::now();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "position {position} never published"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    let mut first = relay();
+    let pos = append(0).await;
+    published(pos, Duration::from_secs(30)).await;
+    let (leader, _) = owner(db.clone()).await;
+    // The standby starts after the leader holds the lock; it asks for it in a loop.
+    let mut standby = relay();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pos = append(1).await;
+    published(pos, Duration::from_secs(10)).await;
+    assert_eq!(
+        owner(db.clone()).await.0,
+        leader,
+        "the standby stayed standby"
+    );
+
+    first.kill().expect("SIGKILL");
+    let killed = Instant::now();
+    first.wait().unwrap();
+    let pos = append(2).await;
+    let at = published(pos, Duration::from_secs(30)).await;
+    let failover = at - killed;
+    println!("relay failover: kill -9 to next publish {failover:?}");
+    assert_ne!(owner(db.clone()).await.0, leader, "the standby took over");
+    assert!(
+        failover < Duration::from_secs(5),
+        "failover took {failover:?}"
+    );
+    standby.kill().expect("SIGKILL");
+    standby.wait().unwrap();
+    db.close().await;
+}

@@ -8,9 +8,14 @@
 //!   crash or an outage re-sends from the first unconfirmed event. A re-send within the
 //!   duplicate window is dropped by JetStream (`Nats-Msg-Id` = event id); after it, consumers
 //!   drop it (position at or below their checkpoint) — the relay does not rely on the window.
-//! - One relay per domain is active at a time, by a lease in `relay_checkpoints`; a paused
-//!   leader that wakes up after losing its lease at worst publishes duplicates, which
-//!   consumers handle anyway.
+//! - One relay per domain is active at a time. On PostgreSQL ([`Relay::with_session_lock`]) the
+//!   leader holds a session-level advisory lock on a connection of its own: when its process
+//!   dies the connection drops and PostgreSQL releases the lock at once, so a standby (trying
+//!   every [`STANDBY_POLL`]) takes over in well under a second; the leader checks its
+//!   connection before publishing whenever [`LOCK_CHECK`] has passed, and stops when it is gone.
+//!   Elsewhere (SQLite) a lease row in `relay_checkpoints` renewed at half-life. Either way a
+//!   leader that lost its place and publishes once more at worst sends duplicates, which
+//!   consumers handle anyway; and `save` names the owner, so it cannot move the checkpoint.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +35,13 @@ use crate::store::{EventStore, ReadFilter, RecordedEvent, StoreError};
 /// Events published per round (all in flight at once).
 pub const BATCH: i64 = 1024;
 const LEASE_MS: i64 = 10_000;
+/// How often a standby asks for the session lock of a domain (PostgreSQL).
+pub const STANDBY_POLL: Duration = Duration::from_millis(200);
+/// How long a leader publishes on its session lock without checking that its connection (and
+/// so the lock) is still there.
+pub const LOCK_CHECK: Duration = Duration::from_millis(250);
+/// A lock check that takes longer than this counts as a lost connection.
+const LOCK_CHECK_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Longest time a busy relay goes without writing its durable checkpoint.
 const SAVE_EVERY_MS: i64 = 100;
 
@@ -58,12 +70,39 @@ pub struct Relay {
     domain: Domain,
     names: Names,
     owner: String,
+    /// How this relay knows it leads its domain.
+    leadership: Leadership,
     /// Until when (ms) this relay's lease is known to hold; renewed at half-life.
     lease_until: AtomicI64,
     last_save: AtomicI64,
     /// (after position, events) read ahead during the previous round.
     prefetched: std::sync::Mutex<Option<(i64, Vec<RecordedEvent>)>>,
     pub stats: Arc<RelayStats>,
+}
+
+/// How a relay becomes and stays its domain's only publisher.
+enum Leadership {
+    /// A lease row in `relay_checkpoints`, renewed at half-life (any engine).
+    Lease,
+    /// A session-level advisory lock on a connection of its own (PostgreSQL).
+    SessionLock {
+        pool: sqlx::PgPool,
+        session: tokio::sync::Mutex<Option<Session>>,
+    },
+}
+
+/// The dedicated connection of a relay on the session lock, and whether it holds the lock.
+struct Session {
+    conn: sqlx::PgConnection,
+    held: bool,
+    checked: std::time::Instant,
+}
+
+/// The advisory lock key of a domain's relay: a prefix ("nvrl") and the domain's index (the
+/// append locks use another prefix).
+pub fn relay_lock_key(domain: Domain) -> i64 {
+    let idx = Domain::ALL.iter().position(|d| *d == domain).unwrap_or(0) as i64;
+    0x6e76_726c_0000_0000 + idx
 }
 
 /// What one round did.
@@ -90,11 +129,94 @@ impl Relay {
             domain,
             names,
             owner: Uuid::new_v4().to_string(),
+            leadership: Leadership::Lease,
             lease_until: AtomicI64::new(0),
             prefetched: std::sync::Mutex::new(None),
             last_save: AtomicI64::new(0),
             stats: Arc::default(),
         }
+    }
+
+    /// Leads by a session-level advisory lock on a connection of its own, made with `pool`'s
+    /// settings (outside the pool, so the pool never hands it to anyone else): the lock goes the
+    /// moment this process's connection does.
+    pub fn with_session_lock(mut self, pool: sqlx::PgPool) -> Self {
+        self.leadership = Leadership::SessionLock {
+            pool,
+            session: tokio::sync::Mutex::new(None),
+        };
+        self
+    }
+
+    /// Whether this relay holds its domain's session lock now (asking for it if it does not,
+    /// checking the connection if the last check is older than [`LOCK_CHECK`]). On taking it,
+    /// the relay becomes the owner of the checkpoint row, so a former leader's `save` fails.
+    async fn session_checkpoint(
+        &self,
+        pool: &sqlx::PgPool,
+        session: &tokio::sync::Mutex<Option<Session>>,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        use sqlx::Connection;
+        let mut guard = session.lock().await;
+        if guard.is_none() {
+            let conn = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
+            *guard = Some(Session {
+                conn,
+                held: false,
+                checked: std::time::Instant::now(),
+            });
+        }
+        let Some(s) = guard.as_mut() else {
+            return Ok(None);
+        };
+        if s.held {
+            if s.checked.elapsed() < LOCK_CHECK {
+                return Ok(Some(self.stats.checkpoint.load(Ordering::Relaxed)));
+            }
+            let alive = tokio::time::timeout(LOCK_CHECK_TIMEOUT, s.conn.ping()).await;
+            if matches!(alive, Ok(Ok(()))) {
+                s.checked = std::time::Instant::now();
+                return Ok(Some(self.stats.checkpoint.load(Ordering::Relaxed)));
+            }
+            // The connection (and with it the lock) is gone: step down, start over.
+            tracing::warn!(domain = %self.domain, "relay lost its session lock; standing by");
+            *guard = None;
+            return Ok(None);
+        }
+        let got: Result<bool, sqlx::Error> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(relay_lock_key(self.domain))
+            .fetch_one(&mut s.conn)
+            .await;
+        match got {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => {
+                *guard = None;
+                return Err(e);
+            }
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        sqlx::query(
+            "INSERT INTO relay_checkpoints (domain, position, updated_at, owner, lease_until) \
+             VALUES ($1, 0, $2, NULL, 0) ON CONFLICT (domain) DO NOTHING",
+        )
+        .bind(self.domain.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let (position,): (i64,) = sqlx::query_as(
+            "UPDATE relay_checkpoints SET owner = $2, lease_until = 0 WHERE domain = $1 \
+             RETURNING position",
+        )
+        .bind(self.domain.as_str())
+        .bind(&self.owner)
+        .fetch_one(&self.pool)
+        .await?;
+        s.held = true;
+        s.checked = std::time::Instant::now();
+        self.stats.checkpoint.store(position, Ordering::Relaxed);
+        tracing::info!(domain = %self.domain, position, "relay took its domain's session lock");
+        Ok(Some(position))
     }
 
     /// The last position JetStream acknowledged.
@@ -147,6 +269,10 @@ impl Relay {
         if saved == 0 {
             // Someone else holds the lease now; ask again next round.
             self.lease_until.store(0, Ordering::Relaxed);
+            if let Leadership::SessionLock { session, .. } = &self.leadership {
+                // Another relay took the row: whatever this connection believes, step down.
+                *session.lock().await = None;
+            }
         }
         self.stats.checkpoint.store(position, Ordering::Relaxed);
         Ok(())
@@ -168,6 +294,9 @@ impl Relay {
     /// This relay's checkpoint if it leads: from memory while the lease is fresh, else by
     /// taking or renewing the lease in the database.
     async fn leading_checkpoint(&self) -> Result<Option<i64>, sqlx::Error> {
+        if let Leadership::SessionLock { pool, session } = &self.leadership {
+            return self.session_checkpoint(pool, session).await;
+        }
         let now = chrono::Utc::now().timestamp_millis();
         if self.lease_until.load(Ordering::Relaxed) - LEASE_MS / 2 > now {
             return Ok(Some(self.stats.checkpoint.load(Ordering::Relaxed)));
@@ -328,7 +457,10 @@ impl Relay {
                     // Another process publishes; this one's view of the backlog is stale.
                     metrics::gauge!("nova_relay_backlog_events", "domain" => self.domain.as_str())
                         .set(0.0);
-                    Some(Duration::from_millis(LEASE_MS as u64 / 2))
+                    Some(match self.leadership {
+                        Leadership::Lease => Duration::from_millis(LEASE_MS as u64 / 2),
+                        Leadership::SessionLock { .. } => STANDBY_POLL,
+                    })
                 }
                 Err(e) => {
                     tracing::warn!(domain = %self.domain, error = %e, "relay round failed");
