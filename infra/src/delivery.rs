@@ -164,21 +164,31 @@ impl JetStreamSource {
             .map_err(|e| e.to_string())?;
         let name = self.durable_name(domain);
         // Always "deliver all": the projector's own checkpoint decides what is new, so a
-        // changed start position never matters (get_or_create ignores config changes).
-        let c = stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    max_ack_pending: MAX_ACK_PENDING,
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ..Default::default()
-                },
-            )
+        // changed start position never matters.
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_ack_pending: MAX_ACK_PENDING,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        };
+        let mut c = stream
+            .get_or_create_consumer(&name, config.clone())
             .await
             .map_err(|e| e.to_string())?;
+        // `get_or_create` hands back an existing consumer as it is: settings changed since it
+        // was made (redelivery delay, messages in flight) are applied here, by a create with
+        // the same durable name, which the server treats as an update of the editable fields.
+        let have = &c.cached_info().config;
+        if have.ack_wait != config.ack_wait || have.max_ack_pending != config.max_ack_pending {
+            tracing::info!(consumer = %name, ack_wait = ?config.ack_wait,
+                max_ack_pending = config.max_ack_pending, "updating consumer settings");
+            c = stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         consumers.insert(domain, c.clone());
         Ok(c)
     }

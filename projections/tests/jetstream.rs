@@ -27,6 +27,7 @@ on_both_backends!(
     two_hundred_events_arrive_in_version_order_despite_relay_restarts,
     crash_between_commit_and_ack_applies_nothing_twice,
     out_of_order_and_missing_messages_are_applied_in_order,
+    changed_consumer_settings_are_applied,
 );
 
 fn ev() -> UserEvent {
@@ -434,4 +435,44 @@ async fn out_of_order_and_missing_messages_are_applied_in_order(engine: Engine) 
     assert_eq!(versions, vec![1, 2, 3, 4, 5]);
     nats.cleanup().await;
     db.close().await;
+}
+
+/// A durable consumer made earlier with other settings gets the source's redelivery delay and
+/// in-flight bound (`get_or_create_consumer` alone would keep the old ones).
+async fn changed_consumer_settings_are_applied(engine: Engine) {
+    let (_t, db, nats) = setup(engine).await;
+    let projection = format!("settings_{}", Uuid::new_v4().simple());
+    let stream = nats
+        .js
+        .get_stream(nats.names.stream(Domain::User))
+        .await
+        .unwrap();
+    let name = format!("{projection}_user");
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ack_wait = Duration::from_secs(3);
+    let source = JetStreamSource::with_ack_wait(
+        nats.js.clone(),
+        nats.names.clone(),
+        db.store.clone(),
+        &projection,
+        ack_wait,
+    );
+    source.next_batch(Domain::User, 0, 10).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(&name).await.unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.config.ack_wait, ack_wait);
+    assert_eq!(
+        info.config.max_ack_pending,
+        nova_infra::delivery::MAX_ACK_PENDING
+    );
 }
