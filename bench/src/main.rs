@@ -23,9 +23,11 @@ mod append;
 mod experiment;
 mod feed;
 mod harness;
+mod http;
 mod project;
 mod relay;
 mod search;
+mod server;
 mod stats;
 mod target;
 mod workload;
@@ -64,6 +66,10 @@ enum Scenario {
     /// Experiments over HTTP: assignment reads/s vs `GET /healthz` at the same concurrency;
     /// results read p99 at 1,000,000 exposures vs `GET /healthz` p99.
     Experiment(experiment::Args),
+    /// The real server under a mix of posts, likes, follows, feed and notification reads at N
+    /// connections: req/s and p50/p99 per route beside `GET /healthz` at the same concurrency,
+    /// and commit-to-visible lag under that load.
+    Http(http::Args),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +93,7 @@ fn main() -> ExitCode {
                 Scenario::Feed(args) => feed::run(args).await,
                 Scenario::Search(args) => search::run(args).await,
                 Scenario::Experiment(args) => experiment::run(args).await,
+                Scenario::Http(args) => http::run(args).await,
             }
         };
         tokio::select! {
