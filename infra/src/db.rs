@@ -56,6 +56,39 @@ pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a connection waiting for SQLite's write lock tries again.
+const BUSY_POLL: Duration = Duration::from_micros(500);
+
+/// SQLite's busy handler for the store's connections: try again every [`BUSY_POLL`] for up to
+/// [`SQLITE_BUSY_TIMEOUT`]. SQLite's own (`busy_timeout`) backs off to sleeps of 100 ms, so
+/// an append that waits behind a projector's transaction once or twice is answered 100–400 ms
+/// late — the tail of writes on the embedded engine (`nova-bench http`).
+extern "C" fn poll_busy(_: *mut std::ffi::c_void, attempts: std::ffi::c_int) -> std::ffi::c_int {
+    let limit = (SQLITE_BUSY_TIMEOUT.as_micros() / BUSY_POLL.as_micros()) as std::ffi::c_int;
+    if attempts >= limit {
+        return 0;
+    }
+    std::thread::sleep(BUSY_POLL);
+    1
+}
+
+async fn fine_busy_handler(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let raw = handle.as_raw_handle();
+    // SAFETY: `raw` is the open connection's handle, valid while `handle` is held; the handler
+    // is a plain function with no state (null user data), and it runs on the connection's own
+    // worker thread, where blocking is what SQLite's default handler does too.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_busy_handler(raw.as_ptr(), Some(poll_busy), std::ptr::null_mut())
+    };
+    if rc != libsqlite3_sys::SQLITE_OK {
+        return Err(sqlx::Error::Protocol(format!(
+            "sqlite3_busy_handler failed: {rc}"
+        )));
+    }
+    Ok(())
+}
+
 impl Database {
     /// Connects without migrating.
     pub async fn connect(url: &str) -> Result<Database, DbError> {
@@ -93,6 +126,7 @@ impl Database {
             }
             let native = SqlitePoolOptions::new()
                 .max_connections(8)
+                .after_connect(|conn, _| Box::pin(async move { fine_busy_handler(conn).await }))
                 .connect_with(opts)
                 .await?;
             let any = AnyPoolOptions::new()
