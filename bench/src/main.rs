@@ -21,6 +21,7 @@
 
 mod append;
 mod experiment;
+mod export;
 mod feed;
 mod harness;
 mod project;
@@ -64,6 +65,9 @@ enum Scenario {
     /// Experiments over HTTP: assignment reads/s vs `GET /healthz` at the same concurrency;
     /// results read p99 at 1,000,000 exposures vs `GET /healthz` p99.
     Experiment(experiment::Args),
+    /// Event export: NDJSON `GET /v1/events` events/s vs a raw `SELECT` of the same rows, and
+    /// the peak RSS growth while streaming 1,000,000 events (memory stays flat).
+    Export(export::Args),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
                 Scenario::Feed(args) => feed::run(args).await,
                 Scenario::Search(args) => search::run(args).await,
                 Scenario::Experiment(args) => experiment::run(args).await,
+                Scenario::Export(args) => export::run(args).await,
             }
         };
         tokio::select! {
