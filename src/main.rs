@@ -265,11 +265,8 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 cli.db.json,
                 format!("building {name} as of {}", nova_infra::readmodel::ts(as_of)),
             );
-            let report = nova_projections::as_of::build(live, &db.store, &db.any, as_of, |p| {
-                bar.set_length(p.head.max(0) as u64);
-                bar.set_position(p.position.max(0) as u64);
-            })
-            .await;
+            let report =
+                nova_projections::as_of::build(live, &db.store, &db.any, as_of, draw(&bar)).await;
             bar.finish_and_clear();
             db.close().await;
             let report = report?;
@@ -347,12 +344,14 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             db.migrate().await?;
             let bar = rebuild_bar(cli.db.json, format!("rebuilding {name}"));
             let checkpoints = nova_projections::Checkpoints::default();
-            let report =
-                nova_projections::rebuild::rebuild(live, &db.store, &db.any, &checkpoints, |p| {
-                    bar.set_length(p.head.max(0) as u64);
-                    bar.set_position(p.position.max(0) as u64);
-                })
-                .await;
+            let report = nova_projections::rebuild::rebuild(
+                live,
+                &db.store,
+                &db.any,
+                &checkpoints,
+                draw(&bar),
+            )
+            .await;
             bar.finish_and_clear();
             db.close().await;
             let report = report?;
@@ -475,6 +474,14 @@ fn positions_text(positions: &[(nova_event_schemas::Domain, i64)]) -> String {
         .map(|(d, p)| format!("{d}:{p}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Draws a rebuild's progress on its bar.
+fn draw(bar: &indicatif::ProgressBar) -> impl Fn(nova_projections::rebuild::Progress) + '_ {
+    |p| {
+        bar.set_length(p.head.max(0) as u64);
+        bar.set_position(p.position.max(0) as u64);
+    }
 }
 
 /// The progress bar of a rebuild (hidden with `--json`).

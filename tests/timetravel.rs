@@ -14,7 +14,7 @@ use nova_aggregates::{follow, post, user};
 use nova_event_schemas::{Domain, DomainEvent};
 use nova_infra::db::Engine;
 use nova_projections::as_of::{self, Which};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{AnyPool, Column, Row};
 use uuid::Uuid;
@@ -87,6 +87,51 @@ async fn exported(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
     }
 }
 
+/// `method path` with a bearer token and a JSON body.
+async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> reqwest::Response {
+    app.client
+        .request(method, app.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// [`send`], which must succeed.
+async fn ok(app: &TestApp, method: Method, path: String, token: &str, body: Value) {
+    let res = send(app, method.clone(), &path, token, body).await;
+    assert!(
+        res.status().is_success(),
+        "{method} {path}: {}",
+        res.status()
+    );
+}
+
+/// Creates a post; answers its id.
+async fn new_post(app: &TestApp, token: &str, content: &str) -> Uuid {
+    let res = send(
+        app,
+        Method::POST,
+        "/v1/posts",
+        token,
+        json!({ "content": content }),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    res.json::<Value>().await.unwrap()["post_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 async fn state(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
     app.get(path).bearer_auth(token).send().await.unwrap()
 }
@@ -117,84 +162,79 @@ async fn state_at_every_version_equals_the_fold_of_its_events(engine: Engine) {
     let boss = analyst(&app, "boss", nova_event_schemas::user::Role::Admin).await;
 
     // A post's life: created, edited twice, commented on, liked, bookmarked, shared.
-    let res = app
-        .post("/v1/posts")
-        .bearer_auth(&bob_token)
-        .json(&json!({"content": "first words"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let post_id: Uuid = res.json::<Value>().await.unwrap()["post_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let post_id = new_post(&app, &bob_token, "first words").await;
+    let post_path = format!("/v1/posts/{post_id}");
     let edit = |content: &'static str| {
-        app.patch(&format!("/v1/posts/{post_id}"))
-            .bearer_auth(&bob_token)
-            .json(&json!({ "content": content }))
-            .send()
+        send(
+            &app,
+            Method::PATCH,
+            &post_path,
+            &bob_token,
+            json!({ "content": content }),
+        )
     };
-    assert_eq!(edit("second words").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(edit("second words").await.status(), StatusCode::OK);
     let between_edits = between().await;
-    assert_eq!(edit("third words").await.unwrap().status(), StatusCode::OK);
-    let res = app
-        .post(&format!("/v1/posts/{post_id}/comments"))
-        .bearer_auth(&carl_token)
-        .json(&json!({"content": "nice"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    for (method, path) in [
-        ("PUT", format!("/v1/posts/{post_id}/like")),
-        ("PUT", format!("/v1/posts/{post_id}/bookmark")),
-        ("POST", format!("/v1/posts/{post_id}/shares")),
-        ("PUT", format!("/v1/users/{bob}/follow")),
-        ("DELETE", format!("/v1/users/{bob}/follow")),
+    assert_eq!(edit("third words").await.status(), StatusCode::OK);
+    // Then Carl's reactions and follow; Bob's profile, refresh and password change.
+    for (method, path, token, body) in [
+        (
+            Method::POST,
+            format!("/v1/posts/{post_id}/comments"),
+            &carl_token,
+            json!({"content": "nice"}),
+        ),
+        (
+            Method::PUT,
+            format!("{post_path}/like"),
+            &carl_token,
+            json!({}),
+        ),
+        (
+            Method::PUT,
+            format!("{post_path}/bookmark"),
+            &carl_token,
+            json!({}),
+        ),
+        (
+            Method::POST,
+            format!("{post_path}/shares"),
+            &carl_token,
+            json!({}),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/users/{bob}/follow"),
+            &carl_token,
+            json!({}),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/users/{bob}/follow"),
+            &carl_token,
+            json!({}),
+        ),
+        (
+            Method::PATCH,
+            "/v1/users/me".to_owned(),
+            &bob_token,
+            json!({"display_name": "Bobby", "status": "here"}),
+        ),
+        (
+            Method::POST,
+            "/v1/sessions/refresh".to_owned(),
+            &bob_token,
+            json!({"refresh_token": bob_refresh}),
+        ),
+        (
+            Method::POST,
+            "/v1/users/me/password".to_owned(),
+            &bob_token,
+            json!({"current_password": PASSWORD, "new_password": "another long password"}),
+        ),
     ] {
-        let req = match method {
-            "PUT" => app.client.put(app.url(&path)),
-            "DELETE" => app.delete(&path),
-            _ => app.post(&path),
-        };
-        let res = req
-            .bearer_auth(&carl_token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            res.status().is_success(),
-            "{method} {path}: {}",
-            res.status()
-        );
+        ok(&app, method, path, token, body).await;
     }
-    // Bob's account: profile, refresh, password change.
-    let res = app
-        .patch("/v1/users/me")
-        .bearer_auth(&bob_token)
-        .json(&json!({"display_name": "Bobby", "status": "here"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let res = app
-        .post("/v1/sessions/refresh")
-        .json(&json!({"refresh_token": bob_refresh}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let res = app
-        .post("/v1/users/me/password")
-        .bearer_auth(&bob_token)
-        .json(&json!({"current_password": PASSWORD, "new_password": "another long password"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success());
 
     // Every aggregate of three domains, at every version: the state equals folding the
     // exported events up to that version.
@@ -410,25 +450,17 @@ async fn state_at_every_version_equals_the_fold_of_its_events(engine: Engine) {
     expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
 
     // The command line answers the same.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nova"))
-        .env("NOVA_DATABASE_URL", &app.db_url)
-        .env_remove("NOVA_NATS_URL")
-        .args([
-            "--json",
-            "aggregates",
-            "state",
-            "post",
-            &post_id.to_string(),
-        ])
-        .args(["--as-of", &between_edits.to_rfc3339()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let at = between_edits.to_rfc3339();
+    let cli = app.cli_json(&["aggregates", "state", "post", &post_id.to_string()]);
+    assert_eq!(cli["state"], now["state"]);
+    let cli = app.cli_json(&[
+        "aggregates",
+        "state",
+        "post",
+        &post_id.to_string(),
+        "--as-of",
+        &at,
+    ]);
     assert_eq!(cli["version"], 2);
     assert_eq!(cli["state"], mid["state"]);
     app.stop().await;
@@ -515,91 +547,65 @@ async fn as_of_copy_equals_the_view_at_that_instant(engine: Engine) {
     for name in ["ann", "ben", "cat"] {
         users.push(app.user(name).await);
     }
-    let put = |path: String, token: String| {
-        let req = app.client.put(app.url(&path));
-        async move {
-            let res = req
-                .bearer_auth(token)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap();
-            assert!(res.status().is_success(), "PUT {path}: {}", res.status());
-        }
-    };
-    let new_post = |token: String, text: String| {
-        let req = app.post("/v1/posts");
-        async move {
-            let res = req
-                .bearer_auth(token)
-                .json(&json!({ "content": text }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), StatusCode::CREATED);
-            res.json::<Value>().await.unwrap()["post_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
     // Before the instant: follows, posts with a mention, likes, a comment, a bookmark.
     let (ann, ann_t, _) = users[0].clone();
     let (ben, ben_t, _) = users[1].clone();
     let (_, cat_t, _) = users[2].clone();
-    put(format!("/v1/users/{ann}/follow"), ben_t.clone()).await;
-    put(format!("/v1/users/{ann}/follow"), cat_t.clone()).await;
-    put(format!("/v1/users/{ben}/follow"), ann_t.clone()).await;
-    let p1 = new_post(ann_t.clone(), "hello @ben".into()).await;
-    let p2 = new_post(ben_t.clone(), "ben's first".into()).await;
-    put(format!("/v1/posts/{p1}/like"), ben_t.clone()).await;
-    put(format!("/v1/posts/{p1}/bookmark"), cat_t.clone()).await;
-    let res = app
-        .post(&format!("/v1/posts/{p2}/comments"))
-        .bearer_auth(&ann_t)
-        .json(&json!({"content": "welcome"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
+    let p1 = new_post(&app, &ann_t, "hello @ben").await;
+    let p2 = new_post(&app, &ben_t, "ben's first").await;
+    for (path, token) in [
+        (format!("/v1/users/{ann}/follow"), &ben_t),
+        (format!("/v1/users/{ann}/follow"), &cat_t),
+        (format!("/v1/users/{ben}/follow"), &ann_t),
+        (format!("/v1/posts/{p1}/like"), &ben_t),
+        (format!("/v1/posts/{p1}/bookmark"), &cat_t),
+    ] {
+        ok(&app, Method::PUT, path, token, json!({})).await;
+    }
+    let comment = json!({"content": "welcome"});
+    ok(
+        &app,
+        Method::POST,
+        format!("/v1/posts/{p2}/comments"),
+        &ann_t,
+        comment,
+    )
+    .await;
     caught_up(&app).await;
     let then = views(&app.db.any, |_| String::new()).await;
     assert!(then.iter().any(|(_, rows)| !rows.is_empty()));
     let t = between().await;
 
     // After it: edits, an unfollow, a deletion, new posts and users, a profile change.
-    let res = app
-        .patch(&format!("/v1/posts/{p1}"))
-        .bearer_auth(&ann_t)
-        .json(&json!({"content": "hello again"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let res = app
-        .delete(&format!("/v1/users/{ann}/follow"))
-        .bearer_auth(&cat_t)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success());
-    let res = app
-        .delete(&format!("/v1/posts/{p2}"))
-        .bearer_auth(&ben_t)
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success());
-    new_post(ann_t.clone(), "later @cat".into()).await;
+    let edit = json!({"content": "hello again"});
+    ok(&app, Method::PATCH, format!("/v1/posts/{p1}"), &ann_t, edit).await;
+    ok(
+        &app,
+        Method::DELETE,
+        format!("/v1/users/{ann}/follow"),
+        &cat_t,
+        json!({}),
+    )
+    .await;
+    ok(
+        &app,
+        Method::DELETE,
+        format!("/v1/posts/{p2}"),
+        &ben_t,
+        json!({}),
+    )
+    .await;
+    new_post(&app, &ann_t, "later @cat").await;
     app.user("dan").await;
-    let res = app
-        .patch("/v1/users/me")
-        .bearer_auth(&ann_t)
-        .json(&json!({"display_name": "Ann B."}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    let profile = json!({"display_name": "Ann B."});
+    ok(
+        &app,
+        Method::PATCH,
+        "/v1/users/me".to_owned(),
+        &ann_t,
+        profile,
+    )
+    .await;
     caught_up(&app).await;
     let live = views(&app.db.any, |_| String::new()).await;
     assert_ne!(live, then, "the second phase changed nothing");
@@ -668,21 +674,7 @@ async fn as_of_copy_equals_the_view_at_that_instant(engine: Engine) {
     ));
 
     // The command line: build, list, drop, with JSON answers.
-    let nova = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nova"))
-            .env("NOVA_DATABASE_URL", &app.db_url)
-            .env_remove("NOVA_NATS_URL")
-            .arg("--json")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
+    let nova = |args: &[&str]| app.cli_json(args);
     let t2 = t - chrono::Duration::milliseconds(1);
     let report = nova(&[
         "projections",
