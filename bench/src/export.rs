@@ -117,21 +117,37 @@ async fn fill(db: &Database, n: u64, progress: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// The raw limit: every column of the same rows as text, streamed in position order.
+/// The raw limit: the same rows and columns, streamed in position order by one query.
 async fn raw_select(db: &Database) -> Result<Phase, Error> {
     let start_rss = reset_peak()?;
     let started = Instant::now();
-    let mut rows = sqlx::query(
-        "SELECT position, CAST(event_id AS TEXT), CAST(aggregate_id AS TEXT), aggregate_type, \
-                version, event_type, schema_version, CAST(payload AS TEXT), \
-                CAST(metadata AS TEXT), CAST(recorded_at AS TEXT) \
-         FROM user_events ORDER BY position",
-    )
-    .fetch(&db.any);
+    // The columns the store reads, as text (ids: hex on SQLite, where they are blobs).
+    let sql = match db.engine {
+        Engine::Sqlite => {
+            "SELECT hex(event_id), hex(aggregate_id), aggregate_type, event_type, payload, \
+                    hex(correlation_id), hex(causation_id), hex(actor_id), request_id, \
+                    recorded_at, position, version, schema_version \
+             FROM user_events ORDER BY position"
+        }
+        Engine::Postgres => {
+            "SELECT CAST(event_id AS TEXT), CAST(aggregate_id AS TEXT), aggregate_type, \
+                    event_type, CAST(payload AS TEXT), CAST(correlation_id AS TEXT), \
+                    CAST(causation_id AS TEXT), CAST(actor_id AS TEXT), request_id, \
+                    CAST(recorded_at AS TEXT), position, version, \
+                    CAST(schema_version AS BIGINT) \
+             FROM user_events ORDER BY position"
+        }
+    };
+    let mut rows = sqlx::query(sql).fetch(&db.any);
     let (mut events, mut bytes) = (0u64, 0u64);
     while let Some(row) = rows.try_next().await? {
-        for i in [1, 2, 3, 5, 7, 8, 9] {
-            bytes += row.try_get::<String, _>(i)?.len() as u64;
+        for i in 0..10 {
+            bytes += row
+                .try_get::<Option<String>, _>(i)?
+                .map_or(0, |s| s.len() as u64);
+        }
+        for i in 10..13 {
+            bytes += row.try_get::<i64, _>(i)?.to_string().len() as u64;
         }
         events += 1;
     }
