@@ -77,6 +77,8 @@ struct Phase {
     seconds: f64,
     /// Peak resident set above the phase's starting one, KiB.
     peak_growth_kib: u64,
+    /// Peak resident set of the process during the phase, KiB.
+    peak_kib: u64,
 }
 
 impl Phase {
@@ -158,6 +160,7 @@ async fn raw_select(db: &Database) -> Result<Phase, Error> {
         bytes,
         seconds,
         peak_growth_kib: memory_kib()?.0.saturating_sub(start_rss),
+        peak_kib: memory_kib()?.0,
     })
 }
 
@@ -195,6 +198,7 @@ async fn export(
         bytes,
         seconds: started.elapsed().as_secs_f64(),
         peak_growth_kib: memory_kib()?.0.saturating_sub(start_rss),
+        peak_kib: memory_kib()?.0,
     })
 }
 
@@ -271,6 +275,7 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
                 "export_peak_rss_growth_kib": full.peak_growth_kib,
                 "export_tenth_peak_rss_growth_kib": tenth.peak_growth_kib,
                 "raw_select_peak_rss_growth_kib": raw.peak_growth_kib,
+                "export_peak_rss_kib": full.peak_kib,
             })
         );
         return Ok(());
@@ -292,11 +297,13 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
         full.bytes, raw.bytes
     );
     println!(
-        "  peak RSS growth (MiB)  {:>12.1}   ({:.1} for {} events; raw SELECT {:.1})",
+        "  peak RSS growth (MiB)  {:>12.1}   ({:.1} for {} events; raw SELECT {:.1}; \
+         peak RSS of the process while exporting {:.1} MiB)",
         full.peak_growth_kib as f64 / 1024.0,
         tenth.peak_growth_kib as f64 / 1024.0,
         tenth.events,
-        raw.peak_growth_kib as f64 / 1024.0
+        raw.peak_growth_kib as f64 / 1024.0,
+        full.peak_kib as f64 / 1024.0
     );
     Ok(())
 }
