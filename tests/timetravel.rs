@@ -551,6 +551,8 @@ async fn as_of_copy_equals_the_view_at_that_instant(engine: Engine) {
     let (ann, ann_t, _) = users[0].clone();
     let (ben, ben_t, _) = users[1].clone();
     let (_, cat_t, _) = users[2].clone();
+    // Follows and mentions check their targets in the user directory: let it catch up.
+    caught_up(&app).await;
     let p1 = new_post(&app, &ann_t, "hello @ben").await;
     let p2 = new_post(&app, &ben_t, "ben's first").await;
     for (path, token) in [
@@ -626,6 +628,19 @@ async fn as_of_copy_equals_the_view_at_that_instant(engine: Engine) {
             .unwrap();
         assert!(again.resumed);
         assert_eq!(again.copy.id, report.copy.id);
+        // An interrupted build (still `building`, its checkpoint part-way) resumes from its
+        // checkpoint and applies nothing twice (compared below).
+        sqlx::query("UPDATE projection_as_of SET state = 'building' WHERE id = $1")
+            .bind(report.copy.id)
+            .execute(&app.db.any)
+            .await
+            .unwrap();
+        let resumed = as_of::build(p.clone(), &app.db.store, &app.db.any, t, |_| {})
+            .await
+            .unwrap();
+        assert!(resumed.resumed);
+        assert_eq!(resumed.copy.state, "ready");
+        assert_eq!(resumed.copy.positions, report.copy.positions);
     }
     let copies = views(&app.db.any, |name| {
         let id = ids.iter().find(|(n, _)| n == name).unwrap().1;
