@@ -72,6 +72,7 @@ pub const PLATFORM_TABLES: &[(&str, &str)] = &[
     ("idempotency_keys", "idempotency"),
     ("command_keys", "command_keys"),
     ("projection_checkpoints", "projector"),
+    ("projection_as_of", "projector"),
     ("relay_checkpoints", "relay"),
 ];
 
@@ -234,7 +235,7 @@ pub struct Model {
 }
 
 /// Aggregate types of a domain (each domain module of `aggregates` lists its own).
-fn aggregate_types(domain: Domain) -> &'static [&'static str] {
+pub(crate) fn aggregate_types(domain: Domain) -> &'static [&'static str] {
     match domain {
         Domain::User => nova_aggregates::user::AGGREGATE_TYPES,
         Domain::Follow => nova_aggregates::follow::AGGREGATE_TYPES,

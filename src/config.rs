@@ -93,6 +93,9 @@ pub enum Command {
     /// Event history for analysts.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Aggregates as their history leaves them, for analysts (ADR 0024).
+    #[command(subcommand)]
+    Aggregates(AggregatesCommand),
     /// Print the ownership matrix (domains, tables, policies, routes) generated from the code
     /// and the embedded migrations; exit non-zero on a violation. Needs no database.
     Boundaries,
@@ -183,12 +186,49 @@ pub enum EventsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AggregatesCommand {
+    /// An aggregate's state at a version or an instant (neither: now), folded from its events
+    /// upcast to their latest schema versions; printed as JSON.
+    State {
+        /// `user`, `follow`, `post`, `experiment`, …
+        domain: String,
+        id: uuid::Uuid,
+        /// After this version (1 = the first event).
+        #[arg(long, conflicts_with = "as_of")]
+        version: Option<i64>,
+        /// After the last event recorded at or before this RFC 3339 instant.
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
-    /// Per projection and domain: checkpoint, head, lag in events and seconds, state.
+    /// Per projection and domain: checkpoint, head, lag in events and seconds, state; then the
+    /// as-of copies.
     Status,
     /// Rebuild a projection from the event store into a fresh copy while the live one keeps
     /// serving, then swap. Interrupted, it resumes where it stopped when run again.
-    Rebuild { name: String },
+    ///
+    /// With `--as-of`: build a side copy of the view as it stood at that instant (from the
+    /// events recorded at or before it) beside the live one, never swapped in; listed by
+    /// `status`, removed by `drop` (ADR 0024).
+    Rebuild {
+        name: String,
+        /// RFC 3339 instant, inclusive (not in the future).
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Drop an as-of copy: by projection and instant, or by the id `status` lists.
+    Drop {
+        /// Projection name (with `--as-of`).
+        name: Option<String>,
+        #[arg(long, requires = "name")]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        /// The copy's id as listed by `status`.
+        #[arg(long, conflicts_with_all = ["name", "as_of"])]
+        id: Option<i64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

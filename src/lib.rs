@@ -7,3 +7,4 @@ pub mod config;
 pub mod export;
 pub mod facts;
 pub mod http;
+pub mod timetravel;

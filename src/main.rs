@@ -2,7 +2,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nova::app::{shutdown_signal, Application, Components, Settings};
-use nova::config::{jwt_secret, AdminCommand, Cli, Command, EventsCommand, ProjectionsCommand};
+use nova::config::{
+    jwt_secret, AdminCommand, AggregatesCommand, Cli, Command, EventsCommand, ProjectionsCommand,
+};
 use nova_commands::user::credentials::{Argon2Config, Passwords, Tokens};
 use nova_commands::user::UserCommands;
 use nova_commands::CommandContext;
@@ -204,10 +206,17 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
         Command::Projections(ProjectionsCommand::Status) => {
             let db = Database::connect(&cli.db.url()).await?;
             db.migrate().await?;
-            let rows = nova_projections::status::status(&db.store, &db.any).await?;
+            let rows = nova_projections::status::status(&db.store, &db.any).await;
+            let copies = nova_projections::as_of::list(&db.any).await;
             db.close().await;
+            let (rows, copies) = (rows?, copies?);
             if cli.db.json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"items": rows, "as_of_copies": copies})
+                    )?
+                );
             } else {
                 println!(
                     "{:<20} {:<13} {:>12} {:>12} {:>10} {:>9}  state",
@@ -225,10 +234,111 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                         r.state
                     );
                 }
+                if !copies.is_empty() {
+                    println!("\nas-of copies (drop with `nova projections drop --id <id>`):");
+                    println!(
+                        "{:>4}  {:<20} {:<28} {:<9} positions",
+                        "id", "projection", "as of", "state"
+                    );
+                    for c in copies {
+                        println!(
+                            "{:>4}  {:<20} {:<28} {:<9} {}",
+                            c.id,
+                            c.projection,
+                            nova_infra::readmodel::ts(c.as_of),
+                            c.state,
+                            positions_text(&c.positions)
+                        );
+                    }
+                }
             }
             Ok(())
         }
-        Command::Projections(ProjectionsCommand::Rebuild { name }) => {
+        Command::Projections(ProjectionsCommand::Rebuild {
+            name,
+            as_of: Some(as_of),
+        }) => {
+            let live = nova_projections::rebuild::find(&name)?;
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let bar = rebuild_bar(
+                cli.db.json,
+                format!("building {name} as of {}", nova_infra::readmodel::ts(as_of)),
+            );
+            let report =
+                nova_projections::as_of::build(live, &db.store, &db.any, as_of, draw(&bar)).await;
+            bar.finish_and_clear();
+            db.close().await;
+            let report = report?;
+            if cli.db.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} as of {} is copy {} ({}) up to {} in {:.1}s{}; the live view is untouched",
+                    report.copy.projection,
+                    nova_infra::readmodel::ts(report.copy.as_of),
+                    report.copy.id,
+                    report.copy.tables.join(", "),
+                    positions_text(&report.copy.positions),
+                    report.seconds,
+                    if report.resumed { " (resumed)" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        Command::Projections(ProjectionsCommand::Drop { name, as_of, id }) => {
+            let which = match (name, as_of, id) {
+                (_, _, Some(id)) => nova_projections::as_of::Which::Id(id),
+                (Some(name), Some(at), None) => nova_projections::as_of::Which::At(name, at),
+                _ => return Err("give --id <id>, or a projection name with --as-of <time>".into()),
+            };
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let dropped = nova_projections::as_of::drop_copy(&db.any, which).await;
+            db.close().await;
+            let dropped = dropped?;
+            if cli.db.json {
+                println!("{}", serde_json::to_string_pretty(&dropped)?);
+            } else {
+                println!(
+                    "dropped copy {} of {} as of {} ({})",
+                    dropped.id,
+                    dropped.projection,
+                    nova_infra::readmodel::ts(dropped.as_of),
+                    dropped.tables.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Aggregates(AggregatesCommand::State {
+            domain,
+            id,
+            version,
+            as_of,
+        }) => {
+            let domain = nova_event_schemas::Domain::parse(&domain).ok_or("unknown domain")?;
+            let at = nova::timetravel::At::from_params(version, as_of)?;
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let state = nova::timetravel::state_at(&db.store, domain, id, at).await;
+            db.close().await;
+            let state = state?;
+            if cli.db.json {
+                println!("{}", serde_json::to_string(&state)?);
+            } else {
+                println!(
+                    "{}.{} {} at version {} (recorded {})",
+                    state.domain,
+                    state.aggregate_type,
+                    state.aggregate_id,
+                    state.version,
+                    nova_infra::readmodel::ts(state.recorded_at)
+                );
+                println!("{}", serde_json::to_string_pretty(&state.state)?);
+            }
+            Ok(())
+        }
+        Command::Projections(ProjectionsCommand::Rebuild { name, as_of: None }) => {
             // The search index is not SQL: it rebuilds as a new generation beside the served one.
             let live = if name == nova_projections::search::NAME {
                 None
@@ -237,24 +347,8 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             };
             let db = Database::connect(&cli.db.url()).await?;
             db.migrate().await?;
-            let bar = if cli.db.json {
-                indicatif::ProgressBar::hidden()
-            } else {
-                indicatif::ProgressBar::new(0)
-            };
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_message(format!("rebuilding {name}"));
+            let bar = rebuild_bar(cli.db.json, format!("rebuilding {name}"));
             let checkpoints = nova_projections::Checkpoints::default();
-            let progress = |p: nova_projections::rebuild::Progress| {
-                bar.set_length(p.head.max(0) as u64);
-                bar.set_position(p.position.max(0) as u64);
-            };
             let report = match live {
                 Some(live) => {
                     nova_projections::rebuild::rebuild(
@@ -262,13 +356,13 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                         &db.store,
                         &db.any,
                         &checkpoints,
-                        progress,
+                        draw(&bar),
                     )
                     .await
                 }
                 None => {
                     let root = nova_infra::search::SearchRoot::new(cli.db.search_dir());
-                    nova_projections::search::rebuild(&root, &db.store, &db.any, progress)
+                    nova_projections::search::rebuild(&root, &db.store, &db.any, draw(&bar))
                         .await
                         .map_err(Into::into)
                 }
@@ -279,15 +373,10 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             if cli.db.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                let positions: Vec<String> = report
-                    .positions
-                    .iter()
-                    .map(|(d, p)| format!("{d}:{p}"))
-                    .collect();
                 println!(
                     "rebuilt {} up to {} in {:.1}s{}; swapped in",
                     report.projection,
-                    positions.join(", "),
+                    positions_text(&report.positions),
                     report.seconds,
                     if report.resumed { " (resumed)" } else { "" }
                 );
@@ -391,6 +480,41 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             Ok(())
         }
     }
+}
+
+/// `user:12, post:40`.
+fn positions_text(positions: &[(nova_event_schemas::Domain, i64)]) -> String {
+    positions
+        .iter()
+        .map(|(d, p)| format!("{d}:{p}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Draws a rebuild's progress on its bar.
+fn draw(bar: &indicatif::ProgressBar) -> impl Fn(nova_projections::rebuild::Progress) + '_ {
+    |p| {
+        bar.set_length(p.head.max(0) as u64);
+        bar.set_position(p.position.max(0) as u64);
+    }
+}
+
+/// The progress bar of a rebuild (hidden with `--json`).
+fn rebuild_bar(json: bool, message: String) -> indicatif::ProgressBar {
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} events  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
 }
 
 /// Writes the export page by page (one store page in memory at a time) with a progress bar on

@@ -463,21 +463,8 @@ async fn export_equals_the_store(engine: Engine) {
     let dir = std::env::temp_dir().join(format!("nova-export-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let all = expected(&app, Domain::User, |_| true).await;
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nova"))
-            .env("NOVA_DATABASE_URL", &app.db_url)
-            .env_remove("NOVA_NATS_URL")
-            .args(["events", "export", "--domain", "user", "--json"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
+    let run =
+        |args: &[&str]| app.cli_json(&[&["events", "export", "--domain", "user"], args].concat());
     let nd = dir.join("user.ndjson");
     let summary = run(&["--output", nd.to_str().unwrap()]);
     assert_eq!(summary["events"], all.len());

@@ -214,8 +214,10 @@ fn cli_grant_role_and_projection_status() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let row = &rows.as_array().unwrap()[0];
+    // `{items, as_of_copies}`, the shape of `GET /v1/projections` (ADR 0024).
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["as_of_copies"], serde_json::json!([]));
+    let row = &status["items"].as_array().unwrap()[0];
     assert_eq!(row["projection"], "user_directory");
     assert_eq!(row["checkpoint"], 0);
     assert_eq!(row["head"], 3);

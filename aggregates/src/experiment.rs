@@ -55,7 +55,8 @@ pub enum ExperimentError {
 }
 
 /// Where an experiment is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Draft,
     Running,
@@ -73,7 +74,7 @@ impl Status {
 }
 
 /// A defined experiment.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Definition {
     pub key: String,
     pub variants: Vec<Variant>,
@@ -99,7 +100,7 @@ impl Definition {
 }
 
 /// The experiment aggregate's state: `None` until created.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ExperimentState {
     pub definition: Option<Definition>,
 }
@@ -247,7 +248,7 @@ fn set_status(state: &mut ExperimentState, status: Status) {
 }
 
 /// One user's participation in one experiment.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ParticipantState {
     /// (experiment key, user) once anything happened.
     pub who: Option<(String, Uuid)>,

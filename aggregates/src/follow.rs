@@ -40,7 +40,7 @@ pub enum FollowError {
 }
 
 /// The relationship between two users, `a < b` (by UUID order).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RelationshipState {
     /// The pair, ordered; `None` until the first event.
     pub pair: Option<(Uuid, Uuid)>,

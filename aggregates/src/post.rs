@@ -37,13 +37,13 @@ pub enum PostError {
     CommentNotFound,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CommentState {
     pub author_id: Uuid,
     pub deleted: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PostState {
     pub post_id: Option<Uuid>,
     pub author_id: Uuid,
@@ -363,7 +363,7 @@ impl Aggregate for Post {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LikeState {
     pub liked: bool,
 }
@@ -449,7 +449,7 @@ impl Aggregate for Like {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BookmarkState {
     pub bookmarked: bool,
     pub collection: Option<String>,

@@ -596,7 +596,7 @@ pub fn is_server_hash(hash: &str) -> bool {
     hash.starts_with("$argon2id$")
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ClaimState {
     pub user_id: Option<Uuid>,
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use nova::app::Components;
 use nova_commands::experiment::{ExperimentCommands, NewExperiment};
 use nova_commands::{CommandContext, CommandStore};
 use nova_event_schemas::experiment::Variant;
@@ -19,9 +20,9 @@ use nova_infra::db::{Database, Engine};
 use nova_infra::testing::TestDb;
 use serde_json::Value;
 
-use crate::server::{fmt_ratio, latencies, serve, throughput, user};
+use crate::server::{fmt_ratio, latencies, throughput};
 use crate::stats::ratio;
-use crate::target::{engine_name, BackendChoice};
+use crate::target::{engine_name, serve, user, BackendChoice};
 use crate::Error;
 
 #[derive(Parser)]
@@ -90,7 +91,7 @@ async fn bulk_exposures(db: &Database, n: u64) -> Result<(), Error> {
 
 async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     let testdb = TestDb::new(engine).await;
-    let server = serve(&testdb).await?;
+    let server = serve(&testdb.url, Components::all()).await?;
     let db = Database::connect(&testdb.url).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients * 2)

@@ -1,73 +1,11 @@
-//! The real server for the benchmarks that go through HTTP: `Application::build` on a fresh
-//! database and port 0, its users, and the two measurements every HTTP figure is put beside
-//! (`GET /healthz` at the same concurrency, and sequential latencies).
+//! Measurements of the benchmarks that go through the real server (`target::serve`): requests/s
+//! of a route at N clients — `GET /healthz` this way is the raw limit every HTTP figure is put
+//! beside — and sequential latencies.
 
 use std::time::{Duration, Instant};
 
-use nova::app::{Application, Components, MetricsAccess, Settings};
-use nova_commands::user::credentials::Argon2Config;
-use nova_infra::testing::TestDb;
-use secrecy::SecretString;
-use serde_json::{json, Value};
-
 use crate::stats::Percentiles;
 use crate::Error;
-
-pub struct Server {
-    pub base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    /// Stops the server and waits (bounded) for it to finish.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-    }
-}
-
-pub async fn serve(testdb: &TestDb) -> Result<Server, Error> {
-    let settings = Settings {
-        database_url: testdb.url.clone(),
-        nats_url: None,
-        nats_names: nova_infra::nats::Names::default(),
-        components: Components::all(),
-        listen: "127.0.0.1:0".into(),
-        jwt_secret: SecretString::from("bench-secret-bench-secret-bench-secret-0"),
-        argon2: Argon2Config {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-            ..Argon2Config::default()
-        },
-        max_body_bytes: 64 * 1024,
-        access_ttl: chrono::Duration::minutes(60),
-        refresh_ttl: chrono::Duration::days(1),
-        metrics: MetricsAccess::default(),
-        idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
-        search_dir: std::env::temp_dir()
-            .join(format!("nova-bench-search-{}", uuid::Uuid::new_v4())),
-        search_consumer: nova_projections::search::NAME.to_owned(),
-    };
-    let app = Application::build(settings).await?;
-    let addr = app.local_addr().ok_or("the API did not bind")?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = app
-            .run_until(async {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    Ok(Server {
-        base: format!("http://{addr}"),
-        stop: Some(tx),
-        task,
-    })
-}
 
 /// Requests/s of `GET path` at `clients` concurrent clients (each with its own token) for
 /// `seconds`; every answer must be 200.
@@ -119,28 +57,6 @@ pub async fn latencies(
         samples.push(t.elapsed());
     }
     Ok(Percentiles::new(samples))
-}
-
-pub async fn user(client: &reqwest::Client, base: &str, name: &str) -> Result<String, Error> {
-    let body = json!({"username": name, "password": "bench password 0123"});
-    let res = client
-        .post(format!("{base}/v1/users"))
-        .json(&body)
-        .send()
-        .await?;
-    if !res.status().is_success() {
-        return Err(format!("register: {}", res.status()).into());
-    }
-    let res = client
-        .post(format!("{base}/v1/sessions"))
-        .json(&body)
-        .send()
-        .await?;
-    let v: Value = res.json().await?;
-    Ok(v["access_token"]
-        .as_str()
-        .ok_or("no access token")?
-        .to_owned())
 }
 
 pub fn fmt_ratio(r: Option<f64>) -> String {

@@ -17,6 +17,7 @@ use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+pub mod as_of;
 pub mod checkpoint;
 pub mod experiment_results;
 pub mod feed;

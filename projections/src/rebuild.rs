@@ -55,6 +55,12 @@ pub enum RebuildError {
     Db(#[from] sqlx::Error),
     #[error("cannot copy the live tables: {0}")]
     Schema(#[from] crate::schema::SchemaError),
+    #[error("{0} is in the future: a view cannot be shown as it will stand")]
+    InFuture(chrono::DateTime<chrono::Utc>),
+    #[error("no as-of copy {0}")]
+    NoSuchCopy(String),
+    #[error("corrupt bookkeeping: {0}")]
+    Corrupt(String),
 }
 
 /// The live projection with this name.

@@ -1,5 +1,6 @@
 //! Analysts' routes (API.md "Analysts and ops"): the event history, upcast to the latest schema
-//! versions, as a JSON page or streamed NDJSON. Role `analyst` or `admin`.
+//! versions, as a JSON page or streamed NDJSON; an aggregate's state at a version or instant
+//! (ADR 0024). Role `analyst` or `admin`.
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -14,12 +15,15 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
-use super::extract::{Actor, Json};
+use super::extract::{Actor, Json, Path, Query as NovaQuery};
 use super::AppState;
 use crate::export::{self, ExportFilter};
+use crate::timetravel::{self, At, StateAt, StateError};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(events))
+    OpenApiRouter::new()
+        .routes(routes!(events))
+        .routes(routes!(aggregate_state))
 }
 
 const NDJSON: &str = "application/x-ndjson";
@@ -185,4 +189,69 @@ fn stream(state: AppState, filter: ExportFilter, limit: Option<i64>) -> Response
         }
     });
     ([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(pages)).into_response()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StateQuery {
+    /// The state after this version (1 = the first event); not with `as_of`.
+    version: Option<i64>,
+    /// The state after the last event recorded at or before this RFC 3339 instant; not with
+    /// `version`.
+    as_of: Option<DateTime<Utc>>,
+}
+
+/// An aggregate's state at a version or an instant (neither: its current state), folded by the
+/// aggregate's own `apply_event` over its events upcast to their latest schema versions.
+#[utoipa::path(get, path = "/v1/aggregates/{domain}/{id}/state", tag = "analysts",
+    security(("bearer" = [])),
+    params(
+        ("domain" = String, Path, description = "`user`, `follow`, `post`, `experiment`, …"),
+        ("id" = Uuid, Path, description = "aggregate id"),
+        StateQuery,
+    ),
+    responses(
+        (status = 200, body = StateAt),
+        (status = 400, description = "unknown domain, bad id, version < 1, or both version and as_of", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "unknown aggregate, version beyond the last, nothing recorded by as_of, or a domain without aggregates yet", body = ErrorBody),
+    ))]
+async fn aggregate_state(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((domain, id)): Path<(String, String)>,
+    NovaQuery(q): NovaQuery<StateQuery>,
+) -> Result<Json<StateAt>, AppError> {
+    actor.require_analyst()?;
+    let domain = Domain::parse(&domain)
+        .ok_or_else(|| AppError::invalid_field("domain", "unknown domain"))?;
+    let id = Uuid::try_parse(&id).map_err(|_| AppError::invalid_field("id", "not a UUID"))?;
+    let at = At::from_params(q.version, q.as_of).map_err(state_error)?;
+    timetravel::state_at(&state.db.store, domain, id, at)
+        .await
+        .map(Json)
+        .map_err(state_error)
+}
+
+fn state_error(e: StateError) -> AppError {
+    use axum::http::StatusCode;
+    let message = e.to_string();
+    match e {
+        StateError::Invalid(_) => AppError::new(StatusCode::BAD_REQUEST, "invalid_query", message),
+        StateError::NoAggregates(_) => {
+            AppError::new(StatusCode::NOT_FOUND, "no_aggregates", message)
+        }
+        StateError::UnknownAggregate => AppError::not_found("aggregate"),
+        StateError::NotYet => AppError::new(StatusCode::NOT_FOUND, "not_yet", message),
+        StateError::BeyondLast { last } => {
+            AppError::new(StatusCode::NOT_FOUND, "no_such_version", message)
+                .with_details(serde_json::json!({ "last_version": last }))
+        }
+        StateError::Store(e) => AppError::unavailable(e),
+        StateError::Decode(_) | StateError::NoFold(_) | StateError::Serialize(_) => {
+            AppError::internal(message)
+        }
+    }
 }

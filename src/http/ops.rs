@@ -66,9 +66,14 @@ impl From<ProjectionStatus> for ProjectionRow {
 #[derive(Serialize, ToSchema)]
 pub struct ProjectionList {
     items: Vec<ProjectionRow>,
+    /// Side copies of views as they stood at an instant (`nova projections rebuild <name>
+    /// --as-of <time>`; ADR 0024): `{id, projection, as_of, state, tables, positions,
+    /// created_at}`.
+    #[schema(value_type = Vec<Object>)]
+    as_of_copies: Vec<nova_projections::as_of::AsOfCopy>,
 }
 
-/// Each projection per consumed domain: position, head, lag, status.
+/// Each projection per consumed domain: position, head, lag, status; and the as-of copies.
 #[utoipa::path(get, path = "/v1/projections", tag = "ops", security(("bearer" = [])),
     responses(
         (status = 200, body = ProjectionList),
@@ -95,7 +100,13 @@ async fn projections(
             row
         })
         .collect();
-    Ok(Json(ProjectionList { items }))
+    let as_of_copies = nova_projections::as_of::list(&state.db.any)
+        .await
+        .map_err(AppError::unavailable)?;
+    Ok(Json(ProjectionList {
+        items,
+        as_of_copies,
+    }))
 }
 
 #[derive(Serialize, ToSchema)]

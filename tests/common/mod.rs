@@ -230,6 +230,24 @@ impl TestApp {
         )
     }
 
+    /// Runs the `nova` binary with `--json` on this app's database (no NATS); it must succeed.
+    /// Answers its JSON output.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nova"))
+            .env("NOVA_DATABASE_URL", &self.db_url)
+            .env_remove("NOVA_NATS_URL")
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nova {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
