@@ -150,6 +150,50 @@ pub struct ServeArgs {
     #[arg(long, env = "NOVA_IDEMPOTENCY_TAKEOVER_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub idempotency_takeover_ms: u64,
+    /// Requests a minute per user (a valid access token), GCRA; 0 = no limit (ADR 0022).
+    #[arg(long, env = "NOVA_RATE_LIMIT_PER_MINUTE", default_value_t = 100)]
+    pub rate_limit_per_minute: u32,
+    /// How many of a user's requests may come at once (the GCRA burst).
+    #[arg(long, env = "NOVA_RATE_LIMIT_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+    /// Requests a minute per client address without a valid token (registration, login,
+    /// refresh); 0 = no limit.
+    #[arg(
+        long,
+        env = "NOVA_RATE_LIMIT_ANONYMOUS_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub rate_limit_anonymous_per_minute: u32,
+    /// How many requests of one address without a token may come at once.
+    #[arg(long, env = "NOVA_RATE_LIMIT_ANONYMOUS_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_anonymous_burst: u32,
+    /// Redis for limits every API process shares (rate quotas, failed logins of unknown
+    /// names). Without it they are kept per process.
+    #[arg(long, env = "NOVA_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key Nova writes (several deployments may share one Redis).
+    #[arg(long, env = "NOVA_REDIS_PREFIX", default_value = "nova:")]
+    pub redis_prefix: String,
+}
+
+impl ServeArgs {
+    /// The configured rate limits (a quota of 0 requests a minute is off).
+    pub fn rate_limits(&self) -> crate::app::RateLimitSettings {
+        let quota =
+            |n: u32, burst: u32| (n > 0).then(|| nova_infra::limits::Quota::per_minute(n, burst));
+        crate::app::RateLimitSettings {
+            user: quota(self.rate_limit_per_minute, self.rate_limit_burst),
+            anonymous: quota(
+                self.rate_limit_anonymous_per_minute,
+                self.rate_limit_anonymous_burst,
+            ),
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            clock: Default::default(),
+        }
+    }
 }
 
 /// Minimum length of a configured metrics token.

@@ -70,6 +70,7 @@ async fn run_background(
         components: components.clone(),
         metrics: Default::default(),
         idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
+        rate_limits: Default::default(),
     })
     .await?;
     tracing::info!(?components, "nova running");
@@ -119,6 +120,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 idempotency_takeover: std::time::Duration::from_millis(
                     args.idempotency_takeover_ms,
                 ),
+                rate_limits: args.rate_limits(),
             })
             .await?;
             if let Some(addr) = app.local_addr() {
@@ -204,19 +206,21 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
         Command::Projections(ProjectionsCommand::Status) => {
             let db = Database::connect(&cli.db.url()).await?;
             db.migrate().await?;
-            let rows = nova_projections::status::status(&db.store, &db.any).await?;
+            let rows = nova_projections::status::status(&db.store, &db.any, nova_policies::CATALOG)
+                .await?;
             db.close().await;
             if cli.db.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<20} {:<13} {:>12} {:>12} {:>10} {:>9}  state",
-                    "projection", "domain", "checkpoint", "head", "lag", "lag (s)"
+                    "{:<38} {:<10} {:<13} {:>12} {:>12} {:>10} {:>9}  state",
+                    "projection", "kind", "domain", "checkpoint", "head", "lag", "lag (s)"
                 );
                 for r in rows {
                     println!(
-                        "{:<20} {:<13} {:>12} {:>12} {:>10} {:>9.1}  {}",
+                        "{:<38} {:<10} {:<13} {:>12} {:>12} {:>10} {:>9.1}  {}",
                         r.projection,
+                        r.kind,
                         r.domain.as_str(),
                         r.checkpoint,
                         r.head,

@@ -1001,8 +1001,17 @@ async fn deactivation_scenario(app: &TestApp) {
         )
         .await;
     }
-    let list = read(app, &b, &format!("/v1/users/{alice}/posts"), &pos).await;
-    assert_eq!(ids(&list).len(), 0);
+    // A deactivated author has no public posts: the list is a 404 once the directory knows.
+    let user_head = app.db.store.head(Domain::User).await.unwrap();
+    read_err(
+        app,
+        &b,
+        &format!("/v1/users/{alice}/posts"),
+        &format!("user:{user_head}"),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     read(app, &b, &format!("/v1/posts/{bobs}"), &pos).await;
     assert!(!post_events(&app.db, p3)
         .await
@@ -1029,7 +1038,11 @@ async fn deactivation_scenario(app: &TestApp) {
 
     // Handling the same event again appends nothing.
     let policy = nova_policies::post::PostOnUserDeactivated::new(
-        nova_commands::post::PostCommands::new(app.command_store(), app.read_models()),
+        nova_commands::post::PostCommands::new(
+            app.command_store(),
+            app.read_models(),
+            app.read_models(),
+        ),
         app.read_models(),
         nova_policies::CatchUp::new(app.db.any.clone(), nova_projections::Checkpoints::default()),
     );

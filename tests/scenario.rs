@@ -443,9 +443,10 @@ async fn wait_until_projected(app: &TestApp) {
                 .unwrap();
             done &= at >= head;
         }
-        let status = nova_projections::status::status(&app.db.store, &app.db.any)
-            .await
-            .unwrap();
+        let status =
+            nova_projections::status::status(&app.db.store, &app.db.any, nova_policies::CATALOG)
+                .await
+                .unwrap();
         done &= status.iter().all(|s| s.lag_events == 0);
         if done {
             return;

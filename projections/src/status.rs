@@ -12,6 +12,8 @@ use crate::{Checkpoints, ProjectionError};
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ProjectionStatus {
     pub projection: String,
+    /// `projection` (a read model) or `policy` (a consumer that issues commands).
+    pub kind: &'static str,
     pub domain: Domain,
     pub checkpoint: i64,
     pub head: i64,
@@ -22,20 +24,32 @@ pub struct ProjectionStatus {
     pub state: &'static str,
 }
 
+/// The status of every projection, and of the `policies` named (name and consumed domains:
+/// `nova_policies::CATALOG`; policies keep their checkpoints in the same table).
 pub async fn status(
     store: &EventStore,
     pool: &AnyPool,
+    policies: &[(&str, &[Domain])],
 ) -> Result<Vec<ProjectionStatus>, ProjectionError> {
     let checkpoints = Checkpoints::default();
     let mut out = Vec::new();
     // The SQL projections, and the search index (whose checkpoint is mirrored into the same
     // table after each commit; ADR 0013).
-    let mut views: Vec<(String, &'static [Domain])> = crate::all()
+    let mut views: Vec<(String, &[Domain], &'static str)> = crate::all()
         .iter()
-        .map(|p| (p.name().to_owned(), p.domains()))
+        .map(|p| (p.name().to_owned(), p.domains(), "projection"))
         .collect();
-    views.push((crate::search::NAME.to_owned(), crate::search::DOMAINS));
-    for (name, domains) in views {
+    views.push((
+        crate::search::NAME.to_owned(),
+        crate::search::DOMAINS,
+        "projection",
+    ));
+    views.extend(
+        policies
+            .iter()
+            .map(|(name, domains)| ((*name).to_owned(), *domains, "policy")),
+    );
+    for (name, domains, kind) in views {
         for &domain in domains {
             let checkpoint = checkpoints.load(pool, &name, domain).await?;
             let head = store.head(domain).await?;
@@ -62,6 +76,7 @@ pub async fn status(
             };
             out.push(ProjectionStatus {
                 projection: name.clone(),
+                kind,
                 domain,
                 checkpoint,
                 head,

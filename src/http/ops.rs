@@ -36,7 +36,10 @@ pub struct RebuildState {
 
 #[derive(Serialize, ToSchema)]
 pub struct ProjectionRow {
+    /// A projection's or a policy's name.
     projection: String,
+    /// `projection` or `policy`.
+    kind: String,
     domain: String,
     position: i64,
     head: i64,
@@ -52,6 +55,7 @@ impl From<ProjectionStatus> for ProjectionRow {
     fn from(s: ProjectionStatus) -> Self {
         ProjectionRow {
             projection: s.projection,
+            kind: s.kind.to_owned(),
             domain: s.domain.as_str().to_owned(),
             position: s.checkpoint,
             head: s.head,
@@ -68,7 +72,7 @@ pub struct ProjectionList {
     items: Vec<ProjectionRow>,
 }
 
-/// Each projection per consumed domain: position, head, lag, status.
+/// Each projection and policy per consumed domain: position, head, lag, status.
 #[utoipa::path(get, path = "/v1/projections", tag = "ops", security(("bearer" = [])),
     responses(
         (status = 200, body = ProjectionList),
@@ -85,7 +89,7 @@ async fn projections(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let items = status(&state.db.store, &state.db.any)
+    let items = status(&state.db.store, &state.db.any, nova_policies::CATALOG)
         .await
         .map_err(AppError::unavailable)?
         .into_iter()
@@ -123,15 +127,22 @@ async fn rebuild(
     actor.require_admin()?;
     let live =
         nova_projections::rebuild::find(&name).map_err(|_| AppError::not_found("projection"))?;
+    let busy = || {
+        AppError::new(
+            StatusCode::CONFLICT,
+            "rebuild_in_progress",
+            "a rebuild of this projection is already running",
+        )
+    };
+    // The lease is taken before answering, so a rebuild running in another process (or this
+    // one) is a 409 here rather than a failure reported later.
+    let lease = match nova_projections::rebuild::Lease::take(&state.db.any, &name).await {
+        Ok(lease) => lease,
+        Err(nova_projections::rebuild::RebuildError::Busy(_)) => return Err(busy()),
+        Err(e) => return Err(AppError::unavailable(e)),
+    };
     {
         let mut map = state.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&name).is_some_and(|r| r.state == "running") {
-            return Err(AppError::new(
-                StatusCode::CONFLICT,
-                "rebuild_in_progress",
-                "a rebuild of this projection is already running",
-            ));
-        }
         map.insert(
             name.clone(),
             RebuildState {
@@ -159,7 +170,8 @@ async fn rebuild(
                 }
             }
         };
-        let result = nova_projections::rebuild::rebuild(
+        let result = nova_projections::rebuild::rebuild_leased(
+            lease,
             live,
             &state.db.store,
             &state.db.any,
