@@ -347,3 +347,43 @@ pub fn metrics_token(
         other => Ok(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from([&["nova", "serve"], args].concat()).unwrap();
+        match cli.command {
+            Command::Serve(s) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn rate_limits_default_to_100_a_minute_per_user_and_switch_off_at_0() {
+        let q = nova_infra::limits::Quota::per_minute;
+        let defaults = serve(&[]).rate_limits();
+        assert_eq!(defaults.user, Some(q(100, 20)));
+        assert_eq!(defaults.anonymous, Some(q(30, 10)));
+        assert_eq!(defaults.redis_url, None);
+        assert_eq!(defaults.redis_prefix, "nova:");
+        let set = serve(&[
+            "--rate-limit-per-minute",
+            "0",
+            "--rate-limit-anonymous-per-minute",
+            "5",
+            "--rate-limit-anonymous-burst",
+            "2",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+        ])
+        .rate_limits();
+        assert_eq!(set.user, None);
+        assert_eq!(set.anonymous, Some(q(5, 2)));
+        assert_eq!(set.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert!(Cli::try_parse_from(["nova", "serve", "--rate-limit-burst", "0"]).is_err());
+    }
+}

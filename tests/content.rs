@@ -922,17 +922,18 @@ async fn author_posts_are_paginated(engine: Engine) {
     let all = read(&app, &b, &format!("/v1/users/{alice}/posts"), &pos).await;
     assert_eq!(ids(&all), created);
     assert_eq!(all["items"][0]["author_id"], alice.to_string());
-    // Bob's one post; an unknown user has none.
+    // Bob's one post; an unknown user is a 404, not an empty list.
     let bobs = read(&app, &a, &format!("/v1/users/{bob}/posts"), &pos).await;
     assert_eq!(ids(&bobs).len(), 1);
-    let none = read(
+    read_err(
         &app,
         &a,
         &format!("/v1/users/{}/posts", Uuid::now_v7()),
         &pos,
+        StatusCode::NOT_FOUND,
+        "not_found",
     )
     .await;
-    assert_eq!(none, json!({"items": [], "next_cursor": null}));
     app.stop().await;
 }
 
