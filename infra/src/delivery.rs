@@ -165,20 +165,34 @@ impl JetStreamSource {
         let name = self.durable_name(domain);
         // Always "deliver all": the projector's own checkpoint decides what is new, so a
         // changed start position never matters (get_or_create ignores config changes).
-        let c = stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    max_ack_pending: MAX_ACK_PENDING,
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ..Default::default()
-                },
-            )
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_ack_pending: MAX_ACK_PENDING,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        };
+        let mut c = stream
+            .get_or_create_consumer(&name, config.clone())
             .await
             .map_err(|e| e.to_string())?;
+        // An existing consumer keeps the settings it was made with; the ones this source
+        // relies on (redelivery delay, messages in flight) are applied to it. JetStream updates
+        // these fields in place when the durable is created again with them.
+        let have = &c.cached_info().config;
+        if have.ack_wait != config.ack_wait || have.max_ack_pending != config.max_ack_pending {
+            tracing::info!(
+                consumer = %name,
+                ack_wait_ms = config.ack_wait.as_millis() as u64,
+                max_ack_pending = config.max_ack_pending,
+                "updating the JetStream consumer's settings"
+            );
+            c = stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         consumers.insert(domain, c.clone());
         Ok(c)
     }

@@ -27,7 +27,56 @@ on_both_backends!(
     two_hundred_events_arrive_in_version_order_despite_relay_restarts,
     crash_between_commit_and_ack_applies_nothing_twice,
     out_of_order_and_missing_messages_are_applied_in_order,
+    changed_consumer_settings_are_applied,
 );
+
+/// A durable consumer made with one redelivery delay gets the new one when a projector starts
+/// with another (`get_or_create_consumer` alone would keep the old settings).
+async fn changed_consumer_settings_are_applied(engine: Engine) {
+    let (_t, db, nats) = setup(engine).await;
+    db.store
+        .append(
+            vec![(Uuid::now_v7(), "user", 0, vec![ev()])],
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let stream = nats
+        .js
+        .get_stream(nats.names.stream(Domain::User))
+        .await
+        .unwrap();
+    for ack_wait in [Duration::from_secs(3), Duration::from_secs(7)] {
+        let source = JetStreamSource::with_ack_wait(
+            nats.js.clone(),
+            nats.names.clone(),
+            db.store.clone(),
+            "test_recorder",
+            ack_wait,
+        );
+        // The first read makes (or finds) the consumer.
+        project_once(
+            &Recorder,
+            Domain::User,
+            &source,
+            &db.any,
+            &Checkpoints::default(),
+        )
+        .await
+        .unwrap();
+        let info = stream
+            .consumer_info(source.durable_name(Domain::User))
+            .await
+            .unwrap();
+        assert_eq!(info.config.ack_wait, ack_wait);
+        assert_eq!(
+            info.config.max_ack_pending,
+            nova_infra::delivery::MAX_ACK_PENDING
+        );
+    }
+    nats.cleanup().await;
+    db.close().await;
+}
 
 fn ev() -> UserEvent {
     UserEvent::LoginFailed(LoginFailed {
