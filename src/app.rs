@@ -362,6 +362,18 @@ impl Application {
     }
 }
 
+/// The policies Nova runs, over `db` (for tools such as `nova projections retry`; a serving
+/// process builds them with its own command services in [`Application::build`]).
+pub fn policies_over(db: &Database) -> Vec<Arc<dyn nova_policies::Policy>> {
+    let store = CommandStore::new(db.store.clone());
+    let facts = ReadModels::shared(db.any.clone());
+    let follows = FollowCommands::new(store.clone(), facts.clone());
+    let posts = PostCommands::new(store.clone(), facts.clone(), facts.clone());
+    let experiments = ExperimentCommands::new(store);
+    let catch_up = CatchUp::new(db.any.clone(), Checkpoints::default());
+    nova_policies::all(&follows, &posts, &experiments, facts, &catch_up)
+}
+
 async fn ensure_streams(
     js: async_nats::jetstream::Context,
     names: Names,

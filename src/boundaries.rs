@@ -74,6 +74,7 @@ pub const PLATFORM_TABLES: &[(&str, &str)] = &[
     ("projection_checkpoints", "projector"),
     ("relay_checkpoints", "relay"),
     ("rebuild_leases", "rebuild_leases"),
+    ("dead_letters", "dead_letters"),
 ];
 
 /// Tables a domain owns besides its events table (written only by its command module).

@@ -233,6 +233,12 @@ pub enum ProjectionsCommand {
     /// Rebuild a projection from the event store into a fresh copy while the live one keeps
     /// serving, then swap. Interrupted, it resumes where it stopped when run again.
     Rebuild { name: String },
+    /// Handle a policy's parked events (`dead_letters`, counted by `status`) again: each one
+    /// handled now is removed, each one that fails again stays with its new error.
+    Retry {
+        /// The policy's name, e.g. policy_follow_on_user_deactivated.
+        policy: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -213,12 +213,19 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<38} {:<10} {:<13} {:>12} {:>12} {:>10} {:>9}  state",
-                    "projection", "kind", "domain", "checkpoint", "head", "lag", "lag (s)"
+                    "{:<38} {:<10} {:<13} {:>12} {:>12} {:>10} {:>9} {:>6}  state",
+                    "projection",
+                    "kind",
+                    "domain",
+                    "checkpoint",
+                    "head",
+                    "lag",
+                    "lag (s)",
+                    "parked"
                 );
                 for r in rows {
                     println!(
-                        "{:<38} {:<10} {:<13} {:>12} {:>12} {:>10} {:>9.1}  {}",
+                        "{:<38} {:<10} {:<13} {:>12} {:>12} {:>10} {:>9.1} {:>6}  {}",
                         r.projection,
                         r.kind,
                         r.domain.as_str(),
@@ -226,6 +233,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                         r.head,
                         r.lag_events,
                         r.lag_seconds,
+                        r.dead_letters,
                         r.state
                     );
                 }
@@ -273,6 +281,32 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                     positions.join(", "),
                     report.seconds,
                     if report.resumed { " (resumed)" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        Command::Projections(ProjectionsCommand::Retry { policy }) => {
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let Some(found) = nova::app::policies_over(&db)
+                .into_iter()
+                .find(|p| p.name() == policy)
+            else {
+                db.close().await;
+                return Err(format!("unknown policy {policy}").into());
+            };
+            let retried = nova_policies::retry_dead_letters(&*found, &db.store, &db.any).await;
+            db.close().await;
+            let retried = retried?;
+            if cli.db.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"policy": policy, "handled": retried.handled, "failed": retried.failed})
+                );
+            } else {
+                println!(
+                    "{policy}: {} parked event(s) handled, {} still failing",
+                    retried.handled, retried.failed
                 );
             }
             Ok(())

@@ -28,8 +28,8 @@ pub mod post;
 pub mod runtime;
 
 pub use runtime::{
-    react_all, react_once, run_policy, wait_until_applied, wait_until_current, CatchUp, Policy,
-    PolicyError,
+    react_all, react_once, retry_dead_letters, run_policy, wait_until_applied, wait_until_current,
+    CatchUp, Policy, PolicyError, Retried,
 };
 
 /// Name and consumed domains of every policy [`all`] returns, known without building them (for

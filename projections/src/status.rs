@@ -22,6 +22,8 @@ pub struct ProjectionStatus {
     pub lag_seconds: f64,
     /// `caught_up` or `behind`.
     pub state: &'static str,
+    /// Events parked in `dead_letters` (policies only; ADR 0023).
+    pub dead_letters: i64,
 }
 
 /// The status of every projection, and of the `policies` named (name and consumed domains:
@@ -49,6 +51,17 @@ pub async fn status(
             .iter()
             .map(|(name, domains)| ((*name).to_owned(), *domains, "policy")),
     );
+    let parked: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT consumer, domain, COUNT(*) FROM dead_letters GROUP BY consumer, domain",
+    )
+    .fetch_all(pool)
+    .await?;
+    let parked_of = |name: &str, domain: Domain| {
+        parked
+            .iter()
+            .find(|(c, d, _)| c == name && d == domain.as_str())
+            .map_or(0, |(_, _, n)| *n)
+    };
     for (name, domains, kind) in views {
         for &domain in domains {
             let checkpoint = checkpoints.load(pool, &name, domain).await?;
@@ -87,6 +100,7 @@ pub async fn status(
                 } else {
                     "behind"
                 },
+                dead_letters: parked_of(&name, domain),
             });
         }
     }
@@ -103,5 +117,6 @@ pub fn record_metrics(statuses: &[ProjectionStatus]) {
         metrics::gauge!("nova_projection_checkpoint", &labels).set(s.checkpoint as f64);
         metrics::gauge!("nova_projection_lag_events", &labels).set(s.lag_events as f64);
         metrics::gauge!("nova_projection_lag_seconds", &labels).set(s.lag_seconds);
+        metrics::gauge!("nova_dead_letters", &labels).set(s.dead_letters as f64);
     }
 }

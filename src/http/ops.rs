@@ -46,6 +46,8 @@ pub struct ProjectionRow {
     lag_events: i64,
     lag_seconds: f64,
     status: String,
+    /// Events parked in `dead_letters` (policies; `nova projections retry` handles them).
+    dead_letters: i64,
     /// Progress of a rebuild started through the API, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     rebuild: Option<RebuildState>,
@@ -62,6 +64,7 @@ impl From<ProjectionStatus> for ProjectionRow {
             lag_events: s.lag_events,
             lag_seconds: s.lag_seconds,
             status: s.state.to_owned(),
+            dead_letters: s.dead_letters,
             rebuild: None,
         }
     }
