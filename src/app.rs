@@ -22,6 +22,7 @@ use nova_commands::user::UserCommands;
 use nova_commands::CommandStore;
 use nova_event_schemas::Domain;
 use nova_infra::db::Database;
+use nova_infra::limits::Limits;
 use nova_infra::nats::Names;
 use nova_infra::relay::Relay;
 use nova_policies::{run_policy, CatchUp};
@@ -74,6 +75,23 @@ pub struct Settings {
     pub metrics: MetricsAccess,
     /// After how long a retry may take over an Idempotency-Key claim that never answered.
     pub idempotency_takeover: Duration,
+    /// Rate limits and where they are kept (ADR 0022).
+    pub rate_limits: RateLimitSettings,
+}
+
+/// Rate limits of the API. The default limits nothing (processes without an API, tools).
+#[derive(Clone, Default)]
+pub struct RateLimitSettings {
+    /// Per user; `None` = off.
+    pub user: Option<nova_infra::limits::Quota>,
+    /// Per client address without a valid token; `None` = off.
+    pub anonymous: Option<nova_infra::limits::Quota>,
+    /// Redis shared by all API processes (also for failed logins of unknown names).
+    pub redis_url: Option<String>,
+    /// Prefix of Nova's Redis keys.
+    pub redis_prefix: String,
+    /// The time limits decide by (a manual clock in tests).
+    pub clock: http::ratelimit::Clock,
 }
 
 /// Where `/metrics` is served. With neither field set it is not served.
@@ -204,21 +222,15 @@ impl Application {
         let store = CommandStore::new(db.store.clone());
         let facts = ReadModels::shared(db.any.clone());
         let follows = FollowCommands::new(store.clone(), facts.clone());
-        let posts = PostCommands::new(store.clone(), facts.clone());
+        let posts = PostCommands::new(store.clone(), facts.clone(), facts.clone());
         let experiments = ExperimentCommands::new(store.clone());
         // Policies run wherever all projections run (`nova serve`, `nova project` without
         // names): they react to other domains' events with commands to their own.
         if s.components.projections.is_none() {
             let catch_up = CatchUp::new(db.any.clone(), checkpoints.clone());
-            for policy in nova_policies::all(
-                &follows,
-                &posts,
-                facts.clone(),
-                facts.clone(),
-                &experiments,
-                facts.clone(),
-                &catch_up,
-            ) {
+            for policy in
+                nova_policies::all(&follows, &posts, &experiments, facts.clone(), &catch_up)
+            {
                 let source: Arc<dyn EventSource> = match &js {
                     Some(js) => Arc::new(JetStreamSource::new(
                         js.clone(),
@@ -261,7 +273,12 @@ impl Application {
         };
         let passwords = Passwords::new(s.argon2)?;
         let tokens = Tokens::new(&s.jwt_secret, s.access_ttl, s.refresh_ttl);
-        let users = UserCommands::new(store.clone(), vault, passwords, tokens);
+        let limits = match &s.rate_limits.redis_url {
+            Some(url) => Limits::redis(url, &s.rate_limits.redis_prefix)?,
+            None => Limits::in_process(),
+        };
+        let users =
+            UserCommands::new(store.clone(), vault, passwords, tokens).with_limits(limits.clone());
         let state = AppState {
             db: db.clone(),
             users,
@@ -277,6 +294,12 @@ impl Application {
             max_body_bytes: s.max_body_bytes,
             idempotency: http::idempotency::Settings::new(&s.jwt_secret, s.idempotency_takeover),
             metrics_token: s.metrics.token.as_ref().map(http::metrics::Token::new),
+            rate_limits: http::ratelimit::RateLimits {
+                user: s.rate_limits.user,
+                anonymous: s.rate_limits.anonymous,
+                limits,
+                clock: s.rate_limits.clock.clone(),
+            },
         };
         Ok(Application {
             listener,
@@ -344,6 +367,18 @@ impl Application {
     }
 }
 
+/// The policies Nova runs, over `db` (for tools such as `nova projections retry`; a serving
+/// process builds them with its own command services in [`Application::build`]).
+pub fn policies_over(db: &Database) -> Vec<Arc<dyn nova_policies::Policy>> {
+    let store = CommandStore::new(db.store.clone());
+    let facts = ReadModels::shared(db.any.clone());
+    let follows = FollowCommands::new(store.clone(), facts.clone());
+    let posts = PostCommands::new(store.clone(), facts.clone(), facts.clone());
+    let experiments = ExperimentCommands::new(store);
+    let catch_up = CatchUp::new(db.any.clone(), Checkpoints::default());
+    nova_policies::all(&follows, &posts, &experiments, facts, &catch_up)
+}
+
 async fn ensure_streams(
     js: async_nats::jetstream::Context,
     names: Names,
@@ -377,7 +412,7 @@ async fn after_streams(mut ready: watch::Receiver<bool>, task: impl Future<Outpu
 /// Projection lag as gauges, refreshed every few seconds.
 async fn publish_status_metrics(db: Database, mut stop: watch::Receiver<bool>) {
     loop {
-        match nova_projections::status::status(&db.store, &db.any).await {
+        match nova_projections::status::status(&db.store, &db.any, nova_policies::CATALOG).await {
             Ok(s) => nova_projections::status::record_metrics(&s),
             Err(e) => tracing::debug!(error = %e, "projection status unavailable"),
         }

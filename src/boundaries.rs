@@ -74,6 +74,8 @@ pub const PLATFORM_TABLES: &[(&str, &str)] = &[
     ("projection_checkpoints", "projector"),
     ("projection_as_of", "projector"),
     ("relay_checkpoints", "relay"),
+    ("rebuild_leases", "rebuild_leases"),
+    ("dead_letters", "dead_letters"),
 ];
 
 /// Tables a domain owns besides its events table (written only by its command module).
@@ -287,14 +289,12 @@ fn policies() -> Result<Vec<Arc<dyn nova_policies::Policy>>, crate::app::BoxErro
     let store = nova_commands::CommandStore::new(store);
     let facts = crate::facts::ReadModels::shared(any.clone());
     let follows = nova_commands::follow::FollowCommands::new(store.clone(), facts.clone());
-    let posts = nova_commands::post::PostCommands::new(store.clone(), facts.clone());
+    let posts = nova_commands::post::PostCommands::new(store.clone(), facts.clone(), facts.clone());
     let experiments = nova_commands::experiment::ExperimentCommands::new(store);
     let catch_up = nova_policies::CatchUp::new(any, nova_projections::Checkpoints::default());
     Ok(nova_policies::all(
         &follows,
         &posts,
-        facts.clone(),
-        facts.clone(),
         &experiments,
         facts,
         &catch_up,
@@ -1395,6 +1395,23 @@ mod tests {
             report.violations
         );
         found
+    }
+
+    #[test]
+    fn the_policy_catalog_names_every_policy_the_application_runs() {
+        let built: Vec<(String, Vec<Domain>)> = policies()
+            .unwrap()
+            .iter()
+            .map(|p| (p.name().to_owned(), p.domains().to_vec()))
+            .collect();
+        let catalog: Vec<(String, Vec<Domain>)> = nova_policies::CATALOG
+            .iter()
+            .map(|(n, d)| ((*n).to_owned(), d.to_vec()))
+            .collect();
+        assert_eq!(
+            built, catalog,
+            "nova_policies::CATALOG must list nova_policies::all()"
+        );
     }
 
     #[test]

@@ -153,6 +153,50 @@ pub struct ServeArgs {
     #[arg(long, env = "NOVA_IDEMPOTENCY_TAKEOVER_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub idempotency_takeover_ms: u64,
+    /// Requests a minute per user (a valid access token), GCRA; 0 = no limit (ADR 0022).
+    #[arg(long, env = "NOVA_RATE_LIMIT_PER_MINUTE", default_value_t = 100)]
+    pub rate_limit_per_minute: u32,
+    /// How many of a user's requests may come at once (the GCRA burst).
+    #[arg(long, env = "NOVA_RATE_LIMIT_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+    /// Requests a minute per client address without a valid token (registration, login,
+    /// refresh); 0 = no limit.
+    #[arg(
+        long,
+        env = "NOVA_RATE_LIMIT_ANONYMOUS_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub rate_limit_anonymous_per_minute: u32,
+    /// How many requests of one address without a token may come at once.
+    #[arg(long, env = "NOVA_RATE_LIMIT_ANONYMOUS_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_anonymous_burst: u32,
+    /// Redis for limits every API process shares (rate quotas, failed logins of unknown
+    /// names). Without it they are kept per process.
+    #[arg(long, env = "NOVA_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key Nova writes (several deployments may share one Redis).
+    #[arg(long, env = "NOVA_REDIS_PREFIX", default_value = "nova:")]
+    pub redis_prefix: String,
+}
+
+impl ServeArgs {
+    /// The configured rate limits (a quota of 0 requests a minute is off).
+    pub fn rate_limits(&self) -> crate::app::RateLimitSettings {
+        let quota =
+            |n: u32, burst: u32| (n > 0).then(|| nova_infra::limits::Quota::per_minute(n, burst));
+        crate::app::RateLimitSettings {
+            user: quota(self.rate_limit_per_minute, self.rate_limit_burst),
+            anonymous: quota(
+                self.rate_limit_anonymous_per_minute,
+                self.rate_limit_anonymous_burst,
+            ),
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            clock: Default::default(),
+        }
+    }
 }
 
 /// Minimum length of a configured metrics token.
@@ -228,6 +272,12 @@ pub enum ProjectionsCommand {
         /// The copy's id as listed by `status`.
         #[arg(long, conflicts_with_all = ["name", "as_of"])]
         id: Option<i64>,
+    },
+    /// Handle a policy's parked events (`dead_letters`, counted by `status`) again: each one
+    /// handled now is removed, each one that fails again stays with its new error.
+    Retry {
+        /// The policy's name, e.g. policy_follow_on_user_deactivated.
+        policy: String,
     },
 }
 
@@ -341,5 +391,45 @@ pub fn metrics_token(
             Err(ConfigError::MetricsTokenTooShort)
         }
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from([&["nova", "serve"], args].concat()).unwrap();
+        match cli.command {
+            Command::Serve(s) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn rate_limits_default_to_100_a_minute_per_user_and_switch_off_at_0() {
+        let q = nova_infra::limits::Quota::per_minute;
+        let defaults = serve(&[]).rate_limits();
+        assert_eq!(defaults.user, Some(q(100, 20)));
+        assert_eq!(defaults.anonymous, Some(q(30, 10)));
+        assert_eq!(defaults.redis_url, None);
+        assert_eq!(defaults.redis_prefix, "nova:");
+        let set = serve(&[
+            "--rate-limit-per-minute",
+            "0",
+            "--rate-limit-anonymous-per-minute",
+            "5",
+            "--rate-limit-anonymous-burst",
+            "2",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+        ])
+        .rate_limits();
+        assert_eq!(set.user, None);
+        assert_eq!(set.anonymous, Some(q(5, 2)));
+        assert_eq!(set.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert!(Cli::try_parse_from(["nova", "serve", "--rate-limit-burst", "0"]).is_err());
     }
 }

@@ -72,6 +72,7 @@ async fn run_background(
         components: components.clone(),
         metrics: Default::default(),
         idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
+        rate_limits: Default::default(),
     })
     .await?;
     tracing::info!(?components, "nova running");
@@ -121,6 +122,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 idempotency_takeover: std::time::Duration::from_millis(
                     args.idempotency_takeover_ms,
                 ),
+                rate_limits: args.rate_limits(),
             })
             .await?;
             if let Some(addr) = app.local_addr() {
@@ -206,7 +208,8 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
         Command::Projections(ProjectionsCommand::Status) => {
             let db = Database::connect(&cli.db.url()).await?;
             db.migrate().await?;
-            let rows = nova_projections::status::status(&db.store, &db.any).await;
+            let rows =
+                nova_projections::status::status(&db.store, &db.any, nova_policies::CATALOG).await;
             let copies = nova_projections::as_of::list(&db.any).await;
             db.close().await;
             let (rows, copies) = (rows?, copies?);
@@ -219,18 +222,27 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 );
             } else {
                 println!(
-                    "{:<20} {:<13} {:>12} {:>12} {:>10} {:>9}  state",
-                    "projection", "domain", "checkpoint", "head", "lag", "lag (s)"
+                    "{:<38} {:<10} {:<13} {:>12} {:>12} {:>10} {:>9} {:>6}  state",
+                    "projection",
+                    "kind",
+                    "domain",
+                    "checkpoint",
+                    "head",
+                    "lag",
+                    "lag (s)",
+                    "parked"
                 );
                 for r in rows {
                     println!(
-                        "{:<20} {:<13} {:>12} {:>12} {:>10} {:>9.1}  {}",
+                        "{:<38} {:<10} {:<13} {:>12} {:>12} {:>10} {:>9.1} {:>6}  {}",
                         r.projection,
+                        r.kind,
                         r.domain.as_str(),
                         r.checkpoint,
                         r.head,
                         r.lag_events,
                         r.lag_seconds,
+                        r.dead_letters,
                         r.state
                     );
                 }
@@ -362,9 +374,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 }
                 None => {
                     let root = nova_infra::search::SearchRoot::new(cli.db.search_dir());
-                    nova_projections::search::rebuild(&root, &db.store, &db.any, draw(&bar))
-                        .await
-                        .map_err(Into::into)
+                    nova_projections::search::rebuild(&root, &db.store, &db.any, draw(&bar)).await
                 }
             };
             bar.finish_and_clear();
@@ -379,6 +389,32 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                     positions_text(&report.positions),
                     report.seconds,
                     if report.resumed { " (resumed)" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        Command::Projections(ProjectionsCommand::Retry { policy }) => {
+            let db = Database::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let Some(found) = nova::app::policies_over(&db)
+                .into_iter()
+                .find(|p| p.name() == policy)
+            else {
+                db.close().await;
+                return Err(format!("unknown policy {policy}").into());
+            };
+            let retried = nova_policies::retry_dead_letters(&*found, &db.store, &db.any).await;
+            db.close().await;
+            let retried = retried?;
+            if cli.db.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"policy": policy, "handled": retried.handled, "failed": retried.failed})
+                );
+            } else {
+                println!(
+                    "{policy}: {} parked event(s) handled, {} still failing",
+                    retried.handled, retried.failed
                 );
             }
             Ok(())

@@ -36,6 +36,9 @@ fn serve(cwd: &std::path::Path) -> (Child, String) {
         .arg("serve")
         .current_dir(cwd)
         .env("NOVA_LISTEN", "127.0.0.1:0")
+        // Load from one address: the rate limits (ADR 0022) are not under test here.
+        .env("NOVA_RATE_LIMIT_PER_MINUTE", "0")
+        .env("NOVA_RATE_LIMIT_ANONYMOUS_PER_MINUTE", "0")
         .env("NOVA_LOG_FORMAT", "json")
         .env_remove("NOVA_DATABASE_URL")
         .env_remove("NOVA_DATA_DIR")

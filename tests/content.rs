@@ -922,17 +922,18 @@ async fn author_posts_are_paginated(engine: Engine) {
     let all = read(&app, &b, &format!("/v1/users/{alice}/posts"), &pos).await;
     assert_eq!(ids(&all), created);
     assert_eq!(all["items"][0]["author_id"], alice.to_string());
-    // Bob's one post; an unknown user has none.
+    // Bob's one post; an unknown user is a 404, not an empty list.
     let bobs = read(&app, &a, &format!("/v1/users/{bob}/posts"), &pos).await;
     assert_eq!(ids(&bobs).len(), 1);
-    let none = read(
+    read_err(
         &app,
         &a,
         &format!("/v1/users/{}/posts", Uuid::now_v7()),
         &pos,
+        StatusCode::NOT_FOUND,
+        "not_found",
     )
     .await;
-    assert_eq!(none, json!({"items": [], "next_cursor": null}));
     app.stop().await;
 }
 
@@ -1001,8 +1002,17 @@ async fn deactivation_scenario(app: &TestApp) {
         )
         .await;
     }
-    let list = read(app, &b, &format!("/v1/users/{alice}/posts"), &pos).await;
-    assert_eq!(ids(&list).len(), 0);
+    // A deactivated author has no public posts: the list is a 404 once the directory knows.
+    let user_head = app.db.store.head(Domain::User).await.unwrap();
+    read_err(
+        app,
+        &b,
+        &format!("/v1/users/{alice}/posts"),
+        &format!("user:{user_head}"),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     read(app, &b, &format!("/v1/posts/{bobs}"), &pos).await;
     assert!(!post_events(&app.db, p3)
         .await
@@ -1029,7 +1039,11 @@ async fn deactivation_scenario(app: &TestApp) {
 
     // Handling the same event again appends nothing.
     let policy = nova_policies::post::PostOnUserDeactivated::new(
-        nova_commands::post::PostCommands::new(app.command_store(), app.read_models()),
+        nova_commands::post::PostCommands::new(
+            app.command_store(),
+            app.read_models(),
+            app.read_models(),
+        ),
         app.read_models(),
         nova_policies::CatchUp::new(app.db.any.clone(), nova_projections::Checkpoints::default()),
     );

@@ -29,6 +29,9 @@ fn start(db_url: &str, nats_url: &str, port: u16) -> Child {
         .env("NOVA_NATS_URL", nats_url)
         .env("NOVA_JWT_SECRET", SECRET)
         .env("NOVA_LISTEN", format!("127.0.0.1:{port}"))
+        // Load from one address: the rate limits (ADR 0022) are not under test here.
+        .env("NOVA_RATE_LIMIT_PER_MINUTE", "0")
+        .env("NOVA_RATE_LIMIT_ANONYMOUS_PER_MINUTE", "0")
         .env("NOVA_ARGON2_MEMORY_KIB", "1024")
         .env("NOVA_ARGON2_ITERATIONS", "1")
         .env("NOVA_LOG", "warn")
@@ -224,6 +227,9 @@ async fn api_relay_and_projector_run_as_separate_processes() {
             .env("NOVA_NATS_URL", nats.url())
             .env("NOVA_JWT_SECRET", SECRET)
             .env("NOVA_LISTEN", format!("127.0.0.1:{port}"))
+            // Load from one address: the rate limits (ADR 0022) are not under test here.
+            .env("NOVA_RATE_LIMIT_PER_MINUTE", "0")
+            .env("NOVA_RATE_LIMIT_ANONYMOUS_PER_MINUTE", "0")
             .env("NOVA_ARGON2_MEMORY_KIB", "1024")
             .env("NOVA_ARGON2_ITERATIONS", "1")
             .stdout(Stdio::null())
@@ -313,6 +319,9 @@ async fn keyed_retries_after_kill_dash_nine_run_once(engine: Engine) {
             .env("NOVA_DATA_DIR", &data_dir)
             .env("NOVA_JWT_SECRET", SECRET)
             .env("NOVA_LISTEN", format!("127.0.0.1:{port}"))
+            // Load from one address: the rate limits (ADR 0022) are not under test here.
+            .env("NOVA_RATE_LIMIT_PER_MINUTE", "0")
+            .env("NOVA_RATE_LIMIT_ANONYMOUS_PER_MINUTE", "0")
             .env("NOVA_ARGON2_MEMORY_KIB", "1024")
             .env("NOVA_ARGON2_ITERATIONS", "1")
             .env("NOVA_IDEMPOTENCY_TAKEOVER_MS", "500")

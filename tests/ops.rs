@@ -229,5 +229,41 @@ fn cli_grant_role_and_projection_status() {
         text.contains("user_directory") && text.contains("behind"),
         "{text}"
     );
+    // Policies are listed too (nothing handled yet: this process runs none).
+    let policy = status["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["projection"] == "policy_follow_on_user_deactivated")
+        .expect("policies in the status");
+    assert_eq!(policy["kind"], "policy");
+    assert_eq!(
+        (
+            policy["lag_events"].as_i64(),
+            policy["dead_letters"].as_i64()
+        ),
+        (Some(3), Some(0))
+    );
+    assert!(text.contains("policy_post_on_user_deactivated"), "{text}");
+    // Parked events are retried by name; there are none here.
+    let out = nova(&[
+        "projections",
+        "retry",
+        "policy_follow_on_user_deactivated",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["handled"].as_u64(), v["failed"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(!nova(&["projections", "retry", "no_such_policy"])
+        .status
+        .success());
     let _ = std::fs::remove_dir_all(dir);
 }

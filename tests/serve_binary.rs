@@ -27,6 +27,9 @@ fn serve_with(cwd: &Path, args: &[&str]) -> Server {
         .args(args)
         .current_dir(cwd)
         .env("NOVA_LISTEN", "127.0.0.1:0")
+        // Load from one address: the rate limits (ADR 0022) are not under test here.
+        .env("NOVA_RATE_LIMIT_PER_MINUTE", "0")
+        .env("NOVA_RATE_LIMIT_ANONYMOUS_PER_MINUTE", "0")
         .env("NOVA_LOG_FORMAT", "json")
         .env("NOVA_ARGON2_MEMORY_KIB", "1024")
         .env("NOVA_ARGON2_ITERATIONS", "1")

@@ -522,9 +522,10 @@ async fn views(pool: &AnyPool, suffix: impl Fn(&str) -> String) -> Vec<(String, 
 async fn caught_up(app: &TestApp) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let rows = nova_projections::status::status(&app.db.store, &app.db.any)
-            .await
-            .unwrap();
+        let rows =
+            nova_projections::status::status(&app.db.store, &app.db.any, nova_policies::CATALOG)
+                .await
+                .unwrap();
         if rows
             .iter()
             .filter(|r| r.projection != nova_projections::search::NAME)

@@ -35,6 +35,10 @@ pub enum PostError {
     Deleted,
     #[error("no such comment")]
     CommentNotFound,
+    /// Decided by the command handler from the follow domain's facts: a block is in effect
+    /// between the actor and the post's author (either direction).
+    #[error("a block is in effect between you and the post's author")]
+    Blocked,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -299,6 +299,7 @@ pub async fn serve(database_url: &str, components: Components) -> Result<Server,
         refresh_ttl: chrono::Duration::days(1),
         metrics: MetricsAccess::default(),
         idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
+        rate_limits: Default::default(),
         search_dir: std::env::temp_dir()
             .join(format!("nova-bench-search-{}", uuid::Uuid::new_v4())),
         search_consumer: nova_projections::search::NAME.to_owned(),

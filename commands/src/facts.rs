@@ -126,6 +126,36 @@ pub(crate) mod fake {
         }
     }
 
+    /// Blocks as the notification view would list them; knows only the blocks put into it.
+    #[derive(Default)]
+    pub struct Blocks {
+        pairs: Mutex<Vec<(Uuid, Uuid)>>,
+        /// Answer every question with this error.
+        pub down: Mutex<bool>,
+    }
+
+    impl Blocks {
+        pub fn block(&self, blocker: Uuid, blocked: Uuid) {
+            let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+            pairs.push((blocker, blocked));
+        }
+    }
+
+    #[async_trait]
+    impl FollowFactSource for Blocks {
+        async fn edges_of(&self, _user: Uuid) -> FactResult<Vec<(Uuid, Uuid)>> {
+            Ok(Vec::new())
+        }
+
+        async fn block_between(&self, a: Uuid, b: Uuid) -> FactResult<bool> {
+            if *self.down.lock().unwrap_or_else(|p| p.into_inner()) {
+                return Err(FactError::new("blocks down"));
+            }
+            let pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(pairs.contains(&(a, b)) || pairs.contains(&(b, a)))
+        }
+    }
+
     /// A notification view that holds no notifications yet.
     pub struct NoNotifications;
 

@@ -118,6 +118,15 @@ impl FollowCommands {
             .map_err(|e| FollowCommandError::Unavailable(e.to_string()))
     }
 
+    /// Position of the user domain's latest event: what a policy waits for the user directory
+    /// to reach before it trusts an "is active?" answer about a user.
+    pub async fn user_head(&self) -> Result<i64> {
+        self.store
+            .head(Domain::User)
+            .await
+            .map_err(|e| FollowCommandError::Unavailable(e.to_string()))
+    }
+
     async fn run(
         &self,
         ctx: &CommandContext,

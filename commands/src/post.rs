@@ -18,7 +18,7 @@ use nova_event_schemas::post::{bookmark_id, like_id, HideReason, PostEvent};
 use nova_event_schemas::Domain;
 use uuid::Uuid;
 
-use crate::facts::UserFactSource;
+use crate::facts::{FollowFactSource, UserFactSource};
 use crate::user::{URL_MAX, USERNAME_MAX, USERNAME_MIN};
 use crate::{CommandContext, CommandError, CommandStore, Done, Owned, Repository};
 
@@ -47,14 +47,21 @@ pub struct PostCommands {
     store: CommandStore,
     /// Facts about users (the user directory); they may lag the user domain.
     users: Arc<dyn UserFactSource>,
+    /// Facts about blocks (they may lag the follow domain).
+    graph: Arc<dyn FollowFactSource>,
     posts: Repository<Post>,
     likes: Repository<Like>,
     bookmarks: Repository<Bookmark>,
 }
 
 impl PostCommands {
-    pub fn new(store: CommandStore, users: Arc<dyn UserFactSource>) -> Self {
+    pub fn new(
+        store: CommandStore,
+        users: Arc<dyn UserFactSource>,
+        graph: Arc<dyn FollowFactSource>,
+    ) -> Self {
         PostCommands {
+            graph,
             posts: Repository::new(&store, PostWriter(())),
             likes: Repository::new(&store, PostWriter(())),
             bookmarks: Repository::new(&store, PostWriter(())),
@@ -82,7 +89,7 @@ impl PostCommands {
     ) -> Result<(Uuid, Done)> {
         let content = validate_text("content", content, CONTENT_MAX)?;
         let media_urls = validate_media(media_urls)?;
-        let mentions = self.mentions(&content).await?;
+        let mentions = self.mentions(author, &content).await?;
         let post_id = Uuid::now_v7();
         let e = self
             .posts
@@ -116,7 +123,7 @@ impl PostCommands {
             .transpose()?;
         let media_urls = media_urls.map(validate_media).transpose()?;
         let mentions = match &content {
-            Some(c) => Some(self.mentions(c).await?),
+            Some(c) => Some(self.mentions(actor, c).await?),
             None => None,
         };
         let e = self
@@ -179,7 +186,8 @@ impl PostCommands {
         content: String,
     ) -> Result<(Uuid, Done)> {
         let content = validate_text("content", content, COMMENT_MAX)?;
-        let mentions = self.mentions(&content).await?;
+        self.refuse_if_blocked(actor, post_id).await?;
+        let mentions = self.mentions(actor, &content).await?;
         let comment_id = Uuid::now_v7();
         let e = self
             .posts
@@ -232,6 +240,7 @@ impl PostCommands {
         actor: Uuid,
         post_id: Uuid,
     ) -> Result<(Uuid, Done)> {
+        self.refuse_if_blocked(actor, post_id).await?;
         let share_id = Uuid::now_v7();
         let e = self
             .posts
@@ -261,6 +270,9 @@ impl PostCommands {
 
     pub async fn like(&self, ctx: &CommandContext, actor: Uuid, post_id: Uuid) -> Result<Done> {
         let post = self.facts(post_id).await?;
+        if let Some(p) = &post {
+            self.refuse_if_blocked_by(actor, p.author_id).await?;
+        }
         let e = self
             .likes
             .execute(like_id(post_id, actor), ctx, |_| {
@@ -338,19 +350,39 @@ impl PostCommands {
         Ok(self.posts.load(post_id).await?.state)
     }
 
-    /// The active users `text` mentions, in order of first mention.
-    async fn mentions(&self, text: &str) -> Result<Vec<Uuid>> {
+    /// The active users `text` (written by `author`) mentions, in order of first mention.
+    /// A user with whom a block is in effect is not mentioned (no link, no notification): the
+    /// name stays plain text, as an unknown name does.
+    async fn mentions(&self, author: Uuid, text: &str) -> Result<Vec<Uuid>> {
         let names = mentioned_usernames(text);
         if names.is_empty() {
             return Ok(Vec::new());
         }
         let ids = self.users.ids_by_usernames(&names).await?;
         let mut seen = HashSet::new();
-        Ok(names
-            .iter()
-            .filter_map(|n| ids.get(n).copied())
-            .filter(|id| seen.insert(*id))
-            .collect())
+        let mut out = Vec::new();
+        for id in names.iter().filter_map(|n| ids.get(n).copied()) {
+            if seen.insert(id) && (id == author || !self.graph.block_between(author, id).await?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Refuses (`Blocked`) when a block is in effect between `actor` and the author of
+    /// `post_id`; an unknown post is left to the aggregate to refuse.
+    async fn refuse_if_blocked(&self, actor: Uuid, post_id: Uuid) -> Result<()> {
+        match self.facts(post_id).await? {
+            Some(p) => self.refuse_if_blocked_by(actor, p.author_id).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn refuse_if_blocked_by(&self, actor: Uuid, author: Uuid) -> Result<()> {
+        if actor != author && self.graph.block_between(actor, author).await? {
+            return Err(PostCommandError::Refused(PostError::Blocked));
+        }
+        Ok(())
     }
 }
 
@@ -462,7 +494,76 @@ mod tests {
     use nova_infra::testing::TestDb;
 
     use super::*;
-    use crate::facts::fake::Directory;
+    use crate::facts::fake::{Blocks, Directory};
+
+    /// A block (either way) between a user and a post's author refuses their comments, likes
+    /// and shares (422 `blocked` at the edge) and drops their mentions of each other; the
+    /// author's own actions, and everyone else's, pass.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_block_refuses_comments_likes_shares_and_mentions() {
+        let t = TestDb::sqlite();
+        let db = t.open().await;
+        let directory = Arc::new(Directory::default());
+        let blocks = Arc::new(Blocks::default());
+        let posts = PostCommands::new(
+            CommandStore::new(db.store.clone()),
+            directory.clone(),
+            blocks.clone(),
+        );
+        let ctx = CommandContext::new(None, None);
+        let (author, blocked, friend) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        directory.add("author", author);
+        directory.add("blocked", blocked);
+        directory.add("friend", friend);
+        let (post, _) = posts
+            .create(&ctx, author, "hello".into(), vec![])
+            .await
+            .unwrap();
+        blocks.block(author, blocked);
+        let is_blocked = |r: std::result::Result<_, PostCommandError>| {
+            matches!(r, Err(PostCommandError::Refused(PostError::Blocked)))
+        };
+        assert!(is_blocked(
+            posts
+                .add_comment(&ctx, blocked, post, "hi".into())
+                .await
+                .map(drop)
+        ));
+        assert!(is_blocked(posts.like(&ctx, blocked, post).await.map(drop)));
+        assert!(is_blocked(posts.share(&ctx, blocked, post).await.map(drop)));
+        // Nothing was appended for them.
+        let state = posts.state(post).await.unwrap();
+        assert_eq!((state.comment_count, state.shares.len()), (0, 0));
+        // Mentions across the block resolve to nothing, either way.
+        let (theirs, _) = posts
+            .create(&ctx, blocked, "@author @friend".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(posts.state(theirs).await.unwrap().mentions, vec![friend]);
+        let (own, _) = posts
+            .create(&ctx, author, "@blocked @friend @author".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            posts.state(own).await.unwrap().mentions,
+            vec![friend, author]
+        );
+        // Others, and the author, are not affected.
+        posts
+            .add_comment(&ctx, friend, post, "hi".into())
+            .await
+            .unwrap();
+        posts.like(&ctx, friend, post).await.unwrap();
+        posts
+            .add_comment(&ctx, author, post, "mine".into())
+            .await
+            .unwrap();
+        // A block source that cannot answer is unavailability, not a refusal.
+        *blocks.down.lock().unwrap() = true;
+        let r = posts.like(&ctx, blocked, post).await;
+        assert!(matches!(r, Err(PostCommandError::Unavailable(_))), "{r:?}");
+        db.close().await;
+    }
 
     /// Mentions resolve through the user directory, which lags the user domain: a name it does
     /// not list (yet) resolves to nothing and stays plain text; after it catches up, an edit
@@ -472,7 +573,11 @@ mod tests {
         let t = TestDb::sqlite();
         let db = t.open().await;
         let directory = Arc::new(Directory::default());
-        let posts = PostCommands::new(CommandStore::new(db.store.clone()), directory.clone());
+        let posts = PostCommands::new(
+            CommandStore::new(db.store.clone()),
+            directory.clone(),
+            Arc::new(Blocks::default()),
+        );
         let ctx = CommandContext::new(None, None);
         let (author, alice, carol) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         directory.add("alice", alice);

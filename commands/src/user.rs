@@ -3,7 +3,7 @@
 //! decisions are the aggregates'. Only this module (and its submodules) can create a
 //! [`UserWriter`], so only it appends user events.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use esrs::Aggregate;
@@ -12,6 +12,7 @@ use nova_aggregates::user::{
     LOCKOUT_DURATION, LOCKOUT_THRESHOLD, LOCKOUT_WINDOW,
 };
 use nova_event_schemas::user::{username_claim_id, Role, UserEvent};
+use nova_infra::limits::Limits;
 use nova_infra::store::StoreError;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -96,80 +97,41 @@ pub struct UserCommands {
     vault: Vault,
     passwords: Passwords,
     tokens: Tokens,
-    unknown: Arc<Mutex<UnknownNames>>,
+    limits: Limits,
     gates: Arc<[Arc<tokio::sync::Mutex<()>>]>,
 }
 
 /// Failed logins for names without an active account (unknown or deactivated), so that they
 /// lock exactly like active accounts and the lockout does not reveal which names are
-/// registered. In memory and bounded in bytes, least recently failed evicted first: a process
-/// restart forgets them (active accounts' failures are events and are not forgotten).
-struct UnknownNames {
-    failures: lru::LruCache<String, Vec<DateTime<Utc>>>,
-    bytes: usize,
-    max_bytes: usize,
+/// registered. Kept in the shared limits store (`nova_infra::limits`: Redis when configured,
+/// ADR 0022), so a restart or another API process does not reset them; the record is the
+/// failure times (ms) of the name's SHA-256, never the name itself (a password typed into the
+/// name field must not land in Redis).
+fn unknown_name_key(name: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "login-failures:{}",
+        hex::encode(sha2::Sha256::digest(name.to_lowercase().as_bytes()))
+    )
 }
 
-/// Memory budget of [`UnknownNames`] (about 30,000 names at the longest allowed username).
-pub const UNKNOWN_NAMES_MAX_BYTES: usize = 4 << 20;
-
-impl Default for UnknownNames {
-    fn default() -> Self {
-        UnknownNames::with_budget(UNKNOWN_NAMES_MAX_BYTES)
-    }
-}
-
-impl UnknownNames {
-    fn with_budget(max_bytes: usize) -> Self {
-        UnknownNames {
-            failures: lru::LruCache::unbounded(),
-            bytes: 0,
-            max_bytes,
-        }
-    }
-
-    /// What one entry costs: the name, its failure times (never more than the threshold) and
-    /// the map's own bookkeeping.
-    fn entry_bytes(name: &str) -> usize {
-        const OVERHEAD: usize = 128;
-        name.len()
-            + LOCKOUT_THRESHOLD * std::mem::size_of::<DateTime<Utc>>()
-            + std::mem::size_of::<(String, Vec<DateTime<Utc>>)>()
-            + OVERHEAD
-    }
-
-    /// Records a failure; returns the lock expiry if the name is (now) locked.
-    fn fail(&mut self, name: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if let Some(until) = self.locked_until(name, now) {
+/// Records a failure at `now` (ms) in `times`; returns the lock expiry (ms) if the name is
+/// (now) locked — the same rule as `User`'s `failed_attempt`: the
+/// [`LOCKOUT_THRESHOLD`]th failure within [`LOCKOUT_WINDOW`] locks for [`LOCKOUT_DURATION`],
+/// and a locked name's attempts are not counted.
+fn record_unknown_failure(times: &mut Vec<i64>, now: i64) -> Option<i64> {
+    let duration = LOCKOUT_DURATION.num_milliseconds();
+    if times.len() >= LOCKOUT_THRESHOLD {
+        if let Some(until) = times.last().map(|t| t + duration).filter(|u| now < *u) {
             return Some(until);
         }
-        if let Some(times) = self.failures.get_mut(name) {
-            times.retain(|t| *t > now - LOCKOUT_WINDOW);
-            times.push(now);
-            return (times.len() >= LOCKOUT_THRESHOLD).then(|| now + LOCKOUT_DURATION);
-        }
-        let cost = Self::entry_bytes(name);
-        while self.bytes + cost > self.max_bytes {
-            let Some((old, _)) = self.failures.pop_lru() else {
-                break;
-            };
-            self.bytes = self.bytes.saturating_sub(Self::entry_bytes(&old));
-        }
-        let mut times = Vec::with_capacity(LOCKOUT_THRESHOLD);
-        times.push(now);
-        self.failures.put(name.to_owned(), times);
-        self.bytes += cost;
-        (LOCKOUT_THRESHOLD <= 1).then(|| now + LOCKOUT_DURATION)
     }
-
-    fn locked_until(&mut self, name: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let times = self.failures.get(name)?;
-        if times.len() < LOCKOUT_THRESHOLD {
-            return None;
-        }
-        let until = *times.last()? + LOCKOUT_DURATION;
-        (now < until).then_some(until)
+    times.retain(|t| *t > now - LOCKOUT_WINDOW.num_milliseconds());
+    times.push(now);
+    if times.len() > LOCKOUT_THRESHOLD {
+        times.drain(..times.len() - LOCKOUT_THRESHOLD);
     }
+    (times.len() >= LOCKOUT_THRESHOLD).then_some(now + duration)
 }
 
 /// Striped per-user gates: a failed login's events are appended after the answer (see
@@ -199,9 +161,16 @@ impl UserCommands {
             vault,
             passwords,
             tokens,
-            unknown: Arc::default(),
+            limits: Limits::in_process(),
             gates: (0..GATES).map(|_| Arc::default()).collect(),
         }
+    }
+
+    /// Keeps failed logins of unknown names in `limits` (shared between processes when it is
+    /// Redis) instead of this process only.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// argon2 computations run so far by this handler's password hasher.
@@ -382,7 +351,7 @@ impl UserCommands {
         let now = Utc::now();
         if user_id.is_none() || loaded.state.deactivated || !loaded.state.exists() {
             let _ = self.passwords.verify(password, None).await?;
-            return Err(self.unknown_name_failed(username, now));
+            return Err(self.unknown_name_failed(username, now).await);
         }
         let user_id = stream;
         let checked = loaded.state.credential_id;
@@ -437,15 +406,24 @@ impl UserCommands {
         self.issued(user_id, session_id, refresh, now, executed.position())
     }
 
-    /// A failed login of a name without an active account: counted in memory.
-    fn unknown_name_failed(&self, username: &str, now: DateTime<Utc>) -> UserCommandError {
-        let name = username.to_lowercase();
+    /// A failed login of a name without an active account: counted in the shared limits
+    /// store.
+    async fn unknown_name_failed(&self, username: &str, now: DateTime<Utc>) -> UserCommandError {
+        let now_ms = now.timestamp_millis();
+        let ttl = (LOCKOUT_WINDOW + LOCKOUT_DURATION)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(1800));
         let locked = self
-            .unknown
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .fail(&name, now);
-        match locked {
+            .limits
+            .update(&unknown_name_key(username), ttl, now_ms, |stored| {
+                let mut times: Vec<i64> = stored
+                    .and_then(|s| serde_json::from_str(s).ok())
+                    .unwrap_or_default();
+                let locked = record_unknown_failure(&mut times, now_ms);
+                (serde_json::to_string(&times).unwrap_or_default(), locked)
+            })
+            .await;
+        match locked.and_then(DateTime::from_timestamp_millis) {
             Some(until) => UserCommandError::Refused(UserError::Locked { until }),
             None => UserCommandError::Refused(UserError::InvalidCredentials),
         }
@@ -878,21 +856,28 @@ mod limits {
     use super::*;
 
     #[test]
-    fn unknown_name_failures_stay_within_their_byte_budget() {
-        let budget = 64 * 1024;
-        let mut names = UnknownNames::with_budget(budget);
-        let now = Utc::now();
-        for i in 0..100_000 {
-            names.fail(&format!("name_{i:0>26}"), now);
-            assert!(names.bytes <= budget);
+    fn unknown_names_lock_like_accounts() {
+        let mut times = Vec::new();
+        let minute = 60_000;
+        for i in 0..LOCKOUT_THRESHOLD as i64 - 1 {
+            assert_eq!(record_unknown_failure(&mut times, i * minute), None);
         }
-        assert!(names.failures.len() * UnknownNames::entry_bytes("x") <= budget);
-        // The most recent names still lock on their fifth failure.
-        let name = "name_00000000000000000000099999";
-        for _ in 0..3 {
-            assert_eq!(names.fail(name, now), None);
+        let fifth = (LOCKOUT_THRESHOLD as i64 - 1) * minute;
+        let until = fifth + LOCKOUT_DURATION.num_milliseconds();
+        assert_eq!(record_unknown_failure(&mut times, fifth), Some(until));
+        // Locked: attempts are answered with the same expiry and not counted.
+        assert_eq!(record_unknown_failure(&mut times, until - 1), Some(until));
+        assert_eq!(times.len(), LOCKOUT_THRESHOLD);
+        // After the lock the window has moved past every failure.
+        assert_eq!(record_unknown_failure(&mut times, until), None);
+        assert_eq!(times, [until]);
+        // Failures outside the window do not count.
+        let mut spread = Vec::new();
+        for i in 0..20 {
+            assert_eq!(record_unknown_failure(&mut spread, i * 16 * minute), None);
         }
-        assert_eq!(names.fail(name, now), Some(now + LOCKOUT_DURATION));
+        assert_eq!(unknown_name_key("Alice"), unknown_name_key("alice"));
+        assert!(!unknown_name_key("alice").contains("alice"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod db;
 pub mod delivery;
 pub mod idempotency;
+pub mod limits;
 pub mod nats;
 pub mod readmodel;
 pub mod relay;

@@ -12,6 +12,8 @@ use nova_projections::experiment_results;
 use crate::runtime::{deactivated_user, reaction_context, retry, CatchUp, Policy, PolicyError};
 
 pub const NAME: &str = "policy_experiment_on_user_deactivated";
+/// The domains it consumes.
+pub const DOMAINS: &[Domain] = &[Domain::User];
 
 /// `policy_experiment_on_user_deactivated`: when a user is deactivated, every participant
 /// stream of theirs is withdrawn, so that conversions recorded after the deactivation are not
@@ -45,7 +47,7 @@ impl Policy for ExperimentOnUserDeactivated {
     }
 
     fn domains(&self) -> &'static [Domain] {
-        &[Domain::User]
+        DOMAINS
     }
 
     fn domain(&self) -> Domain {

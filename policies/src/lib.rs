@@ -3,7 +3,8 @@
 //! deactivated, end their follows".
 //!
 //! One module per domain that reacts, named like everywhere else: [`follow`]
-//! (`FollowOnUserDeactivated`), [`post`] (`PostOnUserDeactivated`) and [`experiment`]
+//! (`FollowOnUserDeactivated`, and `FollowOfInactiveUser` for a follow that raced a
+//! deactivation), [`post`] (`PostOnUserDeactivated`) and [`experiment`]
 //! (`ExperimentOnUserDeactivated`); [`all`] is the list Nova
 //! runs. A policy reaches its domain only through that domain's command service (it holds
 //! nothing else that can append, and the command crate's writers keep every domain's appends
@@ -14,9 +15,12 @@
 use std::sync::Arc;
 
 use nova_commands::experiment::ExperimentCommands;
-use nova_commands::facts::{ExperimentFactSource, FollowFactSource, PostFactSource};
+use nova_commands::facts::{
+    ExperimentFactSource, FollowFactSource, PostFactSource, UserFactSource,
+};
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
+use nova_event_schemas::Domain;
 
 pub mod experiment;
 pub mod follow;
@@ -24,34 +28,51 @@ pub mod post;
 pub mod runtime;
 
 pub use runtime::{
-    react_all, react_once, run_policy, wait_until_applied, wait_until_current, CatchUp, Policy,
-    PolicyError,
+    react_all, react_once, retry_dead_letters, run_policy, wait_until_applied, wait_until_current,
+    CatchUp, Policy, PolicyError, Retried,
 };
 
+/// Name and consumed domains of every policy [`all`] returns, known without building them (for
+/// `nova projections status` and `/v1/projections`). `nova`'s boundaries tests hold it equal to
+/// [`all`].
+pub const CATALOG: &[(&str, &[Domain])] = &[
+    (follow::NAME, follow::DOMAINS),
+    (follow::RACE_NAME, follow::RACE_DOMAINS),
+    (post::NAME, post::DOMAINS),
+    (experiment::NAME, experiment::DOMAINS),
+];
+
 /// Every policy Nova runs: each reacts to another domain's events with commands to its own.
-pub fn all(
+/// `facts` answers every policy's questions about other domains (`nova::facts::ReadModels`).
+pub fn all<F>(
     follows: &FollowCommands,
     posts: &PostCommands,
-    follow_facts: Arc<dyn FollowFactSource>,
-    post_facts: Arc<dyn PostFactSource>,
     experiments: &ExperimentCommands,
-    experiment_facts: Arc<dyn ExperimentFactSource>,
+    facts: Arc<F>,
     catch_up: &CatchUp,
-) -> Vec<Arc<dyn Policy>> {
+) -> Vec<Arc<dyn Policy>>
+where
+    F: FollowFactSource + PostFactSource + ExperimentFactSource + UserFactSource,
+{
     vec![
         Arc::new(follow::FollowOnUserDeactivated::new(
             follows.clone(),
-            follow_facts,
+            facts.clone(),
+            catch_up.clone(),
+        )),
+        Arc::new(follow::FollowOfInactiveUser::new(
+            follows.clone(),
+            facts.clone(),
             catch_up.clone(),
         )),
         Arc::new(post::PostOnUserDeactivated::new(
             posts.clone(),
-            post_facts,
+            facts.clone(),
             catch_up.clone(),
         )),
         Arc::new(experiment::ExperimentOnUserDeactivated::new(
             experiments.clone(),
-            experiment_facts,
+            facts,
             catch_up.clone(),
         )),
     ]

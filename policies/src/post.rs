@@ -13,6 +13,8 @@ use nova_projections::post_view;
 use crate::runtime::{deactivated_user, reaction_context, retry, CatchUp, Policy, PolicyError};
 
 pub const NAME: &str = "policy_post_on_user_deactivated";
+/// The domains it consumes.
+pub const DOMAINS: &[Domain] = &[Domain::User];
 
 /// `policy_post_on_user_deactivated`: when a user is deactivated, the post domain hides every
 /// visible post of theirs — by commands to its own post aggregates (DESIGN rule 1), never by
@@ -42,7 +44,7 @@ impl Policy for PostOnUserDeactivated {
     }
 
     fn domains(&self) -> &'static [Domain] {
-        &[Domain::User]
+        DOMAINS
     }
 
     fn domain(&self) -> Domain {

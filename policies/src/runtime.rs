@@ -6,6 +6,13 @@
 //! transaction. Delivery is therefore at-least-once: the checkpoint moves after an event's
 //! commands succeeded, and a crash in between repeats them. Policies must be idempotent — their
 //! commands decide "nothing to do" on a second run.
+//!
+//! A failure that retrying cannot cure — an event that does not decode, or a reaction the policy
+//! declares impossible ([`PolicyError::Poison`]) — is parked in `dead_letters` with the
+//! checkpoint moved past it in the same transaction, so one poison event no longer stalls its
+//! domain; `nova projections status` counts the parked events, `/metrics` has
+//! `nova_policy_dead_letters_total`, and [`retry_dead_letters`] (`nova projections retry
+//! <policy>`) handles them again. Every other failure is retried, never parked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +40,19 @@ pub enum PolicyError {
     /// the event is retried.
     #[error("{0}")]
     Retry(String),
+    /// The event can never be handled as it is (retrying cannot help): it is parked in
+    /// `dead_letters` and the policy moves on.
+    #[error("the event cannot be handled: {0}")]
+    Poison(String),
+}
+
+impl PolicyError {
+    /// Whether retrying the event can never help: it cannot be decoded, or the policy says so.
+    /// Only such events are parked; trouble that may pass (an outage) is retried, never
+    /// parked, so no reaction is lost to it.
+    pub fn is_poison(&self) -> bool {
+        matches!(self, PolicyError::Decode(_) | PolicyError::Poison(_))
+    }
 }
 
 #[async_trait]
@@ -111,9 +131,18 @@ async fn handle_batch(
             continue;
         }
         let outcome = policy.handle(event).await;
-        if let Err(e) = outcome {
-            save(pool, checkpoints, name, domain, position).await?;
-            return Err(e);
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.is_poison() => {
+                // Parked with the checkpoint past it, in one transaction: what follows flows on.
+                park(pool, checkpoints, name, event, &e).await?;
+                position = event.position;
+                continue;
+            }
+            Err(e) => {
+                save(pool, checkpoints, name, domain, position).await?;
+                return Err(e);
+            }
         }
         position = event.position;
         tracing::debug!(
@@ -130,6 +159,118 @@ async fn handle_batch(
     save(pool, checkpoints, name, domain, position).await?;
     source.acknowledge(domain, position).await;
     Ok(())
+}
+
+/// Parks `event` in `dead_letters` for policy `name` and moves the checkpoint past it, in one
+/// transaction.
+async fn park(
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    name: &str,
+    event: &RecordedEvent,
+    error: &PolicyError,
+) -> Result<(), sqlx::Error> {
+    tracing::warn!(policy = name, domain = %event.domain, position = event.position,
+        event_type = %event.event_type, %error, "event parked in dead_letters");
+    let mut tx = pool.begin().await?;
+    let stored = Checkpoints::load_in(&mut tx, name, event.domain).await?;
+    sqlx::query(
+        "INSERT INTO dead_letters \
+           (consumer, domain, position, event_id, event_type, error, attempts, parked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7) \
+         ON CONFLICT (consumer, domain, position) DO UPDATE \
+         SET error = excluded.error, attempts = dead_letters.attempts + 1",
+    )
+    .bind(name)
+    .bind(event.domain.as_str())
+    .bind(event.position)
+    .bind(event.event_id.to_string())
+    .bind(&event.event_type)
+    .bind(error.to_string())
+    .bind(chrono::Utc::now().to_rfc3339())
+    .execute(&mut *tx)
+    .await?;
+    if event.position > stored {
+        Checkpoints::save_in(&mut tx, name, event.domain, event.position).await?;
+    }
+    tx.commit().await?;
+    checkpoints.publish(name, event.domain, event.position.max(stored));
+    metrics::counter!("nova_policy_dead_letters_total",
+        "policy" => name.to_owned(), "domain" => event.domain.as_str())
+    .increment(1);
+    Ok(())
+}
+
+/// What [`retry_dead_letters`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Retried {
+    /// Handled now, and removed from `dead_letters`.
+    pub handled: usize,
+    /// Still failing; kept, with the new error and one more attempt.
+    pub failed: usize,
+}
+
+/// Handles `policy`'s parked events again, oldest position first per domain: each one handled
+/// is removed from `dead_letters`, each one that fails again stays with its new error. The
+/// reactions are idempotent, so handling one late (after later events) has the effect the
+/// policy would have had in order, for the deactivation policies Nova runs.
+pub async fn retry_dead_letters(
+    policy: &dyn Policy,
+    store: &EventStore,
+    pool: &AnyPool,
+) -> Result<Retried, PolicyError> {
+    let name = policy.name();
+    let parked: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT domain, position FROM dead_letters WHERE consumer = $1 ORDER BY domain, position",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    let mut retried = Retried::default();
+    for (domain_name, position) in parked {
+        let Some(domain) = Domain::parse(&domain_name) else {
+            continue;
+        };
+        let filter = nova_infra::store::ReadFilter {
+            after_position: position - 1,
+            limit: 1,
+            ..Default::default()
+        };
+        let event = store.read(domain, &filter).await?.into_iter().next();
+        let outcome = match &event {
+            Some(e) if e.position == position => policy.handle(e).await,
+            _ => Err(PolicyError::Poison(format!(
+                "{domain}:{position} is not in the store"
+            ))),
+        };
+        match outcome {
+            Ok(()) => {
+                sqlx::query(
+                    "DELETE FROM dead_letters WHERE consumer = $1 AND domain = $2 AND position = $3",
+                )
+                .bind(name)
+                .bind(&domain_name)
+                .bind(position)
+                .execute(pool)
+                .await?;
+                retried.handled += 1;
+            }
+            Err(e) => {
+                sqlx::query(
+                    "UPDATE dead_letters SET error = $4, attempts = attempts + 1 \
+                     WHERE consumer = $1 AND domain = $2 AND position = $3",
+                )
+                .bind(name)
+                .bind(&domain_name)
+                .bind(position)
+                .bind(e.to_string())
+                .execute(pool)
+                .await?;
+                retried.failed += 1;
+            }
+        }
+    }
+    Ok(retried)
 }
 
 async fn save(

@@ -18,13 +18,16 @@ use uuid::Uuid;
 
 on_both_backends!(
     failed_reaction_is_retried_alone,
-    checkpoint_survives_restart
+    checkpoint_survives_restart,
+    a_poison_event_is_parked_and_retried,
 );
 
-/// Records the positions it handled; fails once at `fail_at`.
+/// Records the positions it handled; fails once at `fail_at`, and declares `poison_at`
+/// impossible to handle while it is set.
 struct Recorder {
     handled: Mutex<Vec<i64>>,
     fail_at: Mutex<Option<i64>>,
+    poison_at: Mutex<Option<i64>>,
 }
 
 impl Recorder {
@@ -32,6 +35,7 @@ impl Recorder {
         Recorder {
             handled: Mutex::new(Vec::new()),
             fail_at: Mutex::new(fail_at),
+            poison_at: Mutex::new(None),
         }
     }
     fn handled(&self) -> Vec<i64> {
@@ -61,6 +65,9 @@ impl Policy for Recorder {
         if *fail_at == Some(event.position) {
             *fail_at = None;
             return Err(PolicyError::Retry("injected fault".into()));
+        }
+        if *self.poison_at.lock().unwrap() == Some(event.position) {
+            return Err(PolicyError::Poison("injected poison".into()));
         }
         self.handled.lock().unwrap().push(event.position);
         Ok(())
@@ -128,5 +135,73 @@ async fn checkpoint_survives_restart(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(second.handled(), vec![4, 5]);
+    db.close().await;
+}
+
+/// A poison event is parked with the checkpoint past it — the events after it are handled —,
+/// counted in the status; retried once the policy can handle it, it is handled and removed.
+/// A passing fault is never parked.
+async fn a_poison_event_is_parked_and_retried(engine: Engine) {
+    let t = TestDb::new(engine).await;
+    let db = t.open().await;
+    seed(&db, 6).await;
+    let policy = Recorder::new(Some(5));
+    *policy.poison_at.lock().unwrap() = Some(3);
+    let checkpoints = Checkpoints::default();
+    let source = StoreTail::new(db.store.clone());
+    // The passing fault at 5 stops the batch there (after parking 3); the retry goes on.
+    let err = react_once(&policy, Domain::User, &source, &db.any, &checkpoints).await;
+    assert!(matches!(err, Err(PolicyError::Retry(_))), "{err:?}");
+    react_all(&policy, &db.store, &db.any, &checkpoints)
+        .await
+        .unwrap();
+    assert_eq!(policy.handled(), vec![1, 2, 4, 5, 6]);
+    assert_eq!(
+        checkpoints
+            .load(&db.any, "policy_test_recorder", Domain::User)
+            .await
+            .unwrap(),
+        6
+    );
+    let parked: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT position, error, attempts FROM dead_letters WHERE consumer = 'policy_test_recorder'",
+    )
+    .fetch_all(&db.any)
+    .await
+    .unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].0, 3);
+    assert!(parked[0].1.contains("injected poison"), "{parked:?}");
+    let status = |db: nova_infra::db::Database| async move {
+        nova_projections::status::status(
+            &db.store,
+            &db.any,
+            &[("policy_test_recorder", &[Domain::User])],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.projection == "policy_test_recorder")
+        .unwrap()
+    };
+    let row = status(db.clone()).await;
+    assert_eq!(
+        (row.kind, row.dead_letters, row.lag_events),
+        ("policy", 1, 0)
+    );
+
+    // Still poisonous: kept, one more attempt.
+    let again = nova_policies::retry_dead_letters(&policy, &db.store, &db.any)
+        .await
+        .unwrap();
+    assert_eq!((again.handled, again.failed), (0, 1));
+    // Cured: handled and removed.
+    *policy.poison_at.lock().unwrap() = None;
+    let cured = nova_policies::retry_dead_letters(&policy, &db.store, &db.any)
+        .await
+        .unwrap();
+    assert_eq!((cured.handled, cured.failed), (1, 0));
+    assert_eq!(policy.handled(), vec![1, 2, 4, 5, 6, 3]);
+    assert_eq!(status(db.clone()).await.dead_letters, 0);
     db.close().await;
 }

@@ -11,6 +11,11 @@
 //!    live, carry the copy's checkpoint over to the live name, drop the retired tables.
 //!    Readers see the old table until the commit and the new one after; they never see a
 //!    missing table or a half-built one.
+//!
+//! Only one process rebuilds a projection at a time: a rebuild holds a lease row in
+//! `rebuild_leases` ([`Lease`]), renewed after every batch and checked inside the swap
+//! transaction; a second rebuild of the same projection is refused ([`RebuildError::Busy`])
+//! while the lease is held, and may take it over once a crashed holder's lease has expired.
 
 use std::sync::Arc;
 
@@ -61,6 +66,88 @@ pub enum RebuildError {
     NoSuchCopy(String),
     #[error("corrupt bookkeeping: {0}")]
     Corrupt(String),
+    #[error("a rebuild of {0} is already running")]
+    Busy(String),
+    #[error("the rebuild of {0} lost its lease to another process")]
+    LeaseLost(String),
+}
+
+/// How long a rebuild's lease holds without renewal (it is renewed after every batch).
+pub const LEASE_MS: i64 = 30_000;
+
+/// The right to rebuild one projection: a row in `rebuild_leases` naming this holder.
+#[derive(Debug)]
+pub struct Lease {
+    projection: String,
+    owner: String,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Lease {
+    /// Takes the lease of `projection`, or refuses with [`RebuildError::Busy`] while another
+    /// holder's lease is live.
+    pub async fn take(pool: &AnyPool, projection: &str) -> Result<Lease, RebuildError> {
+        let lease = Lease {
+            projection: projection.to_owned(),
+            owner: uuid::Uuid::now_v7().to_string(),
+        };
+        let now = now_ms();
+        let taken = sqlx::query(
+            "INSERT INTO rebuild_leases (projection, owner, lease_until) VALUES ($1, $2, $3) \
+             ON CONFLICT (projection) DO UPDATE \
+             SET owner = excluded.owner, lease_until = excluded.lease_until \
+             WHERE rebuild_leases.lease_until < $4",
+        )
+        .bind(&lease.projection)
+        .bind(&lease.owner)
+        .bind(now + LEASE_MS)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if taken == 1 {
+            Ok(lease)
+        } else {
+            Err(RebuildError::Busy(projection.to_owned()))
+        }
+    }
+
+    /// Extends the lease; [`RebuildError::LeaseLost`] if another holder took it over.
+    pub(crate) async fn renew<'e>(
+        &self,
+        executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    ) -> Result<(), RebuildError> {
+        let renewed = sqlx::query(
+            "UPDATE rebuild_leases SET lease_until = $3 WHERE projection = $1 AND owner = $2",
+        )
+        .bind(&self.projection)
+        .bind(&self.owner)
+        .bind(now_ms() + LEASE_MS)
+        .execute(executor)
+        .await?
+        .rows_affected();
+        if renewed == 1 {
+            Ok(())
+        } else {
+            Err(RebuildError::LeaseLost(self.projection.clone()))
+        }
+    }
+
+    /// Gives the lease up (best effort: an unreleased lease expires).
+    pub async fn release(self, pool: &AnyPool) {
+        let released =
+            sqlx::query("DELETE FROM rebuild_leases WHERE projection = $1 AND owner = $2")
+                .bind(&self.projection)
+                .bind(&self.owner)
+                .execute(pool)
+                .await;
+        if let Err(e) = released {
+            tracing::warn!(projection = %self.projection, error = %e, "rebuild lease not released");
+        }
+    }
 }
 
 /// The live projection with this name.
@@ -100,8 +187,37 @@ async fn table_exists(pool: &AnyPool, table: &str) -> Result<bool, sqlx::Error> 
         .is_ok())
 }
 
-/// Rebuilds `live` into a fresh copy and swaps it in. `progress` is called after every batch.
+/// Rebuilds `live` into a fresh copy and swaps it in, holding its [`Lease`] (refused with
+/// [`RebuildError::Busy`] while another process rebuilds it). `progress` is called after every
+/// batch.
 pub async fn rebuild(
+    live: Arc<dyn Projection>,
+    store: &EventStore,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    progress: impl Fn(Progress),
+) -> Result<Report, RebuildError> {
+    let lease = Lease::take(pool, live.name()).await?;
+    rebuild_leased(lease, live, store, pool, checkpoints, progress).await
+}
+
+/// [`rebuild`] with a lease already taken (e.g. before answering that the rebuild started);
+/// releases it at the end, done or failed.
+pub async fn rebuild_leased(
+    lease: Lease,
+    live: Arc<dyn Projection>,
+    store: &EventStore,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    progress: impl Fn(Progress),
+) -> Result<Report, RebuildError> {
+    let result = rebuild_holding(&lease, live, store, pool, checkpoints, progress).await;
+    lease.release(pool).await;
+    result
+}
+
+async fn rebuild_holding(
+    lease: &Lease,
     live: Arc<dyn Projection>,
     store: &EventStore,
     pool: &AnyPool,
@@ -132,6 +248,7 @@ pub async fn rebuild(
     let own = Checkpoints::default();
     for &domain in live.domains() {
         while project_once(&*copy, domain, &source, pool, &own).await? {
+            lease.renew(pool).await?;
             progress(Progress {
                 domain,
                 position: own.cached(copy.name(), domain),
@@ -153,8 +270,9 @@ pub async fn rebuild(
     let mut attempt = 0;
     let positions = loop {
         attempt += 1;
-        match swap(&*live, &*copy, store, pool).await {
+        match swap(lease, &*live, &*copy, store, pool).await {
             Ok(p) => break p,
+            Err(e @ RebuildError::LeaseLost(_)) => return Err(e),
             Err(e) if attempt < 5 => {
                 tracing::warn!(projection = live.name(), error = %e, "rebuild swap failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
@@ -176,12 +294,16 @@ pub async fn rebuild(
 /// The swap transaction: catch the copy up under the live checkpoint's lock, rename, carry
 /// the position over.
 async fn swap(
+    lease: &Lease,
     live: &dyn Projection,
     copy: &dyn Projection,
     store: &EventStore,
     pool: &AnyPool,
 ) -> Result<Vec<(Domain, i64)>, RebuildError> {
     let mut tx = pool.begin().await?;
+    // Still ours, and held until commit: a holder whose lease expired while it was paused
+    // must not swap over a newer rebuild.
+    lease.renew(&mut *tx).await?;
     // PostgreSQL only (SQLite rejects the statement, harmlessly: it has no lock queue).
     let _ = sqlx::query("SET LOCAL lock_timeout = '2s'")
         .execute(&mut *tx)

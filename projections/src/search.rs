@@ -33,7 +33,7 @@ use tantivy::{IndexWriter, TantivyDocument, Term};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::rebuild::{Progress, Report};
+use crate::rebuild::{Lease, Progress, RebuildError, Report};
 use crate::{Checkpoints, EventSource, ProjectionError, StoreTail};
 
 pub const NAME: &str = "search";
@@ -61,6 +61,18 @@ pub struct SearchProjector {
 impl From<SearchError> for ProjectionError {
     fn from(e: SearchError) -> Self {
         ProjectionError::Search(e)
+    }
+}
+
+impl From<SearchError> for RebuildError {
+    fn from(e: SearchError) -> Self {
+        RebuildError::Projection(e.into())
+    }
+}
+
+impl From<tantivy::TantivyError> for RebuildError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        RebuildError::Projection(e.into())
     }
 }
 
@@ -391,17 +403,21 @@ pub async fn mirror(pool: &AnyPool, positions: Positions) -> Result<(), Projecti
 }
 
 /// Applies every event of the store after the projector's positions, batch by batch, and
-/// commits once. `progress` sees each batch.
+/// commits once. `progress` sees each batch; a rebuild's lease is renewed after each.
 async fn fill(
     mut projector: SearchProjector,
     store: &EventStore,
     progress: &(dyn Fn(Progress) + Sync),
-) -> Result<SearchProjector, ProjectionError> {
+    lease: Option<(&Lease, &AnyPool)>,
+) -> Result<SearchProjector, RebuildError> {
     let source = StoreTail::new(store.clone());
     for &domain in DOMAINS {
         loop {
             let after = projector.positions().of(domain);
-            let events = source.next_batch(domain, after, BATCH).await?;
+            let events = source
+                .next_batch(domain, after, BATCH)
+                .await
+                .map_err(ProjectionError::from)?;
             if events.is_empty() {
                 break;
             }
@@ -416,16 +432,19 @@ async fn fill(
             progress(Progress {
                 domain,
                 position: projector.positions().of(domain),
-                head: store.head(domain).await?,
+                head: store.head(domain).await.map_err(ProjectionError::from)?,
             });
+            if let Some((lease, pool)) = lease {
+                lease.renew(pool).await?;
+            }
         }
     }
-    tokio::task::spawn_blocking(move || {
+    Ok(tokio::task::spawn_blocking(move || {
         projector.commit()?;
         Ok::<_, ProjectionError>(projector)
     })
     .await
-    .map_err(|e| SearchError(format!("search task failed: {e}")))?
+    .map_err(|e| SearchError(format!("search task failed: {e}")))??)
 }
 
 /// Takes over the proposed generation `name`: catches it up from the store (to at least where
@@ -444,7 +463,9 @@ async fn take_over(
     })
     .await
     .map_err(|e| SearchError(format!("projector task failed: {e}")))??;
-    let mut projector = fill(projector, store, &|_| {}).await?;
+    let mut projector = fill(projector, store, &|_| {}, None)
+        .await
+        .map_err(|e| SearchError(e.to_string()))?;
     live.root().promote(name)?;
     live.install(name.to_owned(), index);
     projector.generation = name.to_owned();
@@ -560,7 +581,10 @@ pub async fn rebuild_into(dir: &Path, store: &EventStore) -> Result<Positions, P
     let projector = tokio::task::spawn_blocking(move || SearchProjector::open(index))
         .await
         .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
-    Ok(fill(projector, store, &|_| {}).await?.positions())
+    Ok(fill(projector, store, &|_| {}, None)
+        .await
+        .map_err(|e| SearchError(e.to_string()))?
+        .positions())
 }
 
 /// How long a rebuild waits for the live projector to take its generation over.
@@ -577,7 +601,31 @@ pub async fn rebuild(
     store: &EventStore,
     pool: &AnyPool,
     progress: impl Fn(Progress) + Sync,
-) -> Result<Report, ProjectionError> {
+) -> Result<Report, RebuildError> {
+    let lease = Lease::take(pool, NAME).await?;
+    rebuild_leased(lease, root, store, pool, progress).await
+}
+
+/// [`rebuild`] with the lease already taken; releases it at the end, done or failed.
+pub async fn rebuild_leased(
+    lease: Lease,
+    root: &SearchRoot,
+    store: &EventStore,
+    pool: &AnyPool,
+    progress: impl Fn(Progress) + Sync,
+) -> Result<Report, RebuildError> {
+    let result = rebuild_holding(&lease, root, store, pool, &progress).await;
+    lease.release(pool).await;
+    result
+}
+
+async fn rebuild_holding(
+    lease: &Lease,
+    root: &SearchRoot,
+    store: &EventStore,
+    pool: &AnyPool,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Report, RebuildError> {
     let started = std::time::Instant::now();
     let dir = root.start_build()?;
     let index = SearchIndex::open(&dir)?;
@@ -585,7 +633,7 @@ pub async fn rebuild(
         .await
         .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
     // Dropping the projector releases the new generation's writer for whoever takes it over.
-    drop(fill(projector, store, &progress).await?);
+    drop(fill(projector, store, progress, Some((lease, pool))).await?);
     let name = root.propose(&dir)?;
 
     let served = SearchIndex::open(&root.current()?)?;
@@ -599,7 +647,7 @@ pub async fn rebuild(
             let projector = tokio::task::spawn_blocking(move || SearchProjector::open(index))
                 .await
                 .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
-            let projector = fill(projector, store, &progress).await?;
+            let projector = fill(projector, store, progress, Some((lease, pool))).await?;
             root.promote(&name)?;
             drop(served_writer);
             root.sweep()?;
@@ -626,6 +674,7 @@ pub async fn rebuild(
                     ))
                     .into());
                 }
+                lease.renew(pool).await?;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let served = SearchIndex::open(&root.dir().join(&name))?;

@@ -12,6 +12,8 @@ use crate::{Checkpoints, ProjectionError};
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ProjectionStatus {
     pub projection: String,
+    /// `projection` (a read model) or `policy` (a consumer that issues commands).
+    pub kind: &'static str,
     pub domain: Domain,
     pub checkpoint: i64,
     pub head: i64,
@@ -20,22 +22,47 @@ pub struct ProjectionStatus {
     pub lag_seconds: f64,
     /// `caught_up` or `behind`.
     pub state: &'static str,
+    /// Events parked in `dead_letters` (policies only; ADR 0023).
+    pub dead_letters: i64,
 }
 
+/// The status of every projection, and of the `policies` named (name and consumed domains:
+/// `nova_policies::CATALOG`; policies keep their checkpoints in the same table).
 pub async fn status(
     store: &EventStore,
     pool: &AnyPool,
+    policies: &[(&str, &[Domain])],
 ) -> Result<Vec<ProjectionStatus>, ProjectionError> {
     let checkpoints = Checkpoints::default();
     let mut out = Vec::new();
     // The SQL projections, and the search index (whose checkpoint is mirrored into the same
     // table after each commit; ADR 0013).
-    let mut views: Vec<(String, &'static [Domain])> = crate::all()
+    let mut views: Vec<(String, &[Domain], &'static str)> = crate::all()
         .iter()
-        .map(|p| (p.name().to_owned(), p.domains()))
+        .map(|p| (p.name().to_owned(), p.domains(), "projection"))
         .collect();
-    views.push((crate::search::NAME.to_owned(), crate::search::DOMAINS));
-    for (name, domains) in views {
+    views.push((
+        crate::search::NAME.to_owned(),
+        crate::search::DOMAINS,
+        "projection",
+    ));
+    views.extend(
+        policies
+            .iter()
+            .map(|(name, domains)| ((*name).to_owned(), *domains, "policy")),
+    );
+    let parked: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT consumer, domain, COUNT(*) FROM dead_letters GROUP BY consumer, domain",
+    )
+    .fetch_all(pool)
+    .await?;
+    let parked_of = |name: &str, domain: Domain| {
+        parked
+            .iter()
+            .find(|(c, d, _)| c == name && d == domain.as_str())
+            .map_or(0, |(_, _, n)| *n)
+    };
+    for (name, domains, kind) in views {
         for &domain in domains {
             let checkpoint = checkpoints.load(pool, &name, domain).await?;
             let head = store.head(domain).await?;
@@ -62,6 +89,7 @@ pub async fn status(
             };
             out.push(ProjectionStatus {
                 projection: name.clone(),
+                kind,
                 domain,
                 checkpoint,
                 head,
@@ -72,6 +100,7 @@ pub async fn status(
                 } else {
                     "behind"
                 },
+                dead_letters: parked_of(&name, domain),
             });
         }
     }
@@ -88,5 +117,6 @@ pub fn record_metrics(statuses: &[ProjectionStatus]) {
         metrics::gauge!("nova_projection_checkpoint", &labels).set(s.checkpoint as f64);
         metrics::gauge!("nova_projection_lag_events", &labels).set(s.lag_events as f64);
         metrics::gauge!("nova_projection_lag_seconds", &labels).set(s.lag_seconds);
+        metrics::gauge!("nova_dead_letters", &labels).set(s.dead_letters as f64);
     }
 }

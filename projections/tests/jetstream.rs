@@ -30,6 +30,54 @@ on_both_backends!(
     changed_consumer_settings_are_applied,
 );
 
+/// A durable consumer made with one redelivery delay gets the new one when a projector starts
+/// with another (`get_or_create_consumer` alone would keep the old settings).
+async fn changed_consumer_settings_are_applied(engine: Engine) {
+    let (_t, db, nats) = setup(engine).await;
+    db.store
+        .append(
+            vec![(Uuid::now_v7(), "user", 0, vec![ev()])],
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let stream = nats
+        .js
+        .get_stream(nats.names.stream(Domain::User))
+        .await
+        .unwrap();
+    for ack_wait in [Duration::from_secs(3), Duration::from_secs(7)] {
+        let source = JetStreamSource::with_ack_wait(
+            nats.js.clone(),
+            nats.names.clone(),
+            db.store.clone(),
+            "test_recorder",
+            ack_wait,
+        );
+        // The first read makes (or finds) the consumer.
+        project_once(
+            &Recorder,
+            Domain::User,
+            &source,
+            &db.any,
+            &Checkpoints::default(),
+        )
+        .await
+        .unwrap();
+        let info = stream
+            .consumer_info(source.durable_name(Domain::User))
+            .await
+            .unwrap();
+        assert_eq!(info.config.ack_wait, ack_wait);
+        assert_eq!(
+            info.config.max_ack_pending,
+            nova_infra::delivery::MAX_ACK_PENDING
+        );
+    }
+    nats.cleanup().await;
+    db.close().await;
+}
+
 fn ev() -> UserEvent {
     UserEvent::LoginFailed(LoginFailed {
         failed_at: Utc::now(),
@@ -435,44 +483,4 @@ async fn out_of_order_and_missing_messages_are_applied_in_order(engine: Engine) 
     assert_eq!(versions, vec![1, 2, 3, 4, 5]);
     nats.cleanup().await;
     db.close().await;
-}
-
-/// A durable consumer made earlier with other settings gets the source's redelivery delay and
-/// in-flight bound (`get_or_create_consumer` alone would keep the old ones).
-async fn changed_consumer_settings_are_applied(engine: Engine) {
-    let (_t, db, nats) = setup(engine).await;
-    let projection = format!("settings_{}", Uuid::new_v4().simple());
-    let stream = nats
-        .js
-        .get_stream(nats.names.stream(Domain::User))
-        .await
-        .unwrap();
-    let name = format!("{projection}_user");
-    stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            durable_name: Some(name.clone()),
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let ack_wait = Duration::from_secs(3);
-    let source = JetStreamSource::with_ack_wait(
-        nats.js.clone(),
-        nats.names.clone(),
-        db.store.clone(),
-        &projection,
-        ack_wait,
-    );
-    source.next_batch(Domain::User, 0, 10).await.unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-        stream.get_consumer(&name).await.unwrap();
-    let info = consumer.info().await.unwrap();
-    assert_eq!(info.config.ack_wait, ack_wait);
-    assert_eq!(
-        info.config.max_ack_pending,
-        nova_infra::delivery::MAX_ACK_PENDING
-    );
 }

@@ -335,6 +335,23 @@ async fn interrupted_rebuild_resumes_and_swaps(engine: Engine) {
         })
     };
     assert!(first.await.is_err());
+    // The killed rebuild's lease is still held; it expires as a dead holder's does.
+    let busy = nova_projections::rebuild::rebuild(
+        Arc::new(UserDirectory::default()),
+        &db.store,
+        &db.any,
+        &checkpoints,
+        |_| {},
+    )
+    .await;
+    assert!(
+        matches!(busy, Err(nova_projections::rebuild::RebuildError::Busy(_))),
+        "{busy:?}"
+    );
+    sqlx::query("UPDATE rebuild_leases SET lease_until = 0")
+        .execute(&db.any)
+        .await
+        .unwrap();
     let pending = nova_projections::rebuild::pending(&UserDirectory::default(), &db.any)
         .await
         .unwrap()

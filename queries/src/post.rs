@@ -30,10 +30,21 @@ pub struct PostRow {
 const POST_COLUMNS: &str = "p.post_id, p.author_id, p.content, p.media_urls, p.mentions, \
      p.created_at, p.edited_at, p.like_count, p.comment_count, p.share_count";
 
-/// A post that exists and is neither deleted nor hidden.
+/// `AND` an author (column `author`) the user directory does not list as deactivated: a post or
+/// comment committed in the instant of its author's deactivation — after the deactivation
+/// policy listed what to hide — is not shown either.
+fn author_not_deactivated(author: &str) -> String {
+    format!(
+        "AND NOT EXISTS (SELECT 1 FROM user_directory u \
+                         WHERE u.user_id = {author} AND u.active = 0)"
+    )
+}
+
+/// A post that exists, is neither deleted nor hidden, and whose author is not deactivated.
 pub async fn visible_post(pool: &AnyPool, post_id: Uuid) -> Result<Option<PostRow>, QueryError> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {POST_COLUMNS} FROM posts p WHERE p.post_id = $1 AND p.visible = 1"
+        "SELECT {POST_COLUMNS} FROM posts p WHERE p.post_id = $1 AND p.visible = 1 {}",
+        author_not_deactivated("p.author_id")
     ))
     .bind(post_id.to_string())
     .fetch_optional(pool)
@@ -77,17 +88,24 @@ pub struct CommentRow {
     pub created_at: Timestamp,
 }
 
-/// A post's comments, oldest first.
+/// A post's comments, oldest first. Comments by deactivated users, and by users with whom the
+/// post's author has a block in effect (either direction, as the notification view keeps
+/// blocks), are not listed: a block hides what was written before it, too.
 pub async fn comments(
     pool: &AnyPool,
     post_id: Uuid,
     req: &PageRequest,
 ) -> Result<Page<CommentRow>, QueryError> {
-    let keyset = keyset(req, "created_at", "comment_id", Order::OldestFirst, 3);
+    let keyset = keyset(req, "c.created_at", "c.comment_id", Order::OldestFirst, 3);
     let sql = format!(
-        "SELECT comment_id, post_id, author_id, content, mentions, created_at \
-         FROM post_comments WHERE post_id = $1 {keyset} \
-         ORDER BY created_at, comment_id LIMIT $2"
+        "SELECT c.comment_id, c.post_id, c.author_id, c.content, c.mentions, c.created_at \
+         FROM post_comments c WHERE c.post_id = $1 {keyset} \
+           AND NOT EXISTS (SELECT 1 FROM notification_block b JOIN posts p \
+                           ON b.user_id = p.author_id \
+                           WHERE p.post_id = c.post_id AND b.other_id = c.author_id \
+                             AND b.unblocked_at IS NULL) {} \
+         ORDER BY c.created_at, c.comment_id LIMIT $2",
+        author_not_deactivated("c.author_id")
     );
     let mut query = sqlx::query_as::<_, CommentRow>(&sql)
         .bind(post_id.to_string())

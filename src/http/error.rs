@@ -355,7 +355,7 @@ impl Refusal for PostError {
         match self {
             PostError::NotFound | PostError::CommentNotFound => StatusCode::NOT_FOUND,
             PostError::Forbidden => StatusCode::FORBIDDEN,
-            PostError::Deleted => StatusCode::UNPROCESSABLE_ENTITY,
+            PostError::Deleted | PostError::Blocked => StatusCode::UNPROCESSABLE_ENTITY,
             PostError::AlreadyExists => StatusCode::CONFLICT,
         }
     }
@@ -365,6 +365,7 @@ impl Refusal for PostError {
             PostError::NotFound | PostError::CommentNotFound => "not_found",
             PostError::Forbidden => "forbidden",
             PostError::Deleted => "post_deleted",
+            PostError::Blocked => "blocked",
             PostError::AlreadyExists => "already_exists",
         }
     }

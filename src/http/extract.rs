@@ -418,8 +418,12 @@ impl Drop for WaitSlot {
 /// The address the request came from (the socket peer); unspecified when the router is driven
 /// without a socket.
 pub fn client_addr(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
+    client_addr_of(&parts.extensions)
+}
+
+/// [`client_addr`] from a request's extensions.
+pub fn client_addr_of(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |c| c.0.ip())
 }

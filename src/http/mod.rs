@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod notification;
 pub mod ops;
 pub mod post;
+pub mod ratelimit;
 pub mod search;
 pub mod user;
 
@@ -59,6 +60,8 @@ pub struct AppState {
     pub idempotency: idempotency::Settings,
     /// Set when `NOVA_METRICS_TOKEN` is configured: `/metrics` on the API listener, with it.
     pub metrics_token: Option<metrics::Token>,
+    /// Per-user and per-address quotas (ADR 0022).
+    pub rate_limits: ratelimit::RateLimits,
 }
 
 #[derive(OpenApi)]
@@ -124,6 +127,12 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::middleware,
+        ))
+        // Outside idempotency (a refused request stores nothing), inside metrics (429s are
+        // counted per route).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::middleware,
         ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .route_layer(axum::middleware::from_fn(metrics::track))

@@ -36,13 +36,18 @@ pub struct RebuildState {
 
 #[derive(Serialize, ToSchema)]
 pub struct ProjectionRow {
+    /// A projection's or a policy's name.
     projection: String,
+    /// `projection` or `policy`.
+    kind: String,
     domain: String,
     position: i64,
     head: i64,
     lag_events: i64,
     lag_seconds: f64,
     status: String,
+    /// Events parked in `dead_letters` (policies; `nova projections retry` handles them).
+    dead_letters: i64,
     /// Progress of a rebuild started through the API, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     rebuild: Option<RebuildState>,
@@ -52,12 +57,14 @@ impl From<ProjectionStatus> for ProjectionRow {
     fn from(s: ProjectionStatus) -> Self {
         ProjectionRow {
             projection: s.projection,
+            kind: s.kind.to_owned(),
             domain: s.domain.as_str().to_owned(),
             position: s.checkpoint,
             head: s.head,
             lag_events: s.lag_events,
             lag_seconds: s.lag_seconds,
             status: s.state.to_owned(),
+            dead_letters: s.dead_letters,
             rebuild: None,
         }
     }
@@ -73,7 +80,8 @@ pub struct ProjectionList {
     as_of_copies: Vec<nova_projections::as_of::AsOfCopy>,
 }
 
-/// Each projection per consumed domain: position, head, lag, status; and the as-of copies.
+/// Each projection and policy per consumed domain: position, head, lag, status; and the as-of
+/// copies.
 #[utoipa::path(get, path = "/v1/projections", tag = "ops", security(("bearer" = [])),
     responses(
         (status = 200, body = ProjectionList),
@@ -90,7 +98,7 @@ async fn projections(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let items = status(&state.db.store, &state.db.any)
+    let items = status(&state.db.store, &state.db.any, nova_policies::CATALOG)
         .await
         .map_err(AppError::unavailable)?
         .into_iter()
@@ -141,15 +149,22 @@ async fn rebuild(
                 .map_err(|_| AppError::not_found("projection"))?,
         )
     };
+    let busy = || {
+        AppError::new(
+            StatusCode::CONFLICT,
+            "rebuild_in_progress",
+            "a rebuild of this projection is already running",
+        )
+    };
+    // The lease is taken before answering, so a rebuild running in another process (or this
+    // one) is a 409 here rather than a failure reported later.
+    let lease = match nova_projections::rebuild::Lease::take(&state.db.any, &name).await {
+        Ok(lease) => lease,
+        Err(nova_projections::rebuild::RebuildError::Busy(_)) => return Err(busy()),
+        Err(e) => return Err(AppError::unavailable(e)),
+    };
     {
         let mut map = state.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&name).is_some_and(|r| r.state == "running") {
-            return Err(AppError::new(
-                StatusCode::CONFLICT,
-                "rebuild_in_progress",
-                "a rebuild of this projection is already running",
-            ));
-        }
         map.insert(
             name.clone(),
             RebuildState {
@@ -179,7 +194,8 @@ async fn rebuild(
         };
         let result = match live {
             Some(live) => {
-                nova_projections::rebuild::rebuild(
+                nova_projections::rebuild::rebuild_leased(
+                    lease,
                     live,
                     &state.db.store,
                     &state.db.any,
@@ -188,14 +204,16 @@ async fn rebuild(
                 )
                 .await
             }
-            None => nova_projections::search::rebuild(
-                state.search.root(),
-                &state.db.store,
-                &state.db.any,
-                progress,
-            )
-            .await
-            .map_err(Into::into),
+            None => {
+                nova_projections::search::rebuild_leased(
+                    lease,
+                    state.search.root(),
+                    &state.db.store,
+                    &state.db.any,
+                    progress,
+                )
+                .await
+            }
         };
         let mut map = rebuilds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = map.get_mut(&key) {

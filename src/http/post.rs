@@ -5,7 +5,7 @@
 
 use axum::extract::State;
 use nova_event_schemas::Domain;
-use nova_projections::post_view;
+use nova_projections::{post_view, user_directory};
 use nova_queries::post::{self as posts, BookmarkRow, CollectionFilter, CommentRow, PostRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -187,11 +187,12 @@ async fn delete_post(
 /// An author's visible posts, newest first.
 #[utoipa::path(get, path = "/v1/users/{id}/posts", tag = "content", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "author's user id"), PageParams,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
+           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42 or user:7")),
     responses(
         (status = 200, body = PageBody<PostBody>),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 404, description = "no such (active) user", body = ErrorBody),
     ))]
 async fn author_posts(
     State(state): State<AppState>,
@@ -200,8 +201,19 @@ async fn author_posts(
     PageQuery(page, _): PageQuery,
     min: MinPosition,
 ) -> Result<Json<PageBody<PostBody>>, AppError> {
-    min.wait(&state, &[(post_view::NAME, &[Domain::Post])])
-        .await?;
+    min.wait(
+        &state,
+        &[
+            (post_view::NAME, &[Domain::Post]),
+            (user_directory::NAME, &[Domain::User]),
+        ],
+    )
+    .await?;
+    // An unknown or deactivated author has no public posts (as `GET /v1/users/{id}` has no
+    // profile): 404, not an empty page.
+    if !nova_queries::user::is_active(&state.db.any, id).await? {
+        return Err(AppError::not_found("user"));
+    }
     let page = posts::posts_by_author(&state.db.any, id, &page).await?;
     Ok(Json(page.into()))
 }

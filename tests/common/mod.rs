@@ -32,8 +32,8 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<()>>,
     /// The search index directory, removed with the app.
     search_dir: std::path::PathBuf,
-    // Dropped last: removes the database.
-    _testdb: TestDb,
+    // Dropped last: removes the database (`None` for an app beside another's database).
+    _testdb: Option<TestDb>,
 }
 
 /// Cheap argon2 parameters: tests check behaviour, not hashing cost.
@@ -94,8 +94,28 @@ pub async fn spawn_ttl(
 /// The application with the test defaults, adjusted by `configure`.
 pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let testdb = TestDb::new(engine).await;
-    let mut settings = Settings {
-        database_url: testdb.url.clone(),
+    let mut settings = test_settings(&testdb.url);
+    configure(&mut settings);
+    start(settings, testdb.url.clone(), Some(testdb)).await
+}
+
+/// A second application on `other`'s database — API only (its relays and projectors are the
+/// first one's) — with the test defaults, adjusted by `configure`.
+pub async fn spawn_beside(other: &TestApp, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings(&other.db_url);
+    settings.components = nova::app::Components {
+        api: true,
+        relay: false,
+        projections: Some(Vec::new()),
+    };
+    configure(&mut settings);
+    start(settings, other.db_url.clone(), None).await
+}
+
+/// The settings every test application starts from.
+pub fn test_settings(database_url: &str) -> Settings {
+    Settings {
+        database_url: database_url.to_owned(),
         search_dir: std::env::temp_dir().join(format!("nova-search-{}", uuid::Uuid::new_v4())),
         search_consumer: nova_projections::search::NAME.to_owned(),
         nats_url: None,
@@ -112,8 +132,16 @@ pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settin
             token: Some(SecretString::from(METRICS_TOKEN)),
         },
         idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
-    };
-    configure(&mut settings);
+        // Limits on, but far above what any test sends; tests/rate_limits.rs sets its own.
+        rate_limits: nova::app::RateLimitSettings {
+            user: Some(nova_infra::limits::Quota::per_minute(1_000_000, 100_000)),
+            anonymous: Some(nova_infra::limits::Quota::per_minute(1_000_000, 100_000)),
+            ..Default::default()
+        },
+    }
+}
+
+async fn start(settings: Settings, db_url: String, testdb: Option<TestDb>) -> TestApp {
     let search_dir = settings.search_dir.clone();
     let app = Application::build(settings)
         .await
@@ -128,11 +156,11 @@ pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settin
         .await
         .expect("server runs");
     });
-    let db = Database::connect(&testdb.url).await.expect("test db");
+    let db = Database::connect(&db_url).await.expect("test db");
     TestApp {
         addr,
         metrics_addr,
-        db_url: testdb.url.clone(),
+        db_url,
         client: Client::new(),
         db,
         shutdown: Some(tx),
