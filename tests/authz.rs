@@ -84,6 +84,7 @@ const MATRIX: &[Row] = &[
     ("GET",    "/v1/experiments/{key}/results",        None,                                             [401, 401, 200, 200, 200, 200]),
     // analysts and ops: history and status for analysts, rebuilds for admins
     ("GET",    "/v1/events?domain=user",               None,                                             [401, 401, 403, 403, 200, 200]),
+    ("GET",    "/v1/aggregates/user/{owner}/state",    None,                                             [401, 401, 403, 403, 200, 200]),
     ("GET",    "/v1/projections",                      None,                                             [401, 401, 403, 403, 200, 200]),
     ("POST",   "/v1/projections/feed/rebuild",         None,                                             [401, 401, 403, 403, 403, 202]),
 ];
@@ -119,7 +120,8 @@ fn route_of(method: &str, path: &str) -> String {
         .replace("{owner}", "{id}")
         .replace("{post}", "{id}")
         .replace("{comment}", "{comment_id}")
-        .replace("/feed/rebuild", "/{name}/rebuild");
+        .replace("/feed/rebuild", "/{name}/rebuild")
+        .replace("/aggregates/user/", "/aggregates/{domain}/");
     format!("{method} {path}")
 }
 
