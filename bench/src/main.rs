@@ -24,7 +24,7 @@ mod experiment;
 mod export;
 mod feed;
 mod harness;
-mod http;
+mod mix;
 mod project;
 mod relay;
 mod search;
@@ -70,7 +70,7 @@ enum Scenario {
     /// The real server under a mix of posts, likes, follows, feed and notification reads at N
     /// connections: req/s and p50/p99 per route beside `GET /healthz` at the same concurrency,
     /// and commit-to-visible lag under that load.
-    Http(http::Args),
+    Http(mix::Args),
     /// Event export: NDJSON `GET /v1/events` events/s vs a raw `SELECT` of the same rows, and
     /// the peak RSS growth while streaming 1,000,000 events (memory stays flat).
     Export(export::Args),
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
                 Scenario::Feed(args) => feed::run(args).await,
                 Scenario::Search(args) => search::run(args).await,
                 Scenario::Experiment(args) => experiment::run(args).await,
-                Scenario::Http(args) => http::run(args).await,
+                Scenario::Http(args) => mix::run(args).await,
                 Scenario::Export(args) => export::run(args).await,
             }
         };
