@@ -16,6 +16,7 @@ use chrono::Duration as ChronoDuration;
 use nova_commands::experiment::ExperimentCommands;
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
+use nova_commands::stream::StreamCommands;
 use nova_commands::user::credentials::{Argon2Config, Passwords, Tokens};
 use nova_commands::user::notifications::NotificationCommands;
 use nova_commands::user::UserCommands;
@@ -74,6 +75,11 @@ pub struct Settings {
     pub metrics: MetricsAccess,
     /// After how long a retry may take over an Idempotency-Key claim that never answered.
     pub idempotency_takeover: Duration,
+    /// The shared secret the media server's publish hooks send (`?secret=`); without it the
+    /// hooks refuse every publish.
+    pub ingest_secret: Option<SecretString>,
+    /// Where "now" comes from for viewer presence (tests move it forward).
+    pub clock: nova_infra::clock::Clock,
 }
 
 /// Where `/metrics` is served. With neither field set it is not served.
@@ -201,17 +207,22 @@ impl Application {
         let follows = FollowCommands::new(store.clone(), facts.clone());
         let posts = PostCommands::new(store.clone(), facts.clone());
         let experiments = ExperimentCommands::new(store.clone());
+        let streams = StreamCommands::new(store.clone(), db.any.clone(), s.clock.clone());
         // Policies run wherever all projections run (`nova serve`, `nova project` without
         // names): they react to other domains' events with commands to their own.
         if s.components.projections.is_none() {
             let catch_up = CatchUp::new(db.any.clone(), checkpoints.clone());
             for policy in nova_policies::all(
-                &follows,
-                &posts,
-                facts.clone(),
-                facts.clone(),
-                &experiments,
-                facts.clone(),
+                nova_policies::Services {
+                    follows: &follows,
+                    posts: &posts,
+                    experiments: &experiments,
+                    streams: &streams,
+                    follow_facts: facts.clone(),
+                    post_facts: facts.clone(),
+                    experiment_facts: facts.clone(),
+                    stream_facts: facts.clone(),
+                },
                 &catch_up,
             ) {
                 let source: Arc<dyn EventSource> = match &js {
@@ -246,6 +257,8 @@ impl Application {
                 db.any.clone(),
                 stop_rx.clone(),
             )));
+            // Viewer heartbeats are buffered per API process and written once a second.
+            tasks.push(tokio::spawn(streams.clone().run_presence(stop_rx.clone())));
             Some(TcpListener::bind(&s.listen).await?)
         } else {
             None
@@ -264,6 +277,8 @@ impl Application {
             posts,
             notifications: NotificationCommands::new(store, facts),
             experiments,
+            streams,
+            ingest_secret: s.ingest_secret.map(std::sync::Arc::new),
             checkpoints,
             search,
             nats,

@@ -150,6 +150,10 @@ pub struct ServeArgs {
     #[arg(long, env = "NOVA_IDEMPOTENCY_TAKEOVER_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub idempotency_takeover_ms: u64,
+    /// Shared secret of the media server's publish hooks (`/v1/streams/hooks/…?secret=`).
+    /// Without it every publish is refused.
+    #[arg(long, env = "NOVA_INGEST_SECRET", hide_env_values = true)]
+    pub ingest_secret: Option<SecretString>,
 }
 
 /// Minimum length of a configured metrics token.

@@ -70,6 +70,8 @@ async fn run_background(
         components: components.clone(),
         metrics: Default::default(),
         idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
+        ingest_secret: None,
+        clock: nova_infra::clock::Clock::system(),
     })
     .await?;
     tracing::info!(?components, "nova running");
@@ -119,6 +121,8 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 idempotency_takeover: std::time::Duration::from_millis(
                     args.idempotency_takeover_ms,
                 ),
+                ingest_secret: args.ingest_secret.clone(),
+                clock: nova_infra::clock::Clock::system(),
             })
             .await?;
             if let Some(addr) = app.local_addr() {

@@ -12,17 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use nova::app::{Application, Components, MetricsAccess, Settings};
 use nova_commands::experiment::{ExperimentCommands, NewExperiment};
-use nova_commands::user::credentials::Argon2Config;
 use nova_commands::{CommandContext, CommandStore};
 use nova_event_schemas::experiment::Variant;
 use nova_infra::db::{Database, Engine};
 use nova_infra::testing::TestDb;
-use secrecy::SecretString;
-use serde_json::{json, Value};
+use reqwest::Method;
+use serde_json::Value;
 
-use crate::stats::{ratio, Percentiles};
+use crate::http::{fmt_ratio, latencies, serve, throughput, user};
+use crate::stats::ratio;
 use crate::target::{engine_name, BackendChoice};
 use crate::Error;
 
@@ -51,126 +50,6 @@ pub async fn run(args: Args) -> Result<(), Error> {
         bench_backend(engine, &args).await?;
     }
     Ok(())
-}
-
-struct Server {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn serve(testdb: &TestDb) -> Result<Server, Error> {
-    let settings = Settings {
-        database_url: testdb.url.clone(),
-        nats_url: None,
-        nats_names: nova_infra::nats::Names::default(),
-        components: Components::all(),
-        listen: "127.0.0.1:0".into(),
-        jwt_secret: SecretString::from("bench-secret-bench-secret-bench-secret-0"),
-        argon2: Argon2Config {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-            ..Argon2Config::default()
-        },
-        max_body_bytes: 64 * 1024,
-        access_ttl: chrono::Duration::minutes(60),
-        refresh_ttl: chrono::Duration::days(1),
-        metrics: MetricsAccess::default(),
-        idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
-        search_dir: std::env::temp_dir()
-            .join(format!("nova-bench-search-{}", uuid::Uuid::new_v4())),
-        search_consumer: nova_projections::search::NAME.to_owned(),
-    };
-    let app = Application::build(settings).await?;
-    let addr = app.local_addr().ok_or("the API did not bind")?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = app
-            .run_until(async {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    Ok(Server {
-        base: format!("http://{addr}"),
-        stop: Some(tx),
-        task,
-    })
-}
-
-/// Requests/s of `GET path` at `clients` concurrent clients (each with its own token) for
-/// `seconds`; every answer must be 200.
-async fn throughput(
-    client: &reqwest::Client,
-    url: &str,
-    tokens: &[String],
-    seconds: u64,
-) -> Result<f64, Error> {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for token in tokens {
-        let (client, url, token) = (client.clone(), url.to_owned(), token.clone());
-        workers.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let res = client.get(&url).bearer_auth(&token).send().await?;
-                if !res.status().is_success() {
-                    return Err(format!("{url}: {}", res.status()).into());
-                }
-                let _ = res.bytes().await?;
-                n += 1;
-            }
-            Ok::<u64, Error>(n)
-        }));
-    }
-    let mut total = 0;
-    for w in workers {
-        total += w.await??;
-    }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
-}
-
-async fn latencies(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    n: usize,
-) -> Result<Percentiles, Error> {
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let res = client.get(url).bearer_auth(token).send().await?;
-        if !res.status().is_success() {
-            return Err(format!("{url}: {}", res.status()).into());
-        }
-        let _ = res.bytes().await?;
-        samples.push(t.elapsed());
-    }
-    Ok(Percentiles::new(samples))
-}
-
-async fn user(client: &reqwest::Client, base: &str, name: &str) -> Result<String, Error> {
-    let body = json!({"username": name, "password": "bench password 0123"});
-    let res = client
-        .post(format!("{base}/v1/users"))
-        .json(&body)
-        .send()
-        .await?;
-    if !res.status().is_success() {
-        return Err(format!("register: {}", res.status()).into());
-    }
-    let res = client
-        .post(format!("{base}/v1/sessions"))
-        .json(&body)
-        .send()
-        .await?;
-    let v: Value = res.json().await?;
-    Ok(v["access_token"]
-        .as_str()
-        .ok_or("no access token")?
-        .to_owned())
 }
 
 /// Writes `n` exposures (half per variant, a tenth of each converting) into the view.
@@ -212,7 +91,7 @@ async fn bulk_exposures(db: &Database, n: u64) -> Result<(), Error> {
 
 async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     let testdb = TestDb::new(engine).await;
-    let server = serve(&testdb).await?;
+    let server = serve(&testdb, |_| {}).await?;
     let db = Database::connect(&testdb.url).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients * 2)
@@ -255,9 +134,9 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     let assign_url = format!("{base}/v1/experiments/{KEY}/assignment");
     let health_url = format!("{base}/healthz");
     // Warm-up: every client's first read (its exposure), and the connections.
-    throughput(&client, &assign_url, &tokens, 1).await?;
-    let raw = throughput(&client, &health_url, &tokens, args.seconds).await?;
-    let assign = throughput(&client, &assign_url, &tokens, args.seconds).await?;
+    throughput(&client, Method::GET, &assign_url, &tokens, 1).await?;
+    let raw = throughput(&client, Method::GET, &health_url, &tokens, args.seconds).await?;
+    let assign = throughput(&client, Method::GET, &assign_url, &tokens, args.seconds).await?;
 
     // Results at `exposures` exposures.
     let results_url = format!("{base}/v1/experiments/{KEY}/results");
@@ -316,16 +195,8 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
         args.reads,
         load_secs
     );
-    let mut server = server;
-    if let Some(stop) = server.stop.take() {
-        let _ = stop.send(());
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), server.task).await;
+    server.stop().await;
     db.close().await;
     drop(testdb);
     Ok(())
-}
-
-fn fmt_ratio(r: Option<f64>) -> String {
-    r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.3}"))
 }

@@ -23,10 +23,12 @@ mod append;
 mod experiment;
 mod feed;
 mod harness;
+mod http;
 mod project;
 mod relay;
 mod search;
 mod stats;
+mod stream;
 mod target;
 mod workload;
 
@@ -64,6 +66,9 @@ enum Scenario {
     /// Experiments over HTTP: assignment reads/s vs `GET /healthz` at the same concurrency;
     /// results read p99 at 1,000,000 exposures vs `GET /healthz` p99.
     Experiment(experiment::Args),
+    /// Live streams over HTTP: viewer heartbeats/s at N concurrent viewers vs `GET /healthz`
+    /// and vs raw presence upserts of the same database; live-list read p99 vs `/healthz` p99.
+    Stream(stream::Args),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
                 Scenario::Feed(args) => feed::run(args).await,
                 Scenario::Search(args) => search::run(args).await,
                 Scenario::Experiment(args) => experiment::run(args).await,
+                Scenario::Stream(args) => stream::run(args).await,
             }
         };
         tokio::select! {

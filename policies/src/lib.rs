@@ -4,7 +4,7 @@
 //!
 //! One module per domain that reacts, named like everywhere else: [`follow`]
 //! (`FollowOnUserDeactivated`), [`post`] (`PostOnUserDeactivated`) and [`experiment`]
-//! (`ExperimentOnUserDeactivated`); [`all`] is the list Nova
+//! (`ExperimentOnUserDeactivated`), [`stream`] (`StreamOnUserDeactivated`); [`all`] is the list Nova
 //! runs. A policy reaches its domain only through that domain's command service (it holds
 //! nothing else that can append, and the command crate's writers keep every domain's appends
 //! in its own module, ADR 0008); it learns which aggregates to command from a read model, through
@@ -14,30 +14,48 @@
 use std::sync::Arc;
 
 use nova_commands::experiment::ExperimentCommands;
-use nova_commands::facts::{ExperimentFactSource, FollowFactSource, PostFactSource};
+use nova_commands::facts::{
+    ExperimentFactSource, FollowFactSource, PostFactSource, StreamFactSource,
+};
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
+use nova_commands::stream::StreamCommands;
 
 pub mod experiment;
 pub mod follow;
 pub mod post;
 pub mod runtime;
+pub mod stream;
 
 pub use runtime::{
     react_all, react_once, run_policy, wait_until_applied, wait_until_current, CatchUp, Policy,
     PolicyError,
 };
 
+/// The command services and fact sources the policies act and look through.
+pub struct Services<'a> {
+    pub follows: &'a FollowCommands,
+    pub posts: &'a PostCommands,
+    pub experiments: &'a ExperimentCommands,
+    pub streams: &'a StreamCommands,
+    pub follow_facts: Arc<dyn FollowFactSource>,
+    pub post_facts: Arc<dyn PostFactSource>,
+    pub experiment_facts: Arc<dyn ExperimentFactSource>,
+    pub stream_facts: Arc<dyn StreamFactSource>,
+}
+
 /// Every policy Nova runs: each reacts to another domain's events with commands to its own.
-pub fn all(
-    follows: &FollowCommands,
-    posts: &PostCommands,
-    follow_facts: Arc<dyn FollowFactSource>,
-    post_facts: Arc<dyn PostFactSource>,
-    experiments: &ExperimentCommands,
-    experiment_facts: Arc<dyn ExperimentFactSource>,
-    catch_up: &CatchUp,
-) -> Vec<Arc<dyn Policy>> {
+pub fn all(s: Services<'_>, catch_up: &CatchUp) -> Vec<Arc<dyn Policy>> {
+    let Services {
+        follows,
+        posts,
+        experiments,
+        streams,
+        follow_facts,
+        post_facts,
+        experiment_facts,
+        stream_facts,
+    } = s;
     vec![
         Arc::new(follow::FollowOnUserDeactivated::new(
             follows.clone(),
@@ -52,6 +70,11 @@ pub fn all(
         Arc::new(experiment::ExperimentOnUserDeactivated::new(
             experiments.clone(),
             experiment_facts,
+            catch_up.clone(),
+        )),
+        Arc::new(stream::StreamOnUserDeactivated::new(
+            streams.clone(),
+            stream_facts,
             catch_up.clone(),
         )),
     ]

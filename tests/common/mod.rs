@@ -110,6 +110,8 @@ pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settin
             token: Some(SecretString::from(METRICS_TOKEN)),
         },
         idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
+        ingest_secret: None,
+        clock: nova_infra::clock::Clock::system(),
     };
     configure(&mut settings);
     let app = Application::build(settings)
@@ -148,6 +150,9 @@ impl TestApp {
     }
     pub fn post(&self, path: &str) -> RequestBuilder {
         self.client.post(self.url(path))
+    }
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.client.put(self.url(path))
     }
     pub fn patch(&self, path: &str) -> RequestBuilder {
         self.client.patch(self.url(path))
