@@ -79,13 +79,16 @@ async fn ok_command(app: &TestApp, token: &str, path: &str) -> String {
     position(&res)
 }
 
-async fn join(app: &TestApp, token: &str, id: Uuid) -> StatusCode {
+async fn join_res(app: &TestApp, token: &str, id: Uuid) -> Response {
     app.post(&format!("/v1/streams/{id}/viewers"))
         .bearer_auth(token)
         .send()
         .await
         .unwrap()
-        .status()
+}
+
+async fn join(app: &TestApp, token: &str, id: Uuid) -> StatusCode {
+    join_res(app, token, id).await.status()
 }
 
 async fn leave(app: &TestApp, token: &str, id: Uuid) -> StatusCode {
@@ -163,11 +166,7 @@ async fn lifecycle_and_authorization(engine: Engine) {
     assert!(s["started_at"].is_null() && s["ended_at"].is_null());
     // Not live yet: nobody can watch, the broadcaster cannot end it.
     expect_error(
-        app.post(&format!("/v1/streams/{id}/viewers"))
-            .bearer_auth(&b)
-            .send()
-            .await
-            .unwrap(),
+        join_res(&app, &b, id).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "stream_not_live",
     )
@@ -263,11 +262,7 @@ async fn lifecycle_and_authorization(engine: Engine) {
     )
     .await;
     expect_error(
-        app.post(&format!("/v1/streams/{id}/viewers"))
-            .bearer_auth(&b)
-            .send()
-            .await
-            .unwrap(),
+        join_res(&app, &b, id).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "stream_ended",
     )
@@ -609,25 +604,6 @@ async fn notifications_of(app: &TestApp, token: &str) -> Vec<Value> {
     body["items"].as_array().unwrap().clone()
 }
 
-async fn caught_up(app: &TestApp, projection: &str, domain: Domain) {
-    let head = app.db.store.head(domain).await.unwrap();
-    let caught = Checkpoints::default()
-        .wait_for(
-            &app.db.any,
-            projection,
-            domain,
-            head,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        caught,
-        nova_projections::checkpoint::Caught::Up,
-        "{projection} behind {domain}:{head}"
-    );
-}
-
 async fn follow(app: &TestApp, token: &str, whom: Uuid) {
     let res = app
         .put(&format!("/v1/users/{whom}/follow"))
@@ -966,16 +942,7 @@ async fn no_stream_key_in_database_logs_or_jetstream(engine: Engine) {
         if head == 0 {
             continue;
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut stream = loop {
-            if let Ok(mut s) = js.get_stream(stream_names.stream(domain)).await {
-                if s.info().await.map(|i| i.state.messages).unwrap_or(0) >= head as u64 {
-                    break s;
-                }
-            }
-            assert!(Instant::now() < deadline, "relay did not publish {domain}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let mut stream = relayed_stream(&js, &stream_names, domain, head).await;
         let last = stream.info().await.unwrap().state.last_sequence;
         for seq in 1..=last {
             let m = stream.get_raw_message(seq).await.unwrap();

@@ -2,7 +2,9 @@
 //! watching one live stream, each sending heartbeats back to back), beside two raw limits
 //! measured in the same run: `GET /healthz` at the same concurrency (the HTTP stack), and
 //! single-row presence upserts (`INSERT … ON CONFLICT DO UPDATE`, autocommit) straight into the
-//! same database at the same concurrency — what writing every heartbeat through would cost.
+//! same database at the same concurrency — what writing every heartbeat through would cost;
+//! and, for scale, the same clients' authenticated `GET /v1/users/me` (a heartbeat carries a
+//! token too, and authenticating it is most of its cost).
 //! Then the live list's read p99 with `--streams` live streams (written into the view and the
 //! audience table in bulk, not through events) beside the p99 of `GET /healthz`.
 
@@ -154,6 +156,10 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     // Warm-up: every viewer's join, and the connections.
     throughput(&client, Method::POST, &join_url, &tokens, 1).await?;
     let raw_http = throughput(&client, Method::GET, &health_url, &tokens, args.seconds).await?;
+    // The same clients' authenticated read of their own profile: what any request with a
+    // token costs (a heartbeat is one).
+    let me_url = format!("{base}/v1/users/me");
+    let authed = throughput(&client, Method::GET, &me_url, &tokens, args.seconds).await?;
     let heartbeats = throughput(&client, Method::POST, &join_url, &tokens, args.seconds).await?;
     let raw_db = raw_upserts(&db, args.clients, args.seconds).await?;
     let viewers: Value = client
@@ -167,6 +173,7 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     bulk_live(&db, args.streams).await?;
     let live_url = format!("{base}/v1/streams/live");
     let raw_lat = latencies(&client, &health_url, &tokens[0], args.reads).await?;
+    let me_lat = latencies(&client, &me_url, &tokens[0], args.reads).await?;
     let live_lat = latencies(&client, &live_url, &tokens[0], args.reads).await?;
 
     println!("stream [{}] clients={}", engine_name(engine), args.clients);
@@ -175,6 +182,12 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
         heartbeats,
         raw_http,
         fmt_ratio(ratio(heartbeats, raw_http))
+    );
+    println!(
+        "  heartbeats/s           {:>10.1}   GET /v1/users/me/s {:>10.1}   ratio {}",
+        heartbeats,
+        authed,
+        fmt_ratio(ratio(heartbeats, authed))
     );
     println!(
         "  heartbeats/s           {:>10.1}   raw presence upserts/s {:>6.1}   ratio {}   \
@@ -194,6 +207,15 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
         raw_lat.p50_ms,
         args.streams + 1,
         args.reads
+    );
+    println!(
+        "  live list read p99 (ms) {:>9.3}   GET /v1/users/me p99 {:>8.3}   ratio {}   \
+         (p50 {:.3} / {:.3})",
+        live_lat.p99_ms,
+        me_lat.p99_ms,
+        fmt_ratio(ratio(live_lat.p99_ms, me_lat.p99_ms)),
+        live_lat.p50_ms,
+        me_lat.p50_ms,
     );
     server.stop().await;
     db.close().await;

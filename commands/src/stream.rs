@@ -291,6 +291,9 @@ impl StreamCommands {
                 })
             })
             .await?;
+        // The live list walks the audience table in viewer order: a live stream has a row from
+        // its start (a crash right here leaves it to the first join to write it).
+        self.presence.recount(stream).await.map_err(unavailable)?;
         Ok(e.done())
     }
 

@@ -92,23 +92,26 @@ pub async fn get(pool: &AnyPool, id: Uuid) -> Result<Option<StreamRow>, QueryErr
     .await?)
 }
 
-/// Live streams, most viewers first (then by id, descending), `limit` per page.
+/// Live streams, most viewers first (then by id, descending), `limit` per page. A live stream
+/// whose audience row is missing (its process died between the start and writing the row) is
+/// listed from its first viewer's join on.
 pub async fn live(
     pool: &AnyPool,
     limit: u32,
     after: Option<LiveCursor>,
 ) -> Result<Page<LiveRow>, QueryError> {
+    // Walks `stream_audience (viewers, stream_id)` backwards: a live stream's audience row is
+    // written when it starts and dropped when it ends (ADR 0017); the view confirms it is live.
     let keyset = if after.is_some() {
-        "AND (COALESCE(a.viewers, 0), v.stream_id) < ($2, $3)"
+        "AND (a.viewers, a.stream_id) < ($2, $3)"
     } else {
         ""
     };
     let sql = format!(
-        "SELECT v.stream_id, v.broadcaster_id, v.title, COALESCE(a.viewers, 0) AS viewers, \
-                v.started_at \
-         FROM stream_view v LEFT JOIN stream_audience a ON a.stream_id = v.stream_id \
+        "SELECT v.stream_id, v.broadcaster_id, v.title, a.viewers, v.started_at \
+         FROM stream_audience a JOIN stream_view v ON v.stream_id = a.stream_id \
          WHERE v.status = 'live' {keyset} \
-         ORDER BY COALESCE(a.viewers, 0) DESC, v.stream_id DESC LIMIT $1"
+         ORDER BY a.viewers DESC, a.stream_id DESC LIMIT $1"
     );
     let mut query = sqlx::query_as::<_, LiveRow>(&sql).bind(i64::from(limit) + 1);
     if let Some(c) = after {

@@ -250,6 +250,49 @@ impl Drop for TestApp {
     }
 }
 
+/// Waits (30 s at most) until `projection` has applied `domain` up to the domain's head.
+pub async fn caught_up(app: &TestApp, projection: &str, domain: nova_event_schemas::Domain) {
+    let head = app.db.store.head(domain).await.unwrap();
+    let caught = nova_projections::Checkpoints::default()
+        .wait_for(
+            &app.db.any,
+            projection,
+            domain,
+            head,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        caught,
+        nova_projections::checkpoint::Caught::Up,
+        "{projection} behind {domain}:{head}"
+    );
+}
+
+/// The JetStream stream of `domain` under `names`, once the relay has published at least
+/// `head` messages to it (30 s at most).
+pub async fn relayed_stream(
+    js: &async_nats::jetstream::Context,
+    names: &nova_infra::nats::Names,
+    domain: nova_event_schemas::Domain,
+    head: i64,
+) -> async_nats::jetstream::stream::Stream {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = js.get_stream(names.stream(domain)).await {
+            if s.info().await.map(|i| i.state.messages).unwrap_or(0) >= head as u64 {
+                return s;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay did not publish {domain}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub fn position(res: &Response) -> String {
     res.headers()
         .get("x-nova-position")
