@@ -213,16 +213,13 @@ impl Application {
         if s.components.projections.is_none() {
             let catch_up = CatchUp::new(db.any.clone(), checkpoints.clone());
             for policy in nova_policies::all(
-                nova_policies::Services {
-                    follows: &follows,
-                    posts: &posts,
-                    experiments: &experiments,
-                    streams: &streams,
-                    follow_facts: facts.clone(),
-                    post_facts: facts.clone(),
-                    experiment_facts: facts.clone(),
-                    stream_facts: facts.clone(),
-                },
+                nova_policies::Services::over(
+                    &follows,
+                    &posts,
+                    &experiments,
+                    &streams,
+                    facts.clone(),
+                ),
                 &catch_up,
             ) {
                 let source: Arc<dyn EventSource> = match &js {

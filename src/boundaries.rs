@@ -308,16 +308,7 @@ fn policies() -> Result<Vec<Arc<dyn nova_policies::Policy>>, crate::app::BoxErro
     );
     let catch_up = nova_policies::CatchUp::new(any, nova_projections::Checkpoints::default());
     Ok(nova_policies::all(
-        nova_policies::Services {
-            follows: &follows,
-            posts: &posts,
-            experiments: &experiments,
-            streams: &streams,
-            follow_facts: facts.clone(),
-            post_facts: facts.clone(),
-            experiment_facts: facts.clone(),
-            stream_facts: facts,
-        },
+        nova_policies::Services::over(&follows, &posts, &experiments, &streams, facts),
         &catch_up,
     ))
 }

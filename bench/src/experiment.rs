@@ -20,7 +20,7 @@ use nova_infra::testing::TestDb;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::http::{fmt_ratio, latencies, serve, throughput, user};
+use crate::http::{fmt_ratio, latencies, setup, throughput, user};
 use crate::stats::ratio;
 use crate::target::{engine_name, BackendChoice};
 use crate::Error;
@@ -91,11 +91,7 @@ async fn bulk_exposures(db: &Database, n: u64) -> Result<(), Error> {
 
 async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     let testdb = TestDb::new(engine).await;
-    let server = serve(&testdb, |_| {}).await?;
-    let db = Database::connect(&testdb.url).await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients * 2)
-        .build()?;
+    let (server, db, client) = setup(&testdb, args.clients).await?;
     let base = server.base.clone();
 
     let experiments = ExperimentCommands::new(CommandStore::new(db.store.clone()));

@@ -74,24 +74,40 @@ pub async fn throughput(
     tokens: &[String],
     seconds: u64,
 ) -> Result<f64, Error> {
+    let tokens: Vec<String> = tokens.to_vec();
+    let (client, url) = (client.clone(), url.to_owned());
+    rate(tokens.len(), seconds, move |i| {
+        let request = client.request(method.clone(), &url).bearer_auth(&tokens[i]);
+        let url = url.clone();
+        async move {
+            let res = request.send().await?;
+            if !res.status().is_success() {
+                return Err(format!("{url}: {}", res.status()).into());
+            }
+            let _ = res.bytes().await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Operations/s of `clients` concurrent workers, each calling `op(its index)` back to back for
+/// `seconds`; the first failure ends the run.
+pub async fn rate<Op, Fut>(clients: usize, seconds: u64, op: Op) -> Result<f64, Error>
+where
+    Op: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), Error>> + Send,
+{
+    let op = std::sync::Arc::new(op);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
     let mut workers = Vec::new();
-    for token in tokens {
-        let (client, url, token) = (client.clone(), url.to_owned(), token.clone());
-        let method = method.clone();
+    for i in 0..clients {
+        let op = op.clone();
         workers.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
-                let res = client
-                    .request(method.clone(), &url)
-                    .bearer_auth(&token)
-                    .send()
-                    .await?;
-                if !res.status().is_success() {
-                    return Err(format!("{url}: {}", res.status()).into());
-                }
-                let _ = res.bytes().await?;
+                op(i).await?;
                 n += 1;
             }
             Ok::<u64, Error>(n)
@@ -102,6 +118,20 @@ pub async fn throughput(
         total += w.await??;
     }
     Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A served Nova on a fresh copy of `testdb`, a connection of the benchmark's own to the same
+/// database, and an HTTP client for `clients` concurrent clients.
+pub async fn setup(
+    testdb: &TestDb,
+    clients: usize,
+) -> Result<(Server, nova_infra::db::Database, reqwest::Client), Error> {
+    let server = serve(testdb, |_| {}).await?;
+    let db = nova_infra::db::Database::connect(&testdb.url).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients * 2)
+        .build()?;
+    Ok((server, db, client))
 }
 
 /// Latencies of `n` sequential `GET url`.

@@ -8,8 +8,6 @@
 //! Then the live list's read p99 with `--streams` live streams (written into the view and the
 //! audience table in bulk, not through events) beside the p99 of `GET /healthz`.
 
-use std::time::{Duration, Instant};
-
 use chrono::Utc;
 use clap::Parser;
 use nova_infra::db::{Database, Engine};
@@ -19,7 +17,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::http::{fmt_ratio, latencies, serve, throughput, user};
+use crate::http::{fmt_ratio, latencies, rate, setup, throughput, user};
 use crate::stats::ratio;
 use crate::target::{engine_name, BackendChoice};
 use crate::Error;
@@ -58,35 +56,24 @@ async fn raw_upserts(db: &Database, clients: usize, seconds: u64) -> Result<f64,
     .execute(&db.any)
     .await?;
     let stream = Uuid::now_v7().to_string();
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..clients {
-        let (pool, stream) = (db.any.clone(), stream.clone());
-        let viewer = Uuid::now_v7().to_string();
-        workers.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                sqlx::query(
-                    "INSERT INTO bench_raw_presence (stream_id, viewer_id, last_seen) \
-                     VALUES ($1, $2, $3) ON CONFLICT (stream_id, viewer_id) \
-                     DO UPDATE SET last_seen = excluded.last_seen",
-                )
-                .bind(&stream)
-                .bind(&viewer)
-                .bind(ts(Utc::now()))
-                .execute(&pool)
-                .await?;
-                n += 1;
-            }
-            Ok::<u64, Error>(n)
-        }));
-    }
-    let mut total = 0;
-    for w in workers {
-        total += w.await??;
-    }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    let viewers: Vec<String> = (0..clients).map(|_| Uuid::now_v7().to_string()).collect();
+    let pool = db.any.clone();
+    rate(clients, seconds, move |i| {
+        let query = sqlx::query(
+            "INSERT INTO bench_raw_presence (stream_id, viewer_id, last_seen) \
+             VALUES ($1, $2, $3) ON CONFLICT (stream_id, viewer_id) \
+             DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        .bind(stream.clone())
+        .bind(viewers[i].clone())
+        .bind(ts(Utc::now()));
+        let pool = pool.clone();
+        async move {
+            query.execute(&pool).await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// `n` live streams with 0–999 viewers each, straight into the view and the audience table.
@@ -121,11 +108,7 @@ async fn bulk_live(db: &Database, n: usize) -> Result<(), Error> {
 
 async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     let testdb = TestDb::new(engine).await;
-    let server = serve(&testdb, |_| {}).await?;
-    let db = Database::connect(&testdb.url).await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients * 2)
-        .build()?;
+    let (server, db, client) = setup(&testdb, args.clients).await?;
     let base = server.base.clone();
 
     let mut tokens = Vec::new();

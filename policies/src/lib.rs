@@ -44,6 +44,31 @@ pub struct Services<'a> {
     pub stream_facts: Arc<dyn StreamFactSource>,
 }
 
+impl<'a> Services<'a> {
+    /// The services, with one source answering every fact question (the read models).
+    pub fn over<F>(
+        follows: &'a FollowCommands,
+        posts: &'a PostCommands,
+        experiments: &'a ExperimentCommands,
+        streams: &'a StreamCommands,
+        facts: Arc<F>,
+    ) -> Self
+    where
+        F: FollowFactSource + PostFactSource + ExperimentFactSource + StreamFactSource,
+    {
+        Services {
+            follows,
+            posts,
+            experiments,
+            streams,
+            follow_facts: facts.clone(),
+            post_facts: facts.clone(),
+            experiment_facts: facts.clone(),
+            stream_facts: facts,
+        }
+    }
+}
+
 /// Every policy Nova runs: each reacts to another domain's events with commands to its own.
 pub fn all(s: Services<'_>, catch_up: &CatchUp) -> Vec<Arc<dyn Policy>> {
     let Services {
