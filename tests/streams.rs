@@ -28,6 +28,7 @@ on_both_backends!(
     going_live_notifies_followers,
     deactivation_ends_streams_and_refuses_keys,
     no_stream_key_in_database_logs_or_jetstream,
+    two_api_processes_share_presence,
 );
 
 const INGEST: &str = "ingest-secret-for-tests-0123456789";
@@ -991,4 +992,65 @@ async fn no_stream_key_in_database_logs_or_jetstream(engine: Engine) {
     stream_names.delete_streams(&js).await;
     app.stop().await;
     drop(nats);
+}
+
+/// Two API processes on one database (as behind a load balancer): viewers joining, leaving and
+/// falling silent through either are counted the same by both.
+async fn two_api_processes_share_presence(engine: Engine) {
+    let (app, clock) = spawn_streams(engine).await;
+    let c = clock.clone();
+    let (second, _stop) = spawn_api_beside(&app, move |s| s.clock = c).await;
+    let (_, a, _) = app.user("alice").await;
+    let (_, b, _) = app.user("bob").await;
+    let (_, c, _) = app.user("carol").await;
+    let (id, _, _) = create(&app, &a, "Two processes").await;
+    ok_command(&app, &a, &format!("/v1/streams/{id}/start")).await;
+    let other = |method: reqwest::Method, path: String, token: &str| {
+        app.client
+            .request(method, format!("http://{second}{path}"))
+            .bearer_auth(token)
+            .send()
+    };
+    let viewers_on_both = async |want: i64| {
+        let here = get_stream(&app, &a, id, None).await["viewers"].clone();
+        let there: Value = other(reqwest::Method::GET, format!("/v1/streams/{id}"), &a)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!((here, there["viewers"].clone()), (json!(want), json!(want)));
+    };
+    assert_eq!(join(&app, &b, id).await, StatusCode::NO_CONTENT);
+    let res = other(
+        reqwest::Method::POST,
+        format!("/v1/streams/{id}/viewers"),
+        &c,
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    viewers_on_both(2).await;
+    // Bob's heartbeats go to the other process now; carol leaves through the first.
+    clock.advance(chrono::Duration::seconds(40));
+    let res = other(
+        reqwest::Method::POST,
+        format!("/v1/streams/{id}/viewers"),
+        &b,
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(leave(&app, &c, id).await, StatusCode::NO_CONTENT);
+    viewers_on_both(1).await;
+    clock.advance(chrono::Duration::seconds(30));
+    viewers_on_both(1).await;
+    clock.advance(chrono::Duration::seconds(31));
+    viewers_on_both(0).await;
+    let s = get_stream(&app, &a, id, None).await;
+    assert_eq!(
+        (&s["peak_viewers"], &s["unique_viewers"]),
+        (&json!(2), &json!(2))
+    );
+    app.stop().await;
 }

@@ -89,11 +89,10 @@ pub async fn spawn_ttl(
     .await
 }
 
-/// The application with the test defaults, adjusted by `configure`.
-pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let testdb = TestDb::new(engine).await;
-    let mut settings = Settings {
-        database_url: testdb.url.clone(),
+/// The test defaults for an application on `database_url`.
+pub fn test_settings(database_url: &str) -> Settings {
+    Settings {
+        database_url: database_url.to_owned(),
         search_dir: std::env::temp_dir().join(format!("nova-search-{}", uuid::Uuid::new_v4())),
         search_consumer: nova_projections::search::NAME.to_owned(),
         nats_url: None,
@@ -112,7 +111,13 @@ pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settin
         idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
         ingest_secret: None,
         clock: nova_infra::clock::Clock::system(),
-    };
+    }
+}
+
+/// The application with the test defaults, adjusted by `configure`.
+pub async fn spawn_configured(engine: Engine, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let testdb = TestDb::new(engine).await;
+    let mut settings = test_settings(&testdb.url);
     configure(&mut settings);
     let app = Application::build(settings)
         .await
@@ -291,6 +296,34 @@ pub async fn relayed_stream(
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// A second process's API on the same database (no relay, no projectors), e.g. to show state
+/// shared by API processes. Stops when the returned sender is dropped or fired.
+pub async fn spawn_api_beside(
+    app: &TestApp,
+    configure: impl FnOnce(&mut Settings),
+) -> (SocketAddr, oneshot::Sender<()>) {
+    let mut settings = test_settings(&app.db_url);
+    settings.components = nova::app::Components {
+        api: true,
+        relay: false,
+        projections: Some(Vec::new()),
+    };
+    configure(&mut settings);
+    let second = Application::build(settings)
+        .await
+        .expect("second API starts");
+    let addr = second.local_addr().expect("API bound");
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = second
+            .run_until(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (addr, tx)
 }
 
 pub fn position(res: &Response) -> String {
