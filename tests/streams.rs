@@ -458,7 +458,7 @@ async fn publish_hooks_and_key_rotation(engine: Engine) {
     let (app, _clock) = spawn_streams(engine).await;
     let (_, a, _) = app.user("alice").await;
     let (_, b, _) = app.user("bob").await;
-    let (id, key, _) = create(&app, &a, "Hooked").await;
+    let (id, key, created) = create(&app, &a, "Hooked").await;
 
     // The shared secret guards the hooks: missing or wrong is refused, and a user token is
     // no substitute.
@@ -493,7 +493,7 @@ async fn publish_hooks_and_key_rotation(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    let s = get_stream(&app, &a, id, None).await;
+    let s = get_stream(&app, &a, id, Some(&created)).await;
     assert_eq!(s["status"], "created");
 
     // The valid key starts it, again is fine (a reconnect), the end of the publish ends it.
@@ -1005,6 +1005,8 @@ async fn two_api_processes_share_presence(engine: Engine) {
     let (_, c, _) = app.user("carol").await;
     let (id, _, _) = create(&app, &a, "Two processes").await;
     ok_command(&app, &a, &format!("/v1/streams/{id}/start")).await;
+    // Both processes read the view the first one projects.
+    caught_up(&app, "stream_view", Domain::Stream).await;
     let other = |method: reqwest::Method, path: String, token: &str| {
         app.client
             .request(method, format!("http://{second}{path}"))

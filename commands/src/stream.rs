@@ -217,9 +217,11 @@ impl StreamCommands {
         }
     }
 
-    /// The viewer left.
+    /// The viewer left. Leaving a stream that is not live has nothing to undo.
     pub async fn leave(&self, viewer: Uuid, stream: Uuid) -> Result<Counts> {
-        self.broadcast(stream).await?;
+        if self.broadcast(stream).await?.status != Status::Live {
+            return Ok(Counts::default());
+        }
         self.presence
             .leave(stream, viewer)
             .await
