@@ -16,6 +16,7 @@ use chrono::Duration as ChronoDuration;
 use nova_commands::experiment::ExperimentCommands;
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
+use nova_commands::stream::StreamCommands;
 use nova_commands::user::credentials::{Argon2Config, Passwords, Tokens};
 use nova_commands::user::notifications::NotificationCommands;
 use nova_commands::user::UserCommands;
@@ -77,6 +78,11 @@ pub struct Settings {
     pub idempotency_takeover: Duration,
     /// Rate limits and where they are kept (ADR 0022).
     pub rate_limits: RateLimitSettings,
+    /// The shared secret the media server's publish hooks send (`?secret=`); without it the
+    /// hooks refuse every publish.
+    pub ingest_secret: Option<SecretString>,
+    /// Where "now" comes from for viewer presence (tests move it forward).
+    pub clock: nova_infra::clock::Clock,
 }
 
 /// Rate limits of the API. The default limits nothing (processes without an API, tools).
@@ -224,13 +230,21 @@ impl Application {
         let follows = FollowCommands::new(store.clone(), facts.clone());
         let posts = PostCommands::new(store.clone(), facts.clone(), facts.clone());
         let experiments = ExperimentCommands::new(store.clone());
+        let streams = StreamCommands::new(store.clone(), db.any.clone(), s.clock.clone());
         // Policies run wherever all projections run (`nova serve`, `nova project` without
         // names): they react to other domains' events with commands to their own.
         if s.components.projections.is_none() {
             let catch_up = CatchUp::new(db.any.clone(), checkpoints.clone());
-            for policy in
-                nova_policies::all(&follows, &posts, &experiments, facts.clone(), &catch_up)
-            {
+            for policy in nova_policies::all(
+                nova_policies::Services::over(
+                    &follows,
+                    &posts,
+                    &experiments,
+                    &streams,
+                    facts.clone(),
+                ),
+                &catch_up,
+            ) {
                 let source: Arc<dyn EventSource> = match &js {
                     Some(js) => Arc::new(JetStreamSource::new(
                         js.clone(),
@@ -263,6 +277,8 @@ impl Application {
                 db.any.clone(),
                 stop_rx.clone(),
             )));
+            // Viewer heartbeats are buffered per API process and written once a second.
+            tasks.push(tokio::spawn(streams.clone().run_presence(stop_rx.clone())));
             Some(TcpListener::bind(&s.listen).await?)
         } else {
             None
@@ -286,6 +302,8 @@ impl Application {
             posts,
             notifications: NotificationCommands::new(store, facts),
             experiments,
+            streams,
+            ingest_secret: s.ingest_secret.map(std::sync::Arc::new),
             checkpoints,
             search,
             nats,
@@ -370,13 +388,26 @@ impl Application {
 /// The policies Nova runs, over `db` (for tools such as `nova projections retry`; a serving
 /// process builds them with its own command services in [`Application::build`]).
 pub fn policies_over(db: &Database) -> Vec<Arc<dyn nova_policies::Policy>> {
-    let store = CommandStore::new(db.store.clone());
-    let facts = ReadModels::shared(db.any.clone());
+    policies_with(db.store.clone(), db.any.clone())
+}
+
+/// The policies Nova runs, each with its own domain's command service over `store` and the
+/// read models in `any` as its fact source.
+pub fn policies_with(
+    store: nova_infra::store::EventStore,
+    any: sqlx::AnyPool,
+) -> Vec<Arc<dyn nova_policies::Policy>> {
+    let store = CommandStore::new(store);
+    let facts = ReadModels::shared(any.clone());
     let follows = FollowCommands::new(store.clone(), facts.clone());
     let posts = PostCommands::new(store.clone(), facts.clone(), facts.clone());
-    let experiments = ExperimentCommands::new(store);
-    let catch_up = CatchUp::new(db.any.clone(), Checkpoints::default());
-    nova_policies::all(&follows, &posts, &experiments, facts, &catch_up)
+    let experiments = ExperimentCommands::new(store.clone());
+    let streams = StreamCommands::new(store, any.clone(), nova_infra::clock::Clock::system());
+    let catch_up = CatchUp::new(any, Checkpoints::default());
+    nova_policies::all(
+        nova_policies::Services::over(&follows, &posts, &experiments, &streams, facts),
+        &catch_up,
+    )
 }
 
 async fn ensure_streams(

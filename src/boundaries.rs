@@ -79,7 +79,13 @@ pub const PLATFORM_TABLES: &[(&str, &str)] = &[
 ];
 
 /// Tables a domain owns besides its events table (written only by its command module).
-pub const DOMAIN_TABLES: &[(&str, Domain)] = &[("user_credentials", Domain::User)];
+pub const DOMAIN_TABLES: &[(&str, Domain)] = &[
+    ("user_credentials", Domain::User),
+    // The stream domain's keys (hashes) and viewer presence (ADR 0017).
+    ("stream_keys", Domain::Stream),
+    ("stream_presence", Domain::Stream),
+    ("stream_audience", Domain::Stream),
+];
 
 /// Platform migrations named before the `platform_` prefix was the rule: (file stem, component).
 pub const PLATFORM_MIGRATIONS: &[(&str, &str)] = &[
@@ -117,6 +123,11 @@ pub const ROUTE_TAGS: &[RouteTag] = &[
         "experiments",
         OwnerRef::Domain(Domain::Experiment),
         OwnerRef::View("experiment_results"),
+    ),
+    RouteTag::new(
+        "streams",
+        OwnerRef::Domain(Domain::Stream),
+        OwnerRef::View("stream_view"),
     ),
     RouteTag::new(
         "ops",
@@ -243,7 +254,8 @@ pub(crate) fn aggregate_types(domain: Domain) -> &'static [&'static str] {
         Domain::Follow => nova_aggregates::follow::AGGREGATE_TYPES,
         Domain::Post => nova_aggregates::post::AGGREGATE_TYPES,
         Domain::Experiment => nova_aggregates::experiment::AGGREGATE_TYPES,
-        Domain::Conversation | Domain::Stream => &[],
+        Domain::Stream => nova_aggregates::stream::AGGREGATE_TYPES,
+        Domain::Conversation => &[],
     }
 }
 
@@ -254,7 +266,8 @@ fn event_types(domain: Domain) -> &'static [(&'static str, i32)] {
         Domain::Follow => nova_event_schemas::follow::FollowEvent::TYPES,
         Domain::Post => nova_event_schemas::post::PostEvent::TYPES,
         Domain::Experiment => nova_event_schemas::experiment::ExperimentEvent::TYPES,
-        Domain::Conversation | Domain::Stream => &[],
+        Domain::Stream => nova_event_schemas::stream::StreamEvent::TYPES,
+        Domain::Conversation => &[],
     }
 }
 
@@ -286,19 +299,7 @@ fn policies() -> Result<Vec<Arc<dyn nova_policies::Policy>>, crate::app::BoxErro
     let store = nova_infra::store::EventStore::new(Arc::new(
         nova_infra::store::sqlite::SqliteBackend::new(sqlite),
     ));
-    let store = nova_commands::CommandStore::new(store);
-    let facts = crate::facts::ReadModels::shared(any.clone());
-    let follows = nova_commands::follow::FollowCommands::new(store.clone(), facts.clone());
-    let posts = nova_commands::post::PostCommands::new(store.clone(), facts.clone(), facts.clone());
-    let experiments = nova_commands::experiment::ExperimentCommands::new(store);
-    let catch_up = nova_policies::CatchUp::new(any, nova_projections::Checkpoints::default());
-    Ok(nova_policies::all(
-        &follows,
-        &posts,
-        &experiments,
-        facts,
-        &catch_up,
-    ))
+    Ok(crate::app::policies_with(store, any))
 }
 
 /// Routes of the generated OpenAPI document.

@@ -153,6 +153,10 @@ pub struct ServeArgs {
     #[arg(long, env = "NOVA_IDEMPOTENCY_TAKEOVER_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub idempotency_takeover_ms: u64,
+    /// Shared secret of the media server's publish hooks (`/v1/streams/hooks/…?secret=`).
+    /// Without it every publish is refused.
+    #[arg(long, env = "NOVA_INGEST_SECRET", hide_env_values = true)]
+    pub ingest_secret: Option<SecretString>,
     /// Requests a minute per user (a valid access token), GCRA; 0 = no limit (ADR 0022).
     #[arg(long, env = "NOVA_RATE_LIMIT_PER_MINUTE", default_value_t = 100)]
     pub rate_limit_per_minute: u32,

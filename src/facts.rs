@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nova_commands::facts::{
     ExperimentFactSource, FactError, FactResult, FollowFactSource, NotificationFactSource,
-    PostFactSource, UserFactSource,
+    PostFactSource, StreamFactSource, UserFactSource,
 };
 use nova_queries::page::{PageRequest, MAX_LIMIT};
 use nova_queries::post::posts_by_author;
@@ -101,6 +101,15 @@ impl NotificationFactSource for ReadModels {
 impl ExperimentFactSource for ReadModels {
     async fn experiments_of(&self, user: Uuid) -> FactResult<Vec<String>> {
         nova_queries::experiment::experiments_of(&self.pool, user)
+            .await
+            .map_err(FactError::new)
+    }
+}
+
+#[async_trait]
+impl StreamFactSource for ReadModels {
+    async fn streams_of(&self, broadcaster: Uuid) -> FactResult<Vec<Uuid>> {
+        nova_queries::stream::streams_of(&self.pool, broadcaster)
             .await
             .map_err(FactError::new)
     }

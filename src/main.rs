@@ -73,6 +73,8 @@ async fn run_background(
         metrics: Default::default(),
         idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
         rate_limits: Default::default(),
+        ingest_secret: None,
+        clock: nova_infra::clock::Clock::system(),
     })
     .await?;
     tracing::info!(?components, "nova running");
@@ -123,6 +125,8 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                     args.idempotency_takeover_ms,
                 ),
                 rate_limits: args.rate_limits(),
+                ingest_secret: args.ingest_secret.clone(),
+                clock: nova_infra::clock::Clock::system(),
             })
             .await?;
             if let Some(addr) = app.local_addr() {

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use nova_event_schemas::Domain;
 use nova_infra::db::Engine;
@@ -129,16 +127,7 @@ async fn no_secret_in_any_event_or_jetstream_message(engine: Engine) {
     let head = app.db.store.head(Domain::User).await.unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut stream = loop {
-        if let Ok(mut s) = js.get_stream(stream_names.stream(Domain::User)).await {
-            if s.info().await.map(|i| i.state.messages).unwrap_or(0) >= head as u64 {
-                break s;
-            }
-        }
-        assert!(Instant::now() < deadline, "relay did not publish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut stream = relayed_stream(&js, &stream_names, Domain::User, head).await;
     let last = stream.info().await.unwrap().state.last_sequence;
     for seq in 1..=last {
         let m = stream.get_raw_message(seq).await.unwrap();

@@ -22,14 +22,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use chrono::Utc;
 use common::*;
 use nova_event_schemas::{Domain, EventMetadata};
 use nova_infra::db::Engine;
 use nova_infra::store::{AppendRequest, NewEvent, StreamAppend};
-use nova_projections::checkpoint::Caught;
 use nova_projections::experiment_results::ExperimentResults;
 use nova_projections::{Checkpoints, Projection};
 use reqwest::StatusCode;
@@ -89,21 +86,6 @@ async fn ok(app: &TestApp, method: &str, path: &str, token: &str, body: Option<V
 async fn create(app: &TestApp, token: &str, body: Value) {
     let res = send(app, "POST", "/v1/experiments", token, Some(body)).await;
     assert_eq!(res.status(), StatusCode::CREATED);
-}
-
-async fn caught_up(app: &TestApp, projection: &str, domain: Domain) {
-    let head = app.db.store.head(domain).await.unwrap();
-    let caught = Checkpoints::default()
-        .wait_for(
-            &app.db.any,
-            projection,
-            domain,
-            head,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    assert_eq!(caught, Caught::Up, "{projection} behind {domain}:{head}");
 }
 
 async fn definitions_are_admin_only_and_validated(engine: Engine) {

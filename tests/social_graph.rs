@@ -42,22 +42,6 @@ on_both_backends!(
 // Helpers.
 // ---------------------------------------------------------------------------------------------
 
-/// Waits until `projection` has applied `domain` up to the domain's current head.
-async fn caught_up(app: &TestApp, projection: &str, domain: Domain) {
-    let head = app.db.store.head(domain).await.unwrap();
-    let caught = Checkpoints::default()
-        .wait_for(
-            &app.db.any,
-            projection,
-            domain,
-            head,
-            Duration::from_secs(20),
-        )
-        .await
-        .unwrap();
-    assert_eq!(caught, Caught::Up, "{projection} behind {domain}:{head}");
-}
-
 /// Registers and logs in users, then waits until the directory knows them all (the follow
 /// commands check targets there).
 async fn users(app: &TestApp, names: &[&str]) -> Vec<(Uuid, String)> {

@@ -7,6 +7,7 @@
 pub mod experiment;
 pub mod follow;
 pub mod post;
+pub mod stream;
 pub mod user;
 
 /// A command's name for spans and logs (`register`, `remove_user`, …), the same snake_case

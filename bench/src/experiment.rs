@@ -12,17 +12,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use nova::app::Components;
 use nova_commands::experiment::{ExperimentCommands, NewExperiment};
 use nova_commands::{CommandContext, CommandStore};
 use nova_event_schemas::experiment::Variant;
 use nova_infra::db::{Database, Engine};
 use nova_infra::testing::TestDb;
+use reqwest::Method;
 use serde_json::Value;
 
-use crate::server::{fmt_ratio, latencies, throughput};
+use crate::http::{fmt_ratio, latencies, setup, throughput, user};
 use crate::stats::ratio;
-use crate::target::{engine_name, serve, user, BackendChoice};
+use crate::target::{engine_name, BackendChoice};
 use crate::Error;
 
 #[derive(Parser)]
@@ -91,11 +91,7 @@ async fn bulk_exposures(db: &Database, n: u64) -> Result<(), Error> {
 
 async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     let testdb = TestDb::new(engine).await;
-    let server = serve(&testdb.url, Components::all()).await?;
-    let db = Database::connect(&testdb.url).await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients * 2)
-        .build()?;
+    let (server, db, client) = setup(&testdb, args.clients).await?;
     let base = server.base.clone();
 
     let experiments = ExperimentCommands::new(CommandStore::new(db.store.clone()));
@@ -134,9 +130,9 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     let assign_url = format!("{base}/v1/experiments/{KEY}/assignment");
     let health_url = format!("{base}/healthz");
     // Warm-up: every client's first read (its exposure), and the connections.
-    throughput(&client, &assign_url, &tokens, 1).await?;
-    let raw = throughput(&client, &health_url, &tokens, args.seconds).await?;
-    let assign = throughput(&client, &assign_url, &tokens, args.seconds).await?;
+    throughput(&client, Method::GET, &assign_url, &tokens, 1).await?;
+    let raw = throughput(&client, Method::GET, &health_url, &tokens, args.seconds).await?;
+    let assign = throughput(&client, Method::GET, &assign_url, &tokens, args.seconds).await?;
 
     // Results at `exposures` exposures.
     let results_url = format!("{base}/v1/experiments/{KEY}/results");

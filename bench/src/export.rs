@@ -21,8 +21,9 @@ use secrecy::SecretString;
 use sqlx::Row;
 
 use crate::harness::count_bar;
+use crate::http::{serve, user};
 use crate::stats::ratio;
-use crate::target::{engine_name, serve, user, BackendChoice};
+use crate::target::{engine_name, BackendChoice};
 use crate::workload::registered;
 use crate::Error;
 
@@ -212,14 +213,13 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     let fill_secs = fill_started.elapsed().as_secs_f64();
 
     // The API alone: no projector competes with the export for the two cores.
-    let server = serve(
-        &testdb.url,
-        Components {
+    let server = serve(&testdb, |s| {
+        s.components = Components {
             api: true,
             relay: false,
             projections: Some(Vec::new()),
-        },
-    )
+        }
+    })
     .await?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3600))

@@ -24,12 +24,13 @@ mod experiment;
 mod export;
 mod feed;
 mod harness;
+mod http;
 mod mix;
 mod project;
 mod relay;
 mod search;
-mod server;
 mod stats;
+mod stream;
 mod target;
 mod workload;
 
@@ -74,6 +75,9 @@ enum Scenario {
     /// Event export: NDJSON `GET /v1/events` events/s vs a raw `SELECT` of the same rows, and
     /// the peak RSS growth while streaming 1,000,000 events (memory stays flat).
     Export(export::Args),
+    /// Live streams over HTTP: viewer heartbeats/s at N concurrent viewers vs `GET /healthz`
+    /// and vs raw presence upserts of the same database; live-list read p99 vs `/healthz` p99.
+    Stream(stream::Args),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
                 Scenario::Experiment(args) => experiment::run(args).await,
                 Scenario::Http(args) => mix::run(args).await,
                 Scenario::Export(args) => export::run(args).await,
+                Scenario::Stream(args) => stream::run(args).await,
             }
         };
         tokio::select! {

@@ -22,9 +22,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::server::{fmt_ratio, throughput};
+use crate::http::{fmt_ratio, serve, throughput, user};
 use crate::stats::{ratio, Percentiles};
-use crate::target::{engine_name, serve, user, BackendChoice};
+use crate::target::{engine_name, BackendChoice};
 use crate::Error;
 
 #[derive(Parser)]
@@ -220,7 +220,7 @@ async fn lag_probe(shared: Arc<Shared>) -> Result<Vec<Duration>, Error> {
 
 async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     let testdb = TestDb::new(engine).await;
-    let server = serve(&testdb.url, nova::app::Components::all()).await?;
+    let server = serve(&testdb, |_| {}).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients * 2)
         .build()?;
@@ -258,7 +258,14 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
         }
     }
     let tokens: Vec<String> = users.iter().map(|(_, t)| t.clone()).collect();
-    let raw = throughput(&client, &format!("{base}/healthz"), &tokens, 5).await?;
+    let raw = throughput(
+        &client,
+        reqwest::Method::GET,
+        &format!("{base}/healthz"),
+        &tokens,
+        5,
+    )
+    .await?;
 
     let shared = Arc::new(Shared {
         base: base.clone(),

@@ -7,13 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use nova::app::{Application, Components, MetricsAccess, Settings};
-use nova_commands::user::credentials::Argon2Config;
 use nova_infra::db::{Database, Engine};
 use nova_infra::nats::Names;
 use nova_infra::testing::{nats_url, postgres_admin_url, TestDb, TestNats};
-use secrecy::SecretString;
-use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
@@ -271,85 +267,4 @@ impl Drop for Namespace {
         })
         .join();
     }
-}
-
-/// The real application on port 0 (API, and whatever else `components` asks for).
-pub struct Server {
-    pub base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-pub async fn serve(database_url: &str, components: Components) -> Result<Server, Error> {
-    let settings = Settings {
-        database_url: database_url.to_owned(),
-        nats_url: None,
-        nats_names: nova_infra::nats::Names::default(),
-        components,
-        listen: "127.0.0.1:0".into(),
-        jwt_secret: SecretString::from("bench-secret-bench-secret-bench-secret-0"),
-        argon2: Argon2Config {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-            ..Argon2Config::default()
-        },
-        max_body_bytes: 64 * 1024,
-        access_ttl: chrono::Duration::minutes(60),
-        refresh_ttl: chrono::Duration::days(1),
-        metrics: MetricsAccess::default(),
-        idempotency_takeover: nova::http::idempotency::DEFAULT_TAKEOVER,
-        rate_limits: Default::default(),
-        search_dir: std::env::temp_dir()
-            .join(format!("nova-bench-search-{}", uuid::Uuid::new_v4())),
-        search_consumer: nova_projections::search::NAME.to_owned(),
-    };
-    let app = Application::build(settings).await?;
-    let addr = app.local_addr().ok_or("the API did not bind")?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = app
-            .run_until(async {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    Ok(Server {
-        base: format!("http://{addr}"),
-        stop: Some(tx),
-        task,
-    })
-}
-
-impl Server {
-    /// Stops the application (waits at most 10 s).
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-    }
-}
-
-/// Registers and logs in `name`; returns the access token.
-pub async fn user(client: &reqwest::Client, base: &str, name: &str) -> Result<String, Error> {
-    let body = json!({"username": name, "password": "bench password 0123"});
-    let res = client
-        .post(format!("{base}/v1/users"))
-        .json(&body)
-        .send()
-        .await?;
-    if !res.status().is_success() {
-        return Err(format!("register: {}", res.status()).into());
-    }
-    let res = client
-        .post(format!("{base}/v1/sessions"))
-        .json(&body)
-        .send()
-        .await?;
-    let v: Value = res.json().await?;
-    Ok(v["access_token"]
-        .as_str()
-        .ok_or("no access token")?
-        .to_owned())
 }

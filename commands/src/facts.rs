@@ -63,6 +63,13 @@ pub trait ExperimentFactSource: Send + Sync + 'static {
     async fn experiments_of(&self, user: Uuid) -> FactResult<Vec<String>>;
 }
 
+/// Facts about live streams (the stream view).
+#[async_trait]
+pub trait StreamFactSource: Send + Sync + 'static {
+    /// The streams of `broadcaster` that are not disabled yet.
+    async fn streams_of(&self, broadcaster: Uuid) -> FactResult<Vec<Uuid>>;
+}
+
 /// Facts about notifications (the notification view).
 #[async_trait]
 pub trait NotificationFactSource: Send + Sync + 'static {

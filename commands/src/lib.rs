@@ -23,6 +23,7 @@ pub mod follow;
 pub mod idempotency;
 pub mod post;
 pub mod repository;
+pub mod stream;
 pub mod user;
 
 pub use facts::FactError;

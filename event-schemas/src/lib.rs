@@ -15,6 +15,7 @@ use uuid::Uuid;
 pub mod experiment;
 pub mod follow;
 pub mod post;
+pub mod stream;
 pub mod user;
 
 /// The six domains. Each owns exactly one events table and one event enum.

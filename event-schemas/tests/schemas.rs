@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use nova_event_schemas::experiment::ExperimentEvent;
+use nova_event_schemas::stream::StreamEvent;
 use nova_event_schemas::{follow::FollowEvent, post::PostEvent, user::UserEvent, DomainEvent};
 
 fn check<E: DomainEvent>() {
@@ -55,6 +56,7 @@ fn schemas_match_checked_in_files() {
     check::<FollowEvent>();
     check::<PostEvent>();
     check::<ExperimentEvent>();
+    check::<StreamEvent>();
 }
 
 #[test]

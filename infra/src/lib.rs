@@ -2,6 +2,7 @@
 //! connection and migrations, and test support. Domain crates depend on this crate; it knows no
 //! domain's rules, only the shape of events (`nova-event-schemas`).
 
+pub mod clock;
 pub mod db;
 pub mod delivery;
 pub mod idempotency;

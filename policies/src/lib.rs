@@ -4,8 +4,9 @@
 //!
 //! One module per domain that reacts, named like everywhere else: [`follow`]
 //! (`FollowOnUserDeactivated`, and `FollowOfInactiveUser` for a follow that raced a
-//! deactivation), [`post`] (`PostOnUserDeactivated`) and [`experiment`]
-//! (`ExperimentOnUserDeactivated`); [`all`] is the list Nova
+//! deactivation), [`post`] (`PostOnUserDeactivated`), [`experiment`]
+//! (`ExperimentOnUserDeactivated`) and [`stream`] (`StreamOnUserDeactivated`); [`all`] is the
+//! list Nova
 //! runs. A policy reaches its domain only through that domain's command service (it holds
 //! nothing else that can append, and the command crate's writers keep every domain's appends
 //! in its own module, ADR 0008); it learns which aggregates to command from a read model, through
@@ -16,16 +17,18 @@ use std::sync::Arc;
 
 use nova_commands::experiment::ExperimentCommands;
 use nova_commands::facts::{
-    ExperimentFactSource, FollowFactSource, PostFactSource, UserFactSource,
+    ExperimentFactSource, FollowFactSource, PostFactSource, StreamFactSource, UserFactSource,
 };
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
+use nova_commands::stream::StreamCommands;
 use nova_event_schemas::Domain;
 
 pub mod experiment;
 pub mod follow;
 pub mod post;
 pub mod runtime;
+pub mod stream;
 
 pub use runtime::{
     react_all, react_once, retry_dead_letters, run_policy, wait_until_applied, wait_until_current,
@@ -40,39 +43,89 @@ pub const CATALOG: &[(&str, &[Domain])] = &[
     (follow::RACE_NAME, follow::RACE_DOMAINS),
     (post::NAME, post::DOMAINS),
     (experiment::NAME, experiment::DOMAINS),
+    (stream::NAME, stream::DOMAINS),
 ];
 
+/// The command services and fact sources the policies act and look through.
+pub struct Services<'a> {
+    pub follows: &'a FollowCommands,
+    pub posts: &'a PostCommands,
+    pub experiments: &'a ExperimentCommands,
+    pub streams: &'a StreamCommands,
+    pub user_facts: Arc<dyn UserFactSource>,
+    pub follow_facts: Arc<dyn FollowFactSource>,
+    pub post_facts: Arc<dyn PostFactSource>,
+    pub experiment_facts: Arc<dyn ExperimentFactSource>,
+    pub stream_facts: Arc<dyn StreamFactSource>,
+}
+
+impl<'a> Services<'a> {
+    /// The services, with one source answering every fact question (the read models).
+    pub fn over<F>(
+        follows: &'a FollowCommands,
+        posts: &'a PostCommands,
+        experiments: &'a ExperimentCommands,
+        streams: &'a StreamCommands,
+        facts: Arc<F>,
+    ) -> Self
+    where
+        F: UserFactSource
+            + FollowFactSource
+            + PostFactSource
+            + ExperimentFactSource
+            + StreamFactSource,
+    {
+        Services {
+            follows,
+            posts,
+            experiments,
+            streams,
+            user_facts: facts.clone(),
+            follow_facts: facts.clone(),
+            post_facts: facts.clone(),
+            experiment_facts: facts.clone(),
+            stream_facts: facts,
+        }
+    }
+}
+
 /// Every policy Nova runs: each reacts to another domain's events with commands to its own.
-/// `facts` answers every policy's questions about other domains (`nova::facts::ReadModels`).
-pub fn all<F>(
-    follows: &FollowCommands,
-    posts: &PostCommands,
-    experiments: &ExperimentCommands,
-    facts: Arc<F>,
-    catch_up: &CatchUp,
-) -> Vec<Arc<dyn Policy>>
-where
-    F: FollowFactSource + PostFactSource + ExperimentFactSource + UserFactSource,
-{
+pub fn all(s: Services<'_>, catch_up: &CatchUp) -> Vec<Arc<dyn Policy>> {
+    let Services {
+        follows,
+        posts,
+        experiments,
+        streams,
+        user_facts,
+        follow_facts,
+        post_facts,
+        experiment_facts,
+        stream_facts,
+    } = s;
     vec![
         Arc::new(follow::FollowOnUserDeactivated::new(
             follows.clone(),
-            facts.clone(),
+            follow_facts,
             catch_up.clone(),
         )),
         Arc::new(follow::FollowOfInactiveUser::new(
             follows.clone(),
-            facts.clone(),
+            user_facts,
             catch_up.clone(),
         )),
         Arc::new(post::PostOnUserDeactivated::new(
             posts.clone(),
-            facts.clone(),
+            post_facts,
             catch_up.clone(),
         )),
         Arc::new(experiment::ExperimentOnUserDeactivated::new(
             experiments.clone(),
-            facts,
+            experiment_facts,
+            catch_up.clone(),
+        )),
+        Arc::new(stream::StreamOnUserDeactivated::new(
+            streams.clone(),
+            stream_facts,
             catch_up.clone(),
         )),
     ]

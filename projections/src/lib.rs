@@ -28,6 +28,7 @@ pub mod rebuild;
 pub mod schema;
 pub mod search;
 pub mod status;
+pub mod stream_view;
 pub mod user_directory;
 
 pub use checkpoint::Checkpoints;
@@ -227,5 +228,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(post_view::PostView::default()),
         Arc::new(feed::Feed::default()),
         Arc::new(experiment_results::ExperimentResults::default()),
+        Arc::new(stream_view::StreamView::default()),
     ]
 }

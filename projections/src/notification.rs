@@ -1,5 +1,14 @@
-//! `notification`: every notification the user, follow and post events call for, plus the
-//! history tables that decide at read time which of them a user sees (ADR 0007).
+//! `notification`: every notification the user, follow, post and stream events call for, plus
+//! the history tables that decide at read time which of them a user sees (ADR 0007).
+//!
+//! `stream_started` (ADR 0017) notifies the broadcaster's followers *at the moment the stream
+//! went live*. That needs the follow domain's history and the stream domain's, which arrive in
+//! any interleaving, so both are kept (`notification_follow`: one interval per follow;
+//! `notification_stream`: the streams that went live) and whichever side comes second writes
+//! the notification, under the same name-based id: a start notifies the followers whose
+//! interval covers it; a follow notifies of the followee's later starts already known; an
+//! unfollow takes back the notifications of starts at or after its time (which it alone could
+//! not have ruled out). No dedup window applies to them: each start is its own notification.
 //!
 //! Why visibility is decided at read time: this projection consumes three domains, each with
 //! its own checkpoint. Live projectors run the domains concurrently while a rebuild replays
@@ -31,6 +40,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use nova_event_schemas::follow::FollowEvent;
 use nova_event_schemas::post::PostEvent;
+use nova_event_schemas::stream::StreamEvent;
 use nova_event_schemas::user::{NotificationKind, UserEvent};
 use nova_event_schemas::Domain;
 use nova_infra::store::RecordedEvent;
@@ -61,13 +71,15 @@ pub fn notification_id(event_id: Uuid, recipient: Uuid, kind: NotificationKind) 
 }
 
 /// The tables, in the order `tables()` lists them (the first is the rebuild's resume probe).
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 8] = [
     "notification",
     "notification_post",
     "notification_mention",
     "notification_preference",
     "notification_block",
     "notification_read",
+    "notification_follow",
+    "notification_stream",
 ];
 
 /// The live view is `NotificationView::default()`; a rebuild writes to a suffixed copy.
@@ -266,6 +278,8 @@ impl NotificationView {
     ) -> Result<(), ProjectionError> {
         match event.decode::<FollowEvent>()? {
             FollowEvent::Followed(e) => {
+                self.follow_began(tx, event, e.follower_id, e.followee_id, e.followed_at)
+                    .await?;
                 self.notify(
                     tx,
                     event,
@@ -315,7 +329,167 @@ impl NotificationView {
                 .execute(&mut **tx)
                 .await?;
             }
-            FollowEvent::Unfollowed(_) => {}
+            FollowEvent::Unfollowed(e) => {
+                self.follow_ended(tx, event, e.follower_id, e.followee_id, e.unfollowed_at)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A `stream_started` notification of `recipient` for the stream that went live in event
+    /// `started` (its id, broadcaster and time). The same id whichever side writes it.
+    async fn notify_stream(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        recipient: &str,
+        started: (&str, &str, &str, &str),
+    ) -> Result<(), ProjectionError> {
+        let (stream_id, broadcaster, event_id, started_at) = started;
+        let (Ok(event_id), Ok(recipient_id)) =
+            (Uuid::parse_str(event_id), Uuid::parse_str(recipient))
+        else {
+            return Ok(());
+        };
+        let id = notification_id(event_id, recipient_id, NotificationKind::StreamStarted);
+        sqlx::query(&format!(
+            "INSERT INTO {} (notification_id, recipient_id, kind, actor_id, post_id, \
+                 comment_id, created_at, stream_id) \
+             VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6) \
+             ON CONFLICT (notification_id) DO NOTHING",
+            self.t("notification")
+        ))
+        .bind(id.to_string())
+        .bind(recipient)
+        .bind(NotificationKind::StreamStarted.as_str())
+        .bind(broadcaster)
+        .bind(started_at)
+        .bind(stream_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// A follow began: record its interval, and notify the follower of the followee's streams
+    /// that went live since (known already when the stream domain is projected ahead).
+    async fn follow_began(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &RecordedEvent,
+        follower: Uuid,
+        followee: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        let (follower, followee, at) = (follower.to_string(), followee.to_string(), ts(at));
+        sqlx::query(&format!(
+            "INSERT INTO {} (follower_id, followee_id, version, followed_at, unfollowed_at) \
+             VALUES ($1, $2, $3, $4, NULL) \
+             ON CONFLICT (follower_id, followee_id, version) DO NOTHING",
+            self.t("notification_follow")
+        ))
+        .bind(&follower)
+        .bind(&followee)
+        .bind(event.version)
+        .bind(&at)
+        .execute(&mut **tx)
+        .await?;
+        let streams: Vec<(String, String, String)> = sqlx::query_as(&format!(
+            "SELECT stream_id, event_id, started_at FROM {} \
+             WHERE broadcaster_id = $1 AND started_at >= $2",
+            self.t("notification_stream")
+        ))
+        .bind(&followee)
+        .bind(&at)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (stream_id, event_id, started_at) in streams {
+            self.notify_stream(
+                tx,
+                &follower,
+                (&stream_id, &followee, &event_id, &started_at),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A follow ended: close its interval and take back the notifications of streams that
+    /// went live after it ended (written while this end was not yet known).
+    async fn follow_ended(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &RecordedEvent,
+        follower: Uuid,
+        followee: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        let (follower, followee, at) = (follower.to_string(), followee.to_string(), ts(at));
+        sqlx::query(&format!(
+            "UPDATE {} SET unfollowed_at = $3 \
+             WHERE follower_id = $1 AND followee_id = $2 AND unfollowed_at IS NULL \
+               AND version < $4",
+            self.t("notification_follow")
+        ))
+        .bind(&follower)
+        .bind(&followee)
+        .bind(&at)
+        .bind(event.version)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE recipient_id = $1 AND actor_id = $2 AND kind = $3 \
+               AND created_at >= $4",
+            self.t("notification")
+        ))
+        .bind(&follower)
+        .bind(&followee)
+        .bind(NotificationKind::StreamStarted.as_str())
+        .bind(&at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// A stream went live: notify everyone who followed the broadcaster at that moment, as far
+    /// as the follow domain has been projected (later follows catch up in `follow_began`).
+    async fn apply_stream(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let StreamEvent::Started(e) = event.decode::<StreamEvent>()? else {
+            return Ok(());
+        };
+        let (stream_id, broadcaster) = (e.stream_id.to_string(), e.broadcaster_id.to_string());
+        let (event_id, started_at) = (event.event_id.to_string(), ts(e.started_at));
+        sqlx::query(&format!(
+            "INSERT INTO {} (stream_id, broadcaster_id, event_id, started_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO NOTHING",
+            self.t("notification_stream")
+        ))
+        .bind(&stream_id)
+        .bind(&broadcaster)
+        .bind(&event_id)
+        .bind(&started_at)
+        .execute(&mut **tx)
+        .await?;
+        let followers: Vec<(String,)> = sqlx::query_as(&format!(
+            "SELECT DISTINCT follower_id FROM {} \
+             WHERE followee_id = $1 AND followed_at <= $2 \
+               AND (unfollowed_at IS NULL OR unfollowed_at > $2)",
+            self.t("notification_follow")
+        ))
+        .bind(&broadcaster)
+        .bind(&started_at)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (follower,) in followers {
+            self.notify_stream(
+                tx,
+                &follower,
+                (&stream_id, &broadcaster, &event_id, &started_at),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -436,7 +610,7 @@ impl Projection for NotificationView {
     }
 
     fn domains(&self) -> &'static [Domain] {
-        &[Domain::User, Domain::Follow, Domain::Post]
+        &[Domain::User, Domain::Follow, Domain::Post, Domain::Stream]
     }
 
     fn tables(&self) -> Vec<String> {
@@ -459,7 +633,8 @@ impl Projection for NotificationView {
             Domain::User => self.apply_user(tx, event).await,
             Domain::Follow => self.apply_follow(tx, event).await,
             Domain::Post => self.apply_post(tx, event).await,
-            Domain::Conversation | Domain::Stream | Domain::Experiment => Ok(()),
+            Domain::Stream => self.apply_stream(tx, event).await,
+            Domain::Conversation | Domain::Experiment => Ok(()),
         }
     }
 }

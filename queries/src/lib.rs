@@ -15,6 +15,7 @@ pub mod notification;
 pub mod page;
 pub mod post;
 pub mod search;
+pub mod stream;
 pub mod user;
 
 pub use cursor::Cursor;

@@ -21,7 +21,7 @@ use crate::{Cursor, QueryError};
 pub struct NotificationRow {
     #[sqlx(try_from = "Id")]
     pub notification_id: Uuid,
-    /// `follow`, `like`, `comment`, `mention` or `share`.
+    /// `follow`, `like`, `comment`, `mention`, `share` or `stream_started`.
     pub kind: String,
     /// Who followed, liked, commented, mentioned or shared.
     #[sqlx(try_from = "Id")]
@@ -30,6 +30,8 @@ pub struct NotificationRow {
     pub post_id: Option<Id>,
     /// The comment concerned (`comment`, and `mention` in a comment).
     pub comment_id: Option<Id>,
+    /// The stream that went live (`stream_started`).
+    pub stream_id: Option<Id>,
     /// The time of the event that caused it.
     pub created_at: Timestamp,
     pub read: Flag,
@@ -78,7 +80,8 @@ pub async fn list(
         String::new()
     };
     let sql = format!(
-        "SELECT n.notification_id, n.kind, n.actor_id, n.post_id, n.comment_id, n.created_at, \
+        "SELECT n.notification_id, n.kind, n.actor_id, n.post_id, n.comment_id, n.stream_id, \
+                n.created_at, \
                 CAST(CASE WHEN {READ} THEN 1 ELSE 0 END AS BIGINT) AS read \
          FROM notification n LEFT JOIN notification_read r ON r.user_id = n.recipient_id \
          WHERE {VISIBLE} {keyset} {unread} \

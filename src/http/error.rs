@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use nova_aggregates::experiment::ExperimentError;
 use nova_aggregates::follow::FollowError;
 use nova_aggregates::post::PostError;
+use nova_aggregates::stream::StreamError;
 use nova_aggregates::user::UserError;
 use nova_commands::user::AuthError;
 use nova_commands::CommandError;
@@ -401,6 +402,31 @@ impl Refusal for ExperimentError {
             ExperimentError::NotRunning => "experiment_not_running",
             ExperimentError::VariantsChanged => "variants_changed",
             ExperimentError::WrongParticipant => "internal",
+        }
+    }
+}
+
+impl Refusal for StreamError {
+    fn status(&self) -> StatusCode {
+        match self {
+            StreamError::NotFound => StatusCode::NOT_FOUND,
+            StreamError::AlreadyExists => StatusCode::CONFLICT,
+            StreamError::NotBroadcaster | StreamError::KeyRefused => StatusCode::FORBIDDEN,
+            StreamError::Ended | StreamError::NotLive | StreamError::Disabled => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            StreamError::NotFound => "not_found",
+            StreamError::AlreadyExists => "already_exists",
+            StreamError::NotBroadcaster => "not_broadcaster",
+            StreamError::KeyRefused => "key_refused",
+            StreamError::Ended => "stream_ended",
+            StreamError::NotLive => "stream_not_live",
+            StreamError::Disabled => "stream_disabled",
         }
     }
 }

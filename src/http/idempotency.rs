@@ -3,7 +3,7 @@
 //! answer back and appends nothing; the same key with a different request is refused (422);
 //! a retry while the first is still running gets 409.
 //!
-//! Routes that answer with secrets (login, refresh) are not stored — persisting issued tokens
+//! Routes that answer with secrets (login, refresh, a stream's key) are not stored — persisting issued tokens
 //! in plaintext would defeat storing them hashed; retrying those is harmless (a second session).
 //! Answers that depend on the moment (5xx, 401, 408, 409, 429) are not stored either, so a
 //! retry runs anew. The layer wraps matched routes only, so unknown paths store nothing.
@@ -47,7 +47,13 @@ pub const DEFAULT_TAKEOVER: Duration = Duration::from_secs(60);
 pub const RETENTION_MS: i64 = 24 * 3600 * 1000;
 /// Response headers worth replaying.
 const REPLAYED: [&str; 3] = ["content-type", "x-nova-position", "location"];
-const NOT_STORED: [&str; 2] = ["/v1/sessions", "/v1/sessions/refresh"];
+/// Routes (as matched) whose answers carry secrets: tokens, stream keys.
+const NOT_STORED: [&str; 4] = [
+    "/v1/sessions",
+    "/v1/sessions/refresh",
+    "/v1/streams",
+    "/v1/streams/{id}/key/rotate",
+];
 
 /// Idempotency settings of the API.
 #[derive(Clone)]
@@ -101,7 +107,11 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let Some(key) = req.headers().get(HEADER).cloned() else {
         return next.run(req).await;
     };
-    if !is_command || NOT_STORED.contains(&req.uri().path()) {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| req.uri().path(), |m| m.as_str());
+    if !is_command || NOT_STORED.contains(&route) {
         return next.run(req).await;
     }
     match handle(state, key, req, next).await {

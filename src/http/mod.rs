@@ -35,6 +35,7 @@ pub mod ops;
 pub mod post;
 pub mod ratelimit;
 pub mod search;
+pub mod stream;
 pub mod user;
 
 use error::AppError;
@@ -48,6 +49,9 @@ pub struct AppState {
     pub posts: PostCommands,
     pub notifications: NotificationCommands,
     pub experiments: ExperimentCommands,
+    pub streams: nova_commands::stream::StreamCommands,
+    /// The media server's shared secret for the publish hooks (none: hooks refuse).
+    pub ingest_secret: Option<std::sync::Arc<secrecy::SecretString>>,
     pub checkpoints: Checkpoints,
     /// The search index (read side; in `nova serve` the projector writes the same index).
     pub search: nova_infra::search::LiveIndex,
@@ -104,6 +108,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(search::router())
         .merge(ops::router())
         .merge(experiment::router())
+        .merge(stream::router())
         .merge(analysts::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

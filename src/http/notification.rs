@@ -46,14 +46,16 @@ impl ListFilter for UnreadFilter {
 #[derive(Serialize, ToSchema)]
 pub struct NotificationItem {
     pub notification_id: Uuid,
-    /// `follow`, `like`, `comment`, `mention` or `share`.
+    /// `follow`, `like`, `comment`, `mention`, `share` or `stream_started`.
     pub kind: String,
-    /// Who followed, liked, commented, mentioned or shared.
+    /// Who followed, liked, commented, mentioned, shared or went live.
     pub actor_id: Uuid,
     /// The post concerned (none for `follow`).
     pub post_id: Option<Uuid>,
     /// The comment concerned (`comment`, and `mention` in a comment).
     pub comment_id: Option<Uuid>,
+    /// The stream that went live (`stream_started`).
+    pub stream_id: Option<Uuid>,
     /// RFC 3339, the time of the event that caused it.
     pub created_at: String,
     pub read: bool,
@@ -67,6 +69,7 @@ impl From<NotificationRow> for NotificationItem {
             actor_id: r.actor_id,
             post_id: r.post_id.map(Uuid::from),
             comment_id: r.comment_id.map(Uuid::from),
+            stream_id: r.stream_id.map(Uuid::from),
             created_at: r.created_at.to_string(),
             read: r.read.0,
         }
@@ -152,6 +155,8 @@ pub struct PreferencesBody {
     comment: bool,
     mention: bool,
     share: bool,
+    /// Someone you follow went live.
+    stream_started: bool,
 }
 
 impl From<&Preferences> for PreferencesBody {
@@ -163,6 +168,7 @@ impl From<&Preferences> for PreferencesBody {
             comment: on(NotificationKind::Comment),
             mention: on(NotificationKind::Mention),
             share: on(NotificationKind::Share),
+            stream_started: on(NotificationKind::StreamStarted),
         }
     }
 }
@@ -186,6 +192,8 @@ pub struct PreferencesPatch {
     mention: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
     share: Option<bool>,
+    #[serde(default, deserialize_with = "some_bool")]
+    stream_started: Option<bool>,
 }
 
 /// The caller's notification preferences. Always reflects the caller's own latest writes.
@@ -229,6 +237,7 @@ async fn put_preferences(
         (NotificationKind::Comment, req.comment),
         (NotificationKind::Mention, req.mention),
         (NotificationKind::Share, req.share),
+        (NotificationKind::StreamStarted, req.stream_started),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, v)))

@@ -138,6 +138,8 @@ pub fn test_settings(database_url: &str) -> Settings {
             anonymous: Some(nova_infra::limits::Quota::per_minute(1_000_000, 100_000)),
             ..Default::default()
         },
+        ingest_secret: None,
+        clock: nova_infra::clock::Clock::system(),
     }
 }
 
@@ -180,6 +182,9 @@ impl TestApp {
     }
     pub fn post(&self, path: &str) -> RequestBuilder {
         self.client.post(self.url(path))
+    }
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.client.put(self.url(path))
     }
     pub fn patch(&self, path: &str) -> RequestBuilder {
         self.client.patch(self.url(path))
@@ -295,6 +300,77 @@ impl Drop for TestApp {
         // Nothing left behind in the temp dir (best effort: a projector may still be closing).
         let _ = std::fs::remove_dir_all(&self.search_dir);
     }
+}
+
+/// Waits (30 s at most) until `projection` has applied `domain` up to the domain's head.
+pub async fn caught_up(app: &TestApp, projection: &str, domain: nova_event_schemas::Domain) {
+    let head = app.db.store.head(domain).await.unwrap();
+    let caught = nova_projections::Checkpoints::default()
+        .wait_for(
+            &app.db.any,
+            projection,
+            domain,
+            head,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        caught,
+        nova_projections::checkpoint::Caught::Up,
+        "{projection} behind {domain}:{head}"
+    );
+}
+
+/// The JetStream stream of `domain` under `names`, once the relay has published at least
+/// `head` messages to it (30 s at most).
+pub async fn relayed_stream(
+    js: &async_nats::jetstream::Context,
+    names: &nova_infra::nats::Names,
+    domain: nova_event_schemas::Domain,
+    head: i64,
+) -> async_nats::jetstream::stream::Stream {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = js.get_stream(names.stream(domain)).await {
+            if s.info().await.map(|i| i.state.messages).unwrap_or(0) >= head as u64 {
+                return s;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay did not publish {domain}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A second process's API on the same database (no relay, no projectors), e.g. to show state
+/// shared by API processes. Stops when the returned sender is dropped or fired.
+pub async fn spawn_api_beside(
+    app: &TestApp,
+    configure: impl FnOnce(&mut Settings),
+) -> (SocketAddr, oneshot::Sender<()>) {
+    let mut settings = test_settings(&app.db_url);
+    settings.components = nova::app::Components {
+        api: true,
+        relay: false,
+        projections: Some(Vec::new()),
+    };
+    configure(&mut settings);
+    let second = Application::build(settings)
+        .await
+        .expect("second API starts");
+    let addr = second.local_addr().expect("API bound");
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = second
+            .run_until(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (addr, tx)
 }
 
 pub fn position(res: &Response) -> String {
