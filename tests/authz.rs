@@ -83,6 +83,18 @@ const MATRIX: &[Row] = &[
     ("POST",   "/v1/experiments/{key}/conversions",    Some(r#"{"metric":"clicked"}"#),                  [401, 401, 200, 200, 200, 200]),
     ("GET",    "/v1/experiments/{key}/results",        None,                                             [401, 401, 200, 200, 200, 200]),
     // analysts and ops: history and status for analysts, rebuilds for admins
+    // live streams: the broadcaster runs the stream; the publish hooks take the media server's
+    // secret, not a token (none is configured here: every publish is refused)
+    ("POST",   "/v1/streams",                          Some(r#"{"title":"stream {n}"}"#),                [401, 401, 201, 201, 201, 201]),
+    ("GET",    "/v1/streams/live",                     None,                                             [401, 401, 200, 200, 200, 200]),
+    ("GET",    "/v1/streams/{stream}",                 None,                                             [401, 401, 200, 200, 200, 200]),
+    ("POST",   "/v1/streams/{stream}/start",           None,                                             [401, 401, 403, 200, 403, 403]),
+    ("POST",   "/v1/streams/{stream}/end",             None,                                             [401, 401, 403, 422, 403, 403]),
+    ("POST",   "/v1/streams/{stream}/key/rotate",      None,                                             [401, 401, 403, 200, 403, 403]),
+    ("POST",   "/v1/streams/{stream}/viewers",         None,                                             [401, 401, 422, 422, 422, 422]),
+    ("DELETE", "/v1/streams/{stream}/viewers",         None,                                             [401, 401, 204, 204, 204, 204]),
+    ("POST",   "/v1/streams/hooks/on_publish?secret=x", Some("name=nsk_unknown"),                        [403, 403, 403, 403, 403, 403]),
+    ("POST",   "/v1/streams/hooks/on_publish_done?secret=x", Some("name=nsk_unknown"),                   [403, 403, 403, 403, 403, 403]),
     ("GET",    "/v1/events?domain=user",               None,                                             [401, 401, 403, 403, 200, 200]),
     ("GET",    "/v1/aggregates/user/{owner}/state",    None,                                             [401, 401, 403, 403, 200, 200]),
     ("GET",    "/v1/projections",                      None,                                             [401, 401, 403, 403, 200, 200]),
@@ -119,6 +131,7 @@ fn route_of(method: &str, path: &str) -> String {
     let path = path
         .replace("{owner}", "{id}")
         .replace("{post}", "{id}")
+        .replace("{stream}", "{id}")
         .replace("{comment}", "{comment_id}")
         .replace("/feed/rebuild", "/{name}/rebuild")
         .replace("/aggregates/user/", "/aggregates/{domain}/");
@@ -146,6 +159,7 @@ struct World {
     post: Uuid,
     comment: Uuid,
     key: String,
+    stream: Uuid,
     /// Tokens by caller column (`None` for the first two).
     tokens: [Option<String>; 6],
 }
@@ -190,6 +204,16 @@ async fn world(app: &TestApp, n: usize) -> World {
     )
     .await;
     let comment: Uuid = body["comment_id"].as_str().unwrap().parse().unwrap();
+    let (_, body) = created(
+        app.post("/v1/streams")
+            .bearer_auth(&owner_token)
+            .json(&json!({"title": "the world's stream"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let stream: Uuid = body["stream_id"].as_str().unwrap().parse().unwrap();
     let key = format!("exp_world_{n}");
     let res = app
         .post("/v1/experiments")
@@ -214,6 +238,7 @@ async fn world(app: &TestApp, n: usize) -> World {
             nova_projections::experiment_results::NAME,
             Domain::Experiment,
         ),
+        (nova_projections::stream_view::NAME, Domain::Stream),
     ] {
         let head = app.db.store.head(domain).await.unwrap();
         let checkpoints = nova_projections::Checkpoints::default();
@@ -237,6 +262,7 @@ async fn world(app: &TestApp, n: usize) -> World {
         post,
         comment,
         key,
+        stream,
         tokens: [
             None,
             None,
@@ -267,6 +293,7 @@ fn fill(template: &str, w: &World, n: usize) -> String {
         .replace("{owner}", &w.owner.to_string())
         .replace("{post}", &w.post.to_string())
         .replace("{comment}", &w.comment.to_string())
+        .replace("{stream}", &w.stream.to_string())
         .replace("{key}", &w.key)
         .replace("{n}", &n.to_string())
 }
@@ -291,7 +318,14 @@ async fn matrix(engine: Engine) {
             }
             if let Some(b) = body {
                 req = req
-                    .header("content-type", "application/json")
+                    .header(
+                        "content-type",
+                        if b.starts_with('{') {
+                            "application/json"
+                        } else {
+                            "application/x-www-form-urlencoded"
+                        },
+                    )
                     .body(fill(b, &w, n));
             }
             let res = req.send().await.unwrap();
