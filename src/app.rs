@@ -264,6 +264,7 @@ impl Application {
             posts,
             notifications: NotificationCommands::new(store, facts),
             experiments,
+            keys: nova_commands::conversation::keys::KeyServer::new(db.any.clone(), db.engine),
             checkpoints,
             search,
             nats,

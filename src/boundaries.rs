@@ -76,7 +76,14 @@ pub const PLATFORM_TABLES: &[(&str, &str)] = &[
 ];
 
 /// Tables a domain owns besides its events table (written only by its command module).
-pub const DOMAIN_TABLES: &[(&str, Domain)] = &[("user_credentials", Domain::User)];
+pub const DOMAIN_TABLES: &[(&str, Domain)] = &[
+    ("user_credentials", Domain::User),
+    // The key server and the to-device queue (ADR 0020).
+    ("conversation_devices", Domain::Conversation),
+    ("conversation_one_time_keys", Domain::Conversation),
+    ("conversation_fallback_keys", Domain::Conversation),
+    ("conversation_to_device", Domain::Conversation),
+];
 
 /// Platform migrations named before the `platform_` prefix was the rule: (file stem, component).
 pub const PLATFORM_MIGRATIONS: &[(&str, &str)] = &[
@@ -114,6 +121,13 @@ pub const ROUTE_TAGS: &[RouteTag] = &[
         "experiments",
         OwnerRef::Domain(Domain::Experiment),
         OwnerRef::View("experiment_results"),
+    ),
+    // The key server's tables are the conversation domain's own (ADR 0020), read and written
+    // by its command module.
+    RouteTag::new(
+        "keys",
+        OwnerRef::Domain(Domain::Conversation),
+        OwnerRef::Domain(Domain::Conversation),
     ),
     RouteTag::new(
         "ops",

@@ -10,6 +10,7 @@ use nova_aggregates::experiment::ExperimentError;
 use nova_aggregates::follow::FollowError;
 use nova_aggregates::post::PostError;
 use nova_aggregates::user::UserError;
+use nova_commands::conversation::keys::KeyError;
 use nova_commands::user::AuthError;
 use nova_commands::CommandError;
 use nova_queries::QueryError;
@@ -400,6 +401,30 @@ impl Refusal for ExperimentError {
             ExperimentError::NotRunning => "experiment_not_running",
             ExperimentError::VariantsChanged => "variants_changed",
             ExperimentError::WrongParticipant => "internal",
+        }
+    }
+}
+
+impl Refusal for KeyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            KeyError::BadSignature(_) => StatusCode::BAD_REQUEST,
+            KeyError::UnknownDevice | KeyError::NoOneTimeKey => StatusCode::NOT_FOUND,
+            KeyError::DeviceExists | KeyError::KeyIdReused(_) => StatusCode::CONFLICT,
+            KeyError::TooManyKeys => StatusCode::UNPROCESSABLE_ENTITY,
+            KeyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            KeyError::BadSignature(_) => "invalid_signature",
+            KeyError::UnknownDevice => "unknown_device",
+            KeyError::NoOneTimeKey => "no_one_time_key",
+            KeyError::DeviceExists => "device_exists",
+            KeyError::KeyIdReused(_) => "key_exists",
+            KeyError::TooManyKeys => "too_many_one_time_keys",
+            KeyError::TooLarge(_) => "payload_too_large",
         }
     }
 }

@@ -7,6 +7,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::Router;
+use nova_commands::conversation::keys::KeyServer;
 use nova_commands::experiment::ExperimentCommands;
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
@@ -29,6 +30,7 @@ pub mod extract;
 pub mod feed;
 pub mod follow;
 pub mod idempotency;
+pub mod keys;
 pub mod metrics;
 pub mod notification;
 pub mod ops;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub posts: PostCommands,
     pub notifications: NotificationCommands,
     pub experiments: ExperimentCommands,
+    /// The conversation domain's key server and to-device queue.
+    pub keys: KeyServer,
     pub checkpoints: Checkpoints,
     /// The search index (read side; in `nova serve` the projector writes the same index).
     pub search: nova_infra::search::SearchIndex,
@@ -101,6 +105,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(search::router())
         .merge(ops::router())
         .merge(experiment::router())
+        .merge(keys::router())
         .merge(analysts::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
