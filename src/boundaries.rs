@@ -254,7 +254,8 @@ fn aggregate_types(domain: Domain) -> &'static [&'static str] {
         Domain::Follow => nova_aggregates::follow::AGGREGATE_TYPES,
         Domain::Post => nova_aggregates::post::AGGREGATE_TYPES,
         Domain::Experiment => nova_aggregates::experiment::AGGREGATE_TYPES,
-        Domain::Conversation | Domain::Stream => &[],
+        Domain::Conversation => nova_aggregates::conversation::AGGREGATE_TYPES,
+        Domain::Stream => &[],
     }
 }
 
@@ -265,7 +266,8 @@ fn event_types(domain: Domain) -> &'static [(&'static str, i32)] {
         Domain::Follow => nova_event_schemas::follow::FollowEvent::TYPES,
         Domain::Post => nova_event_schemas::post::PostEvent::TYPES,
         Domain::Experiment => nova_event_schemas::experiment::ExperimentEvent::TYPES,
-        Domain::Conversation | Domain::Stream => &[],
+        Domain::Conversation => nova_event_schemas::conversation::ConversationEvent::TYPES,
+        Domain::Stream => &[],
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use nova_event_schemas::conversation::ConversationEvent;
 use nova_event_schemas::experiment::ExperimentEvent;
 use nova_event_schemas::{follow::FollowEvent, post::PostEvent, user::UserEvent, DomainEvent};
 
@@ -55,6 +56,7 @@ fn schemas_match_checked_in_files() {
     check::<FollowEvent>();
     check::<PostEvent>();
     check::<ExperimentEvent>();
+    check::<ConversationEvent>();
 }
 
 #[test]
