@@ -201,6 +201,11 @@ impl Application {
         let follows = FollowCommands::new(store.clone(), facts.clone());
         let posts = PostCommands::new(store.clone(), facts.clone());
         let experiments = ExperimentCommands::new(store.clone());
+        let conversations = nova_commands::conversation::ConversationCommands::new(
+            store.clone(),
+            facts.clone(),
+            facts.clone(),
+        );
         // Policies run wherever all projections run (`nova serve`, `nova project` without
         // names): they react to other domains' events with commands to their own.
         if s.components.projections.is_none() {
@@ -264,6 +269,7 @@ impl Application {
             posts,
             notifications: NotificationCommands::new(store, facts),
             experiments,
+            conversations,
             keys: nova_commands::conversation::keys::KeyServer::new(db.any.clone(), db.engine),
             checkpoints,
             search,

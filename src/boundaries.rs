@@ -122,6 +122,11 @@ pub const ROUTE_TAGS: &[RouteTag] = &[
         OwnerRef::Domain(Domain::Experiment),
         OwnerRef::View("experiment_results"),
     ),
+    RouteTag::new(
+        "messaging",
+        OwnerRef::Domain(Domain::Conversation),
+        OwnerRef::View("conversation_view"),
+    ),
     // The key server's tables are the conversation domain's own (ADR 0020), read and written
     // by its command module.
     RouteTag::new(

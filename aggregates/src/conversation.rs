@@ -56,6 +56,12 @@ pub enum ConversationError {
     Blocked,
     #[error("up_to_seq is beyond the last message")]
     BeyondLastMessage,
+    /// A member to be is not an active user (decided by the handler from the directory).
+    #[error("user not found")]
+    UnknownUser,
+    /// A ciphertext past its bound (decided by the handler; 413).
+    #[error("the ciphertext is too large")]
+    TooLarge,
 }
 
 /// Where a direct conversation's message request stands.

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 pub mod checkpoint;
+pub mod conversation_view;
 pub mod experiment_results;
 pub mod feed;
 pub mod follow_graph;
@@ -226,5 +227,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(post_view::PostView::default()),
         Arc::new(feed::Feed::default()),
         Arc::new(experiment_results::ExperimentResults::default()),
+        Arc::new(conversation_view::ConversationView::default()),
     ]
 }

@@ -6,6 +6,7 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use nova_aggregates::conversation::ConversationError;
 use nova_aggregates::experiment::ExperimentError;
 use nova_aggregates::follow::FollowError;
 use nova_aggregates::post::PostError;
@@ -401,6 +402,42 @@ impl Refusal for ExperimentError {
             ExperimentError::NotRunning => "experiment_not_running",
             ExperimentError::VariantsChanged => "variants_changed",
             ExperimentError::WrongParticipant => "internal",
+        }
+    }
+}
+
+impl Refusal for ConversationError {
+    fn status(&self) -> StatusCode {
+        use ConversationError as E;
+        match self {
+            E::NotFound | E::MessageNotFound | E::UnknownUser => StatusCode::NOT_FOUND,
+            E::AlreadyExists => StatusCode::CONFLICT,
+            E::NotMember | E::NotAdmin | E::NotSender => StatusCode::FORBIDDEN,
+            E::Recalled
+            | E::RequestDeclined
+            | E::NoRequest
+            | E::DirectMembership
+            | E::Blocked
+            | E::BeyondLastMessage => StatusCode::UNPROCESSABLE_ENTITY,
+            E::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        use ConversationError as E;
+        match self {
+            E::NotFound | E::MessageNotFound | E::UnknownUser => "not_found",
+            E::AlreadyExists => "already_exists",
+            E::NotMember => "not_member",
+            E::NotAdmin => "not_admin",
+            E::NotSender => "not_sender",
+            E::Recalled => "message_recalled",
+            E::RequestDeclined => "request_declined",
+            E::NoRequest => "no_request",
+            E::DirectMembership => "direct_membership",
+            E::Blocked => "blocked",
+            E::BeyondLastMessage => "beyond_last_message",
+            E::TooLarge => "payload_too_large",
         }
     }
 }

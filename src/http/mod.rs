@@ -8,6 +8,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::Router;
 use nova_commands::conversation::keys::KeyServer;
+use nova_commands::conversation::ConversationCommands;
 use nova_commands::experiment::ExperimentCommands;
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
@@ -24,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub mod analysts;
+pub mod conversation;
 pub mod error;
 pub mod experiment;
 pub mod extract;
@@ -49,6 +51,7 @@ pub struct AppState {
     pub posts: PostCommands,
     pub notifications: NotificationCommands,
     pub experiments: ExperimentCommands,
+    pub conversations: ConversationCommands,
     /// The conversation domain's key server and to-device queue.
     pub keys: KeyServer,
     pub checkpoints: Checkpoints,
@@ -106,6 +109,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(ops::router())
         .merge(experiment::router())
         .merge(keys::router())
+        .merge(conversation::router())
         .merge(analysts::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
