@@ -14,7 +14,8 @@ use nova_infra::db::Engine;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
-use vodozemac::olm::{Account, OlmMessage, SessionConfig};
+use vodozemac::megolm::{GroupSession, InboundGroupSession, MegolmMessage, SessionKey};
+use vodozemac::olm::{Account, OlmMessage, Session, SessionConfig};
 use vodozemac::Curve25519PublicKey;
 
 on_both_backends!(
@@ -25,6 +26,7 @@ on_both_backends!(
     to_device_messages_queue_per_device,
     to_device_input_is_checked,
     olm_session_through_the_server,
+    megolm_group_messages_through_the_server,
     concurrent_claims_hand_out_each_key_once,
     claims_from_two_server_processes_hand_out_each_key_once,
 );
@@ -1031,6 +1033,244 @@ async fn claims_from_two_server_processes_hand_out_each_key_once(engine: Engine)
     for field in ["curve25519", "ed25519", "signature"] {
         let value = listed["items"][0][field].as_str().unwrap();
         assert!(!logs.contains(value), "a {field} reached the logs");
+    }
+    app.stop().await;
+}
+
+impl Device {
+    /// Opens an Olm session to `to`'s device with keys found on the server: its identity key
+    /// from the device list (signature checked), a claimed one-time key (signature checked).
+    async fn open_olm(&self, to: &Device) -> Session {
+        let list = self
+            .user
+            .ok(self
+                .user
+                .get(&format!("/v1/users/{}/devices", to.user.id))
+                .await)
+            .await;
+        let d = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device_id"] == to.device)
+            .unwrap()
+            .clone();
+        let ed = vodozemac::Ed25519PublicKey::from_base64(d["ed25519"].as_str().unwrap()).unwrap();
+        let claimed = self
+            .user
+            .ok(self.user.claim(to.user.id, to.device).await)
+            .await;
+        let otk = claimed["key"].as_str().unwrap();
+        let sig = vodozemac::Ed25519Signature::from_base64(claimed["signature"].as_str().unwrap())
+            .unwrap();
+        ed.verify(canonical(&[("key", otk)]).as_bytes(), &sig)
+            .unwrap();
+        let identity = Curve25519PublicKey::from_base64(d["curve25519"].as_str().unwrap()).unwrap();
+        self.account
+            .create_outbound_session(
+                SessionConfig::version_1(),
+                identity,
+                Curve25519PublicKey::from_base64(otk).unwrap(),
+            )
+            .unwrap()
+    }
+}
+
+/// A room key as Matrix clients share it over Olm.
+fn room_key(conversation: &str, group: &GroupSession) -> String {
+    json!({
+        "type": "m.room_key",
+        "content": {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "room_id": conversation,
+            "session_id": group.session_id(),
+            "session_key": group.session_key().to_base64(),
+        }
+    })
+    .to_string()
+}
+
+/// The Megolm session a room key carries.
+fn inbound_from(plaintext: &[u8]) -> InboundGroupSession {
+    let v: Value = serde_json::from_slice(plaintext).unwrap();
+    let key = SessionKey::from_base64(v["content"]["session_key"].as_str().unwrap()).unwrap();
+    InboundGroupSession::new(&key, vodozemac::megolm::SessionConfig::version_1())
+}
+
+async fn post_megolm(
+    sender: &Device,
+    conversation: &str,
+    group: &mut GroupSession,
+    text: &str,
+    client: &str,
+) {
+    let body = json!({
+        "ciphertext": group.encrypt(text).to_base64(),
+        "sender_device_id": sender.device,
+        "session_id": group.session_id(),
+        "client_message_id": client,
+    });
+    sender
+        .user
+        .ok(sender
+            .user
+            .post(&format!("/v1/conversations/{conversation}/messages"), body)
+            .await)
+        .await;
+}
+
+/// The conversation's ciphertexts after `after_seq`, as a member fetches them (waiting for the
+/// view to reach the conversation domain's head).
+async fn fetch_megolm(
+    app: &TestApp,
+    reader: &Device,
+    conversation: &str,
+    after_seq: i64,
+) -> reqwest::Response {
+    let head = app
+        .db
+        .store
+        .head(nova_event_schemas::Domain::Conversation)
+        .await
+        .unwrap();
+    reader
+        .user
+        .http
+        .get(format!(
+            "{}/v1/conversations/{conversation}/messages?after_seq={after_seq}",
+            reader.user.base
+        ))
+        .bearer_auth(&reader.user.token)
+        .header("x-nova-min-position", format!("conversation:{head}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn decrypt_all(
+    app: &TestApp,
+    reader: &Device,
+    conversation: &str,
+    session: &mut InboundGroupSession,
+    after_seq: i64,
+) -> Vec<String> {
+    let res = fetch_megolm(app, reader, conversation, after_seq).await;
+    let page = reader.user.ok(res).await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let msg = MegolmMessage::from_base64(m["ciphertext"].as_str().unwrap()).unwrap();
+            String::from_utf8(session.decrypt(&msg).unwrap().plaintext).unwrap()
+        })
+        .collect()
+}
+
+async fn megolm_group_messages_through_the_server(engine: Engine) {
+    let app = spawn(engine).await;
+    let alice = Device::new(&app, "alice", "ALICEPHONE").await;
+    let mut bob = Device::new(&app, "bob", "BOBPHONE").await;
+    let mut carol = Device::new(&app, "carol", "CAROLPHONE").await;
+    // Conversations check members against the user directory.
+    let head = app
+        .db
+        .store
+        .head(nova_event_schemas::Domain::User)
+        .await
+        .unwrap();
+    let caught = nova_projections::Checkpoints::default()
+        .wait_for(
+            &app.db.any,
+            "user_directory",
+            nova_event_schemas::Domain::User,
+            head,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(caught, nova_projections::checkpoint::Caught::Up);
+    let body =
+        json!({"kind": "group", "member_ids": [bob.user.id, carol.user.id], "name": "secret club"});
+    let created = alice
+        .user
+        .ok(alice.user.post("/v1/conversations", body).await)
+        .await;
+    let g = created["conversation_id"].as_str().unwrap().to_owned();
+
+    // Alice shares a Megolm session key with each member over Olm to-device messages.
+    let mut group = GroupSession::new(vodozemac::megolm::SessionConfig::version_1());
+    let mut to_bob = alice.open_olm(&bob).await;
+    for (to, session) in [
+        (&bob, &mut to_bob),
+        (&carol, &mut alice.open_olm(&carol).await),
+    ] {
+        let m = session.encrypt(room_key(&g, &group)).unwrap();
+        alice.send_olm(to, &m).await;
+    }
+    let mut inbound = Vec::new();
+    let mut bob_olm = None;
+    for member in [&mut bob, &mut carol] {
+        let got = member.receive_olm().await;
+        let (sender, OlmMessage::PreKey(m)) = &got[0] else {
+            panic!("expected a pre-key message");
+        };
+        let created = member
+            .account
+            .create_inbound_session(SessionConfig::version_1(), *sender, m)
+            .unwrap();
+        inbound.push(inbound_from(&created.plaintext));
+        if bob_olm.is_none() {
+            bob_olm = Some(created.session);
+        }
+    }
+    let (mut bob_group, mut carol_group) = (inbound.remove(0), inbound.remove(0));
+    let mut bob_olm = bob_olm.unwrap();
+
+    let texts = [
+        "first secret line",
+        "second secret line",
+        "third secret line",
+    ];
+    for (i, t) in texts.iter().enumerate() {
+        post_megolm(&alice, &g, &mut group, t, &format!("m{i}")).await;
+    }
+    assert_eq!(decrypt_all(&app, &bob, &g, &mut bob_group, 0).await, texts);
+    assert_eq!(
+        decrypt_all(&app, &carol, &g, &mut carol_group, 0).await,
+        texts
+    );
+
+    // Carol is removed; alice rotates the session and shares it with bob only.
+    let path = format!("/v1/conversations/{g}/members/{}", carol.user.id);
+    alice.user.ok(alice.user.delete(&path).await).await;
+    let mut rotated = GroupSession::new(vodozemac::megolm::SessionConfig::version_1());
+    let m = to_bob.encrypt(room_key(&g, &rotated)).unwrap();
+    alice.send_olm(&bob, &m).await;
+    let got = bob.receive_olm().await;
+    let mut bob_rotated = inbound_from(&bob_olm.decrypt(&got[0].1).unwrap());
+    post_megolm(&alice, &g, &mut rotated, "after carol left", "m3").await;
+    assert_eq!(
+        decrypt_all(&app, &bob, &g, &mut bob_rotated, 3).await,
+        vec!["after carol left".to_owned()]
+    );
+    // Carol can no longer fetch the conversation, and the ciphertext bob sees is not
+    // readable with the session she holds.
+    let res = fetch_megolm(&app, &carol, &g, 3).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let page = bob.user.ok(fetch_megolm(&app, &bob, &g, 3).await).await;
+    let leaked =
+        MegolmMessage::from_base64(page["items"][0]["ciphertext"].as_str().unwrap()).unwrap();
+    assert!(carol_group.decrypt(&leaked).is_err());
+    // The server holds ciphertext only.
+    let stored: Vec<(String,)> =
+        sqlx::query_as("SELECT ciphertext FROM conversation_messages WHERE ciphertext IS NOT NULL")
+            .fetch_all(&app.db.any)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 4);
+    for (c,) in &stored {
+        assert!(!c.contains("secret") && !c.contains("carol"));
     }
     app.stop().await;
 }
