@@ -201,6 +201,7 @@ impl Application {
         let follows = FollowCommands::new(store.clone(), facts.clone());
         let posts = PostCommands::new(store.clone(), facts.clone());
         let experiments = ExperimentCommands::new(store.clone());
+        let keys = nova_commands::conversation::keys::KeyServer::new(db.any.clone(), db.engine);
         let conversations = nova_commands::conversation::ConversationCommands::new(
             store.clone(),
             facts.clone(),
@@ -217,6 +218,11 @@ impl Application {
                 facts.clone(),
                 &experiments,
                 facts.clone(),
+                nova_policies::ConversationParts {
+                    commands: conversations.clone(),
+                    keys: keys.clone(),
+                    facts: facts.clone(),
+                },
                 &catch_up,
             ) {
                 let source: Arc<dyn EventSource> = match &js {
@@ -270,7 +276,7 @@ impl Application {
             notifications: NotificationCommands::new(store, facts),
             experiments,
             conversations,
-            keys: nova_commands::conversation::keys::KeyServer::new(db.any.clone(), db.engine),
+            keys,
             checkpoints,
             search,
             nats,

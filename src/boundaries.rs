@@ -308,7 +308,19 @@ fn policies() -> Result<Vec<Arc<dyn nova_policies::Policy>>, crate::app::BoxErro
     let facts = crate::facts::ReadModels::shared(any.clone());
     let follows = nova_commands::follow::FollowCommands::new(store.clone(), facts.clone());
     let posts = nova_commands::post::PostCommands::new(store.clone(), facts.clone());
-    let experiments = nova_commands::experiment::ExperimentCommands::new(store);
+    let experiments = nova_commands::experiment::ExperimentCommands::new(store.clone());
+    let conversations = nova_policies::ConversationParts {
+        commands: nova_commands::conversation::ConversationCommands::new(
+            store,
+            facts.clone(),
+            facts.clone(),
+        ),
+        keys: nova_commands::conversation::keys::KeyServer::new(
+            any.clone(),
+            nova_infra::db::Engine::Sqlite,
+        ),
+        facts: facts.clone(),
+    };
     let catch_up = nova_policies::CatchUp::new(any, nova_projections::Checkpoints::default());
     Ok(nova_policies::all(
         &follows,
@@ -317,6 +329,7 @@ fn policies() -> Result<Vec<Arc<dyn nova_policies::Policy>>, crate::app::BoxErro
         facts.clone(),
         &experiments,
         facts,
+        conversations,
         &catch_up,
     ))
 }

@@ -27,6 +27,7 @@ on_both_backends!(
     to_device_input_is_checked,
     olm_session_through_the_server,
     megolm_group_messages_through_the_server,
+    deactivation_drops_devices_and_leaves_conversations,
     concurrent_claims_hand_out_each_key_once,
     claims_from_two_server_processes_hand_out_each_key_once,
 );
@@ -1173,23 +1174,7 @@ async fn megolm_group_messages_through_the_server(engine: Engine) {
     let mut bob = Device::new(&app, "bob", "BOBPHONE").await;
     let mut carol = Device::new(&app, "carol", "CAROLPHONE").await;
     // Conversations check members against the user directory.
-    let head = app
-        .db
-        .store
-        .head(nova_event_schemas::Domain::User)
-        .await
-        .unwrap();
-    let caught = nova_projections::Checkpoints::default()
-        .wait_for(
-            &app.db.any,
-            "user_directory",
-            nova_event_schemas::Domain::User,
-            head,
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    assert_eq!(caught, nova_projections::checkpoint::Caught::Up);
+    settle(&app, "user_directory", nova_event_schemas::Domain::User).await;
     let body =
         json!({"kind": "group", "member_ids": [bob.user.id, carol.user.id], "name": "secret club"});
     let created = alice
@@ -1273,4 +1258,97 @@ async fn megolm_group_messages_through_the_server(engine: Engine) {
         assert!(!c.contains("secret") && !c.contains("carol"));
     }
     app.stop().await;
+}
+
+async fn deactivation_drops_devices_and_leaves_conversations(engine: Engine) {
+    let app = spawn(engine).await;
+    let alice = Device::new(&app, "alice", "ALICEPHONE").await;
+    let bob = Device::new(&app, "bob", "BOBPHONE").await;
+    settle(&app, "user_directory", nova_event_schemas::Domain::User).await;
+    let direct = json!({"kind": "direct", "member_ids": [bob.user.id]});
+    alice
+        .user
+        .ok(alice.user.post("/v1/conversations", direct).await)
+        .await;
+    let group = json!({"kind": "group", "member_ids": [bob.user.id], "name": "g"});
+    let g = alice
+        .user
+        .ok(alice.user.post("/v1/conversations", group).await)
+        .await;
+    let m = alice.open_olm(&bob).await.encrypt("for bob").unwrap();
+    alice.send_olm(&bob, &m).await;
+    settle(
+        &app,
+        "conversation_view",
+        nova_event_schemas::Domain::Conversation,
+    )
+    .await;
+
+    bob.user.ok(bob.user.delete("/v1/users/me").await).await;
+    let bob_id = bob.user.id.to_string();
+    let mut gone = false;
+    for _ in 0..200 {
+        let devices = alice
+            .user
+            .ok(alice.user.get(&format!("/v1/users/{bob_id}/devices")).await)
+            .await;
+        let (member_of,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM conversation_list WHERE user_id = $1 AND state <> 'left'",
+        )
+        .bind(&bob_id)
+        .fetch_one(&app.db.any)
+        .await
+        .unwrap();
+        if devices["items"] == json!([]) && member_of == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gone,
+        "bob's devices and memberships outlived his deactivation"
+    );
+    for table in [
+        "conversation_one_time_keys",
+        "conversation_fallback_keys",
+        "conversation_to_device",
+    ] {
+        let (n,): (i64,) =
+            sqlx::query_as(&format!("SELECT COUNT(*) FROM {table} WHERE user_id = $1"))
+                .bind(&bob_id)
+                .fetch_one(&app.db.any)
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+    let res = alice.user.claim(bob.user.id, "BOBPHONE").await;
+    expect_error(res, StatusCode::NOT_FOUND, "unknown_device").await;
+    // The group goes on without him.
+    let g = g["conversation_id"].as_str().unwrap();
+    let body = json!({"ciphertext": "c", "sender_device_id": "ALICEPHONE", "session_id": "s", "client_message_id": "after"});
+    alice
+        .user
+        .ok(alice
+            .user
+            .post(&format!("/v1/conversations/{g}/messages"), body)
+            .await)
+        .await;
+    app.stop().await;
+}
+
+/// Waits until `projection` has applied `domain`'s head.
+async fn settle(app: &TestApp, projection: &str, domain: nova_event_schemas::Domain) {
+    let head = app.db.store.head(domain).await.unwrap();
+    let caught = nova_projections::Checkpoints::default()
+        .wait_for(
+            &app.db.any,
+            projection,
+            domain,
+            head,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(caught, nova_projections::checkpoint::Caught::Up);
 }

@@ -173,6 +173,12 @@ pub enum ConversationCommand {
         up_to_seq: i64,
         now: DateTime<Utc>,
     },
+    /// The user was deactivated: they leave, whatever the kind (issued by the deactivation
+    /// policy).
+    Depart {
+        user: Uuid,
+        now: DateTime<Utc>,
+    },
 }
 
 impl CommandName for ConversationCommand {
@@ -188,6 +194,7 @@ impl CommandName for ConversationCommand {
             ConversationCommand::Recall { .. } => "recall",
             ConversationCommand::React { .. } => "react",
             ConversationCommand::MarkRead { .. } => "mark_read",
+            ConversationCommand::Depart { .. } => "depart",
         }
     }
 }
@@ -443,6 +450,17 @@ impl Aggregate for Conversation {
                     (false, true) => vec![E::ReactionRemoved(r)],
                     _ => vec![],
                 })
+            }
+            C::Depart { user, now } => {
+                if !state.is_member(user) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![E::MemberRemoved(MemberRemoved {
+                    conversation_id: id,
+                    user_id: user,
+                    removed_by: user,
+                    removed_at: now,
+                })])
             }
             C::MarkRead { by, up_to_seq, now } => {
                 Self::member(state, by)?;

@@ -63,6 +63,7 @@ pub struct Sent {
 
 #[derive(Clone)]
 pub struct ConversationCommands {
+    store: CommandStore,
     conversations: Repository<Conversation>,
     users: Arc<dyn UserFactSource>,
     follows: Arc<dyn FollowFactSource>,
@@ -90,6 +91,7 @@ impl ConversationCommands {
     ) -> Self {
         ConversationCommands {
             conversations: Repository::new(&store, ConversationWriter(())),
+            store,
             users,
             follows,
         }
@@ -410,6 +412,23 @@ impl ConversationCommands {
             message_id,
             emoji: emoji.to_owned(),
             on,
+            now: Utc::now(),
+        })
+        .await
+    }
+
+    /// The conversation domain's head (for policies that wait for the view to reach it).
+    pub async fn head(&self) -> Result<i64> {
+        self.store
+            .head(nova_event_schemas::Domain::Conversation)
+            .await
+            .map_err(|e| CommandError::Unavailable(e.to_string()))
+    }
+
+    /// A deactivated user leaves the conversation (any kind).
+    pub async fn depart(&self, ctx: &CommandContext, id: Uuid, user: Uuid) -> Result<Done> {
+        self.run(ctx, id, |_| ConversationCommand::Depart {
+            user,
             now: Utc::now(),
         })
         .await

@@ -63,6 +63,13 @@ pub trait ExperimentFactSource: Send + Sync + 'static {
     async fn experiments_of(&self, user: Uuid) -> FactResult<Vec<String>>;
 }
 
+/// Facts about conversations (the conversation view).
+#[async_trait]
+pub trait ConversationFactSource: Send + Sync + 'static {
+    /// The conversations `user` is (as the view knows) a member of, requests included.
+    async fn conversations_of(&self, user: Uuid) -> FactResult<Vec<Uuid>>;
+}
+
 /// Facts about notifications (the notification view).
 #[async_trait]
 pub trait NotificationFactSource: Send + Sync + 'static {

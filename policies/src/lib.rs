@@ -13,11 +13,16 @@
 
 use std::sync::Arc;
 
+use nova_commands::conversation::keys::KeyServer;
+use nova_commands::conversation::ConversationCommands;
 use nova_commands::experiment::ExperimentCommands;
-use nova_commands::facts::{ExperimentFactSource, FollowFactSource, PostFactSource};
+use nova_commands::facts::{
+    ConversationFactSource, ExperimentFactSource, FollowFactSource, PostFactSource,
+};
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
 
+pub mod conversation;
 pub mod experiment;
 pub mod follow;
 pub mod post;
@@ -28,7 +33,15 @@ pub use runtime::{
     PolicyError,
 };
 
+/// The conversation domain's parts its policy acts through.
+pub struct ConversationParts {
+    pub commands: ConversationCommands,
+    pub keys: KeyServer,
+    pub facts: Arc<dyn ConversationFactSource>,
+}
+
 /// Every policy Nova runs: each reacts to another domain's events with commands to its own.
+#[allow(clippy::too_many_arguments)]
 pub fn all(
     follows: &FollowCommands,
     posts: &PostCommands,
@@ -36,6 +49,7 @@ pub fn all(
     post_facts: Arc<dyn PostFactSource>,
     experiments: &ExperimentCommands,
     experiment_facts: Arc<dyn ExperimentFactSource>,
+    conversations: ConversationParts,
     catch_up: &CatchUp,
 ) -> Vec<Arc<dyn Policy>> {
     vec![
@@ -52,6 +66,12 @@ pub fn all(
         Arc::new(experiment::ExperimentOnUserDeactivated::new(
             experiments.clone(),
             experiment_facts,
+            catch_up.clone(),
+        )),
+        Arc::new(conversation::ConversationOnUserDeactivated::new(
+            conversations.commands,
+            conversations.keys,
+            conversations.facts,
             catch_up.clone(),
         )),
     ]

@@ -126,3 +126,15 @@ pub async fn messages(
     }
     Ok((rows, more))
 }
+
+/// The conversations `user` has not left (requests and declined ones included).
+pub async fn conversations_of(pool: &AnyPool, user: Uuid) -> Result<Vec<Uuid>, QueryError> {
+    let rows: Vec<(Id,)> = sqlx::query_as(
+        "SELECT conversation_id FROM conversation_list WHERE user_id = $1 AND state <> 'left' \
+         ORDER BY conversation_id",
+    )
+    .bind(user.to_string())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id.0).collect())
+}

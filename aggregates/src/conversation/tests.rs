@@ -309,6 +309,24 @@ fn reactions_toggle_and_reads_only_move_forward() {
         .then(vec![]);
 }
 
+#[test]
+fn a_deactivated_user_departs_even_a_direct_conversation() {
+    let id = direct_conversation_id(A, B);
+    let depart = || ConversationCommand::Depart { user: B, now: t0() };
+    let removed = ConversationEvent::MemberRemoved(MemberRemoved {
+        conversation_id: id,
+        user_id: B,
+        removed_by: B,
+        removed_at: t0(),
+    });
+    given::<Conversation>([direct(false)])
+        .when(depart())
+        .then(vec![removed.clone()]);
+    given::<Conversation>([direct(false), removed])
+        .when(depart())
+        .then(vec![]);
+}
+
 proptest! {
     /// Random sends (by members and a non-member, with repeated client ids) and removals:
     /// `seq` is 1, 2, 3, … and each (sender, client id) has at most one message.
