@@ -28,6 +28,7 @@ on_both_backends!(
     olm_session_through_the_server,
     megolm_group_messages_through_the_server,
     deactivation_drops_devices_and_leaves_conversations,
+    no_plaintext_or_private_key_reaches_the_database_or_jetstream,
     concurrent_claims_hand_out_each_key_once,
     claims_from_two_server_processes_hand_out_each_key_once,
 );
@@ -1351,4 +1352,156 @@ async fn settle(app: &TestApp, projection: &str, domain: nova_event_schemas::Dom
         .await
         .unwrap();
     assert_eq!(caught, nova_projections::checkpoint::Caught::Up);
+}
+
+/// Every 32-byte value in an account's pickle that is not one of its public keys — its private
+/// keys — in the encodings a leak would most likely take (unpadded and padded base64, hex).
+fn private_keys(account: &Account) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    use base64::Engine as _;
+    fn walk(v: &Value, out: &mut Vec<Vec<u8>>) {
+        match v {
+            Value::Array(items) if items.len() == 32 && items.iter().all(Value::is_u64) => {
+                out.push(items.iter().map(|i| i.as_u64().unwrap() as u8).collect());
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(m) => m.values().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut bytes = Vec::new();
+    walk(&serde_json::to_value(account.pickle()).unwrap(), &mut bytes);
+    let keys = account.identity_keys();
+    let public = [keys.curve25519.to_base64(), keys.ed25519.to_base64()];
+    let secrets: Vec<String> = bytes
+        .iter()
+        .filter(|b| !public.contains(&STANDARD_NO_PAD.encode(b)))
+        .flat_map(|b| {
+            [
+                STANDARD_NO_PAD.encode(b),
+                STANDARD.encode(b),
+                hex::encode(b),
+            ]
+        })
+        .collect();
+    assert!(!secrets.is_empty(), "the pickle holds private keys");
+    secrets
+}
+
+/// Everything the database holds, as text: the SQLite files, or every PostgreSQL table.
+async fn database_text(app: &TestApp) -> String {
+    if let Some(path) = app.db_url.strip_prefix("sqlite://") {
+        let mut text = String::new();
+        for suffix in ["", "-wal"] {
+            if let Ok(bytes) = std::fs::read(format!("{path}{suffix}")) {
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        return text;
+    }
+    let tables: Vec<(String,)> =
+        sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_all(&app.db.any)
+            .await
+            .unwrap();
+    let mut text = String::new();
+    for (t,) in tables {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT t::text FROM {t} t"))
+            .fetch_all(&app.db.any)
+            .await
+            .unwrap();
+        for (r,) in rows {
+            text.push_str(&r);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+async fn no_plaintext_or_private_key_reaches_the_database_or_jetstream(engine: Engine) {
+    use nova_event_schemas::Domain;
+    let names = nova_infra::nats::Names::unique();
+    let app = common::spawn_configured(engine, |s| {
+        s.nats_url = Some(nova_infra::testing::nats_url());
+        s.nats_names = names.clone();
+    })
+    .await;
+    let alice = Device::new(&app, "alice", "ALICEPHONE").await;
+    let mut bob = Device::new(&app, "bob", "BOBPHONE").await;
+    settle(&app, "user_directory", Domain::User).await;
+    let body = json!({"kind": "group", "member_ids": [bob.user.id], "name": "audit"});
+    let created = alice
+        .user
+        .ok(alice.user.post("/v1/conversations", body).await)
+        .await;
+    let g = created["conversation_id"].as_str().unwrap().to_owned();
+    let mut group = GroupSession::new(vodozemac::megolm::SessionConfig::version_1());
+    let room = room_key(&g, &group);
+    let session_key = group.session_key().to_base64();
+    let m = alice.open_olm(&bob).await.encrypt(&room).unwrap();
+    alice.send_olm(&bob, &m).await;
+    let got = bob.receive_olm().await;
+    let (sender, OlmMessage::PreKey(pre)) = &got[0] else {
+        panic!("expected a pre-key message");
+    };
+    let created = bob
+        .account
+        .create_inbound_session(SessionConfig::version_1(), *sender, pre)
+        .unwrap();
+    let mut bob_group = inbound_from(&created.plaintext);
+    let texts = ["audit plaintext number one", "audit plaintext number two"];
+    for (i, t) in texts.iter().enumerate() {
+        post_megolm(&alice, &g, &mut group, t, &format!("a{i}")).await;
+    }
+    assert_eq!(decrypt_all(&app, &bob, &g, &mut bob_group, 0).await, texts);
+
+    let mut secrets: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    secrets.push(session_key);
+    secrets.extend(private_keys(&alice.account));
+    secrets.extend(private_keys(&bob.account));
+
+    // The relay has published every conversation event.
+    let head = app.db.store.head(Domain::Conversation).await.unwrap();
+    let client = async_nats::connect(nova_infra::testing::nats_url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut published = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        if let Ok(mut s) = js.get_stream(names.stream(Domain::Conversation)).await {
+            if s.info().await.map(|i| i.state.messages).unwrap_or(0) >= head as u64 {
+                break s;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay did not publish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let last = stream.info().await.unwrap().state.last_sequence;
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        published.push_str(&String::from_utf8_lossy(&m.payload));
+    }
+    let stored = database_text(&app).await;
+    // The scans see what passed through: the Megolm ciphertexts are in both.
+    let page = bob.user.ok(fetch_megolm(&app, &bob, &g, 0).await).await;
+    let ciphertext = page["items"][0]["ciphertext"].as_str().unwrap();
+    assert!(published.contains(ciphertext) && stored.contains(ciphertext));
+    for secret in &secrets {
+        assert!(
+            !stored.contains(secret.as_str()),
+            "a secret is in the database"
+        );
+        assert!(
+            !published.contains(secret.as_str()),
+            "a secret is in JetStream"
+        );
+    }
+    for d in Domain::ALL {
+        let _ = js.delete_stream(names.stream(d)).await;
+    }
+    app.stop().await;
 }

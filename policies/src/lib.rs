@@ -3,8 +3,9 @@
 //! deactivated, end their follows".
 //!
 //! One module per domain that reacts, named like everywhere else: [`follow`]
-//! (`FollowOnUserDeactivated`), [`post`] (`PostOnUserDeactivated`) and [`experiment`]
-//! (`ExperimentOnUserDeactivated`); [`all`] is the list Nova
+//! (`FollowOnUserDeactivated`), [`post`] (`PostOnUserDeactivated`), [`experiment`]
+//! (`ExperimentOnUserDeactivated`) and [`conversation`] (`ConversationOnUserDeactivated`);
+//! [`all`] is the list Nova
 //! runs. A policy reaches its domain only through that domain's command service (it holds
 //! nothing else that can append, and the command crate's writers keep every domain's appends
 //! in its own module, ADR 0008); it learns which aggregates to command from a read model, through
