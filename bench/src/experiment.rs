@@ -53,13 +53,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
     Ok(())
 }
 
-struct Server {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+pub(crate) struct Server {
+    pub(crate) base: String,
+    pub(crate) stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
-async fn serve(testdb: &TestDb) -> Result<Server, Error> {
+pub(crate) async fn serve(testdb: &TestDb) -> Result<Server, Error> {
     let settings = Settings {
         database_url: testdb.url.clone(),
         nats_url: None,
@@ -151,7 +151,11 @@ async fn latencies(
     Ok(Percentiles::new(samples))
 }
 
-async fn user(client: &reqwest::Client, base: &str, name: &str) -> Result<String, Error> {
+pub(crate) async fn user(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+) -> Result<String, Error> {
     let body = json!({"username": name, "password": "bench password 0123"});
     let res = client
         .post(format!("{base}/v1/users"))

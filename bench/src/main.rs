@@ -20,6 +20,7 @@
 //! [`target`] (the databases benchmarked).
 
 mod append;
+mod conversation;
 mod experiment;
 mod feed;
 mod harness;
@@ -64,6 +65,10 @@ enum Scenario {
     /// Experiments over HTTP: assignment reads/s vs `GET /healthz` at the same concurrency;
     /// results read p99 at 1,000,000 exposures vs `GET /healthz` p99.
     Experiment(experiment::Args),
+    /// Messaging over HTTP: messages/s through `POST …/messages` at N concurrent senders and
+    /// one-time-key claims/s with N clients contending for one device, beside the raw
+    /// INSERT+COMMIT rate of the same database in the same run.
+    Conversation(conversation::Args),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
                 Scenario::Feed(args) => feed::run(args).await,
                 Scenario::Search(args) => search::run(args).await,
                 Scenario::Experiment(args) => experiment::run(args).await,
+                Scenario::Conversation(args) => conversation::run(args).await,
             }
         };
         tokio::select! {
