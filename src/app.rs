@@ -231,6 +231,12 @@ impl Application {
         let posts = PostCommands::new(store.clone(), facts.clone(), facts.clone());
         let experiments = ExperimentCommands::new(store.clone());
         let streams = StreamCommands::new(store.clone(), db.any.clone(), s.clock.clone());
+        let keys = nova_commands::conversation::keys::KeyServer::new(db.any.clone(), db.engine);
+        let conversations = nova_commands::conversation::ConversationCommands::new(
+            store.clone(),
+            facts.clone(),
+            facts.clone(),
+        );
         // Policies run wherever all projections run (`nova serve`, `nova project` without
         // names): they react to other domains' events with commands to their own.
         if s.components.projections.is_none() {
@@ -241,6 +247,8 @@ impl Application {
                     &posts,
                     &experiments,
                     &streams,
+                    &conversations,
+                    &keys,
                     facts.clone(),
                 ),
                 &catch_up,
@@ -304,6 +312,8 @@ impl Application {
             experiments,
             streams,
             ingest_secret: s.ingest_secret.map(std::sync::Arc::new),
+            conversations,
+            keys,
             checkpoints,
             search,
             nats,
@@ -388,24 +398,40 @@ impl Application {
 /// The policies Nova runs, over `db` (for tools such as `nova projections retry`; a serving
 /// process builds them with its own command services in [`Application::build`]).
 pub fn policies_over(db: &Database) -> Vec<Arc<dyn nova_policies::Policy>> {
-    policies_with(db.store.clone(), db.any.clone())
+    policies_with(db.store.clone(), db.any.clone(), db.engine)
 }
 
 /// The policies Nova runs, each with its own domain's command service over `store` and the
-/// read models in `any` as its fact source.
+/// read models in `any` (on `engine`) as its fact source.
 pub fn policies_with(
     store: nova_infra::store::EventStore,
     any: sqlx::AnyPool,
+    engine: nova_infra::db::Engine,
 ) -> Vec<Arc<dyn nova_policies::Policy>> {
     let store = CommandStore::new(store);
     let facts = ReadModels::shared(any.clone());
     let follows = FollowCommands::new(store.clone(), facts.clone());
     let posts = PostCommands::new(store.clone(), facts.clone(), facts.clone());
     let experiments = ExperimentCommands::new(store.clone());
-    let streams = StreamCommands::new(store, any.clone(), nova_infra::clock::Clock::system());
+    let streams = StreamCommands::new(
+        store.clone(),
+        any.clone(),
+        nova_infra::clock::Clock::system(),
+    );
+    let conversations =
+        nova_commands::conversation::ConversationCommands::new(store, facts.clone(), facts.clone());
+    let keys = nova_commands::conversation::keys::KeyServer::new(any.clone(), engine);
     let catch_up = CatchUp::new(any, Checkpoints::default());
     nova_policies::all(
-        nova_policies::Services::over(&follows, &posts, &experiments, &streams, facts),
+        nova_policies::Services::over(
+            &follows,
+            &posts,
+            &experiments,
+            &streams,
+            &conversations,
+            &keys,
+            facts,
+        ),
         &catch_up,
     )
 }

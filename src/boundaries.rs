@@ -85,6 +85,11 @@ pub const DOMAIN_TABLES: &[(&str, Domain)] = &[
     ("stream_keys", Domain::Stream),
     ("stream_presence", Domain::Stream),
     ("stream_audience", Domain::Stream),
+    // The key server and the to-device queue (ADR 0020).
+    ("conversation_devices", Domain::Conversation),
+    ("conversation_one_time_keys", Domain::Conversation),
+    ("conversation_fallback_keys", Domain::Conversation),
+    ("conversation_to_device", Domain::Conversation),
 ];
 
 /// Platform migrations named before the `platform_` prefix was the rule: (file stem, component).
@@ -128,6 +133,18 @@ pub const ROUTE_TAGS: &[RouteTag] = &[
         "streams",
         OwnerRef::Domain(Domain::Stream),
         OwnerRef::View("stream_view"),
+    ),
+    RouteTag::new(
+        "messaging",
+        OwnerRef::Domain(Domain::Conversation),
+        OwnerRef::View("conversation_view"),
+    ),
+    // The key server's tables are the conversation domain's own (ADR 0020), read and written
+    // by its command module.
+    RouteTag::new(
+        "keys",
+        OwnerRef::Domain(Domain::Conversation),
+        OwnerRef::Domain(Domain::Conversation),
     ),
     RouteTag::new(
         "ops",
@@ -255,7 +272,7 @@ pub(crate) fn aggregate_types(domain: Domain) -> &'static [&'static str] {
         Domain::Post => nova_aggregates::post::AGGREGATE_TYPES,
         Domain::Experiment => nova_aggregates::experiment::AGGREGATE_TYPES,
         Domain::Stream => nova_aggregates::stream::AGGREGATE_TYPES,
-        Domain::Conversation => &[],
+        Domain::Conversation => nova_aggregates::conversation::AGGREGATE_TYPES,
     }
 }
 
@@ -267,7 +284,7 @@ fn event_types(domain: Domain) -> &'static [(&'static str, i32)] {
         Domain::Post => nova_event_schemas::post::PostEvent::TYPES,
         Domain::Experiment => nova_event_schemas::experiment::ExperimentEvent::TYPES,
         Domain::Stream => nova_event_schemas::stream::StreamEvent::TYPES,
-        Domain::Conversation => &[],
+        Domain::Conversation => nova_event_schemas::conversation::ConversationEvent::TYPES,
     }
 }
 
@@ -299,7 +316,11 @@ fn policies() -> Result<Vec<Arc<dyn nova_policies::Policy>>, crate::app::BoxErro
     let store = nova_infra::store::EventStore::new(Arc::new(
         nova_infra::store::sqlite::SqliteBackend::new(sqlite),
     ));
-    Ok(crate::app::policies_with(store, any))
+    Ok(crate::app::policies_with(
+        store,
+        any,
+        nova_infra::db::Engine::Sqlite,
+    ))
 }
 
 /// Routes of the generated OpenAPI document.

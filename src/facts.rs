@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use nova_commands::facts::{
-    ExperimentFactSource, FactError, FactResult, FollowFactSource, NotificationFactSource,
-    PostFactSource, StreamFactSource, UserFactSource,
+    ConversationFactSource, ExperimentFactSource, FactError, FactResult, FollowFactSource,
+    NotificationFactSource, PostFactSource, StreamFactSource, UserFactSource,
 };
 use nova_queries::page::{PageRequest, MAX_LIMIT};
 use nova_queries::post::posts_by_author;
@@ -92,6 +92,15 @@ impl PostFactSource for ReadModels {
 impl NotificationFactSource for ReadModels {
     async fn created_at_of(&self, user: Uuid, id: Uuid) -> FactResult<Option<String>> {
         nova_queries::notification::created_at_of(&self.pool, user, id)
+            .await
+            .map_err(FactError::new)
+    }
+}
+
+#[async_trait]
+impl ConversationFactSource for ReadModels {
+    async fn conversations_of(&self, user: Uuid) -> FactResult<Vec<Uuid>> {
+        nova_queries::conversation::conversations_of(&self.pool, user)
             .await
             .map_err(FactError::new)
     }

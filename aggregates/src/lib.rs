@@ -4,6 +4,7 @@
 //! clock, no I/O, no randomness — the command handler puts time, ids, hashes and looked-up
 //! facts into the command); `apply_event` only records facts and never refuses one.
 
+pub mod conversation;
 pub mod experiment;
 pub mod follow;
 pub mod post;

@@ -106,8 +106,46 @@ async fn bench_backend(
     plan: &Plan,
 ) -> Result<BackendReport, Error> {
     let name = engine_name(engine);
+    let (raw, raw_operation) = raw_baseline(engine, db, concurrency, plan).await?;
+
+    let workers = (0..concurrency)
+        .map(|_| StoreAppender {
+            store: db.store.clone(),
+            aggregate_id: Uuid::now_v7(),
+            version: 0,
+        })
+        .collect();
+    let store = measure(&format!("{name} store"), plan, workers).await?;
+
+    Ok(BackendReport {
+        backend: name,
+        raw_operation,
+        store_operation: "EventStore::append of one event to the task's own aggregate",
+        store_to_raw: ratio(store.per_sec, raw.per_sec),
+        raw,
+        store,
+    })
+}
+
+/// The events table's own migration, retargeted at `bench_raw`, so the baseline table has
+/// exactly the shape (columns, types, constraints, indexes) the store writes to.
+fn raw_table_ddl(user_events_migration: &str) -> String {
+    user_events_migration.replace("user_events", "bench_raw")
+}
+
+/// The raw limit of `db` in this run: `concurrency` tasks each looping one-row
+/// INSERT+COMMIT (`BEGIN IMMEDIATE` on SQLite) into `bench_raw`, a table made from the
+/// `user_events` migration (created here: call once per database). Answers the measurement
+/// and the operation's description. Other scenarios report their figures beside it.
+pub(crate) async fn raw_baseline(
+    engine: Engine,
+    db: &Database,
+    concurrency: usize,
+    plan: &Plan,
+) -> Result<(Measurement, &'static str), Error> {
+    let name = engine_name(engine);
     let raw_label = format!("{name} raw");
-    let (raw, raw_operation) = match engine {
+    let raw = match engine {
         Engine::Postgres => {
             let pool = db
                 .pg_pool()
@@ -149,30 +187,7 @@ async fn bench_backend(
             (m, "BEGIN IMMEDIATE; INSERT one row INTO bench_raw; COMMIT")
         }
     };
-
-    let workers = (0..concurrency)
-        .map(|_| StoreAppender {
-            store: db.store.clone(),
-            aggregate_id: Uuid::now_v7(),
-            version: 0,
-        })
-        .collect();
-    let store = measure(&format!("{name} store"), plan, workers).await?;
-
-    Ok(BackendReport {
-        backend: name,
-        raw_operation,
-        store_operation: "EventStore::append of one event to the task's own aggregate",
-        store_to_raw: ratio(store.per_sec, raw.per_sec),
-        raw,
-        store,
-    })
-}
-
-/// The events table's own migration, retargeted at `bench_raw`, so the baseline table has
-/// exactly the shape (columns, types, constraints, indexes) the store writes to.
-fn raw_table_ddl(user_events_migration: &str) -> String {
-    user_events_migration.replace("user_events", "bench_raw")
+    Ok(raw)
 }
 
 const RAW_INSERT: &str = "INSERT INTO bench_raw (event_id, aggregate_id, aggregate_type, version, \

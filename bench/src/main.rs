@@ -20,6 +20,7 @@
 //! [`target`] (the databases benchmarked).
 
 mod append;
+mod conversation;
 mod experiment;
 mod export;
 mod feed;
@@ -78,6 +79,10 @@ enum Scenario {
     /// Live streams over HTTP: viewer heartbeats/s at N concurrent viewers vs `GET /healthz`
     /// and vs raw presence upserts of the same database; live-list read p99 vs `/healthz` p99.
     Stream(stream::Args),
+    /// Messaging over HTTP: messages/s through `POST …/messages` at N concurrent senders and
+    /// one-time-key claims/s with N clients contending for one device, beside the raw
+    /// INSERT+COMMIT rate of the same database in the same run.
+    Conversation(conversation::Args),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
                 Scenario::Http(args) => mix::run(args).await,
                 Scenario::Export(args) => export::run(args).await,
                 Scenario::Stream(args) => stream::run(args).await,
+                Scenario::Conversation(args) => conversation::run(args).await,
             }
         };
         tokio::select! {

@@ -70,6 +70,13 @@ pub trait StreamFactSource: Send + Sync + 'static {
     async fn streams_of(&self, broadcaster: Uuid) -> FactResult<Vec<Uuid>>;
 }
 
+/// Facts about conversations (the conversation view).
+#[async_trait]
+pub trait ConversationFactSource: Send + Sync + 'static {
+    /// The conversations `user` is (as the view knows) a member of, requests included.
+    async fn conversations_of(&self, user: Uuid) -> FactResult<Vec<Uuid>>;
+}
+
 /// Facts about notifications (the notification view).
 #[async_trait]
 pub trait NotificationFactSource: Send + Sync + 'static {

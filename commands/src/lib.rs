@@ -17,6 +17,7 @@ use nova_event_schemas::EventMetadata;
 use nova_infra::store::StoreError;
 use uuid::Uuid;
 
+pub mod conversation;
 pub mod experiment;
 pub mod facts;
 pub mod follow;

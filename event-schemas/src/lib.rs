@@ -12,6 +12,7 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod conversation;
 pub mod experiment;
 pub mod follow;
 pub mod post;

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use nova_event_schemas::conversation::ConversationEvent;
 use nova_event_schemas::experiment::ExperimentEvent;
 use nova_event_schemas::stream::StreamEvent;
 use nova_event_schemas::{follow::FollowEvent, post::PostEvent, user::UserEvent, DomainEvent};
@@ -57,6 +58,7 @@ fn schemas_match_checked_in_files() {
     check::<PostEvent>();
     check::<ExperimentEvent>();
     check::<StreamEvent>();
+    check::<ConversationEvent>();
 }
 
 #[test]

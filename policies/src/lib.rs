@@ -5,8 +5,8 @@
 //! One module per domain that reacts, named like everywhere else: [`follow`]
 //! (`FollowOnUserDeactivated`, and `FollowOfInactiveUser` for a follow that raced a
 //! deactivation), [`post`] (`PostOnUserDeactivated`), [`experiment`]
-//! (`ExperimentOnUserDeactivated`) and [`stream`] (`StreamOnUserDeactivated`); [`all`] is the
-//! list Nova
+//! (`ExperimentOnUserDeactivated`), [`stream`] (`StreamOnUserDeactivated`) and [`conversation`]
+//! (`ConversationOnUserDeactivated`); [`all`] is the list Nova
 //! runs. A policy reaches its domain only through that domain's command service (it holds
 //! nothing else that can append, and the command crate's writers keep every domain's appends
 //! in its own module, ADR 0008); it learns which aggregates to command from a read model, through
@@ -15,15 +15,19 @@
 
 use std::sync::Arc;
 
+use nova_commands::conversation::keys::KeyServer;
+use nova_commands::conversation::ConversationCommands;
 use nova_commands::experiment::ExperimentCommands;
 use nova_commands::facts::{
-    ExperimentFactSource, FollowFactSource, PostFactSource, StreamFactSource, UserFactSource,
+    ConversationFactSource, ExperimentFactSource, FollowFactSource, PostFactSource,
+    StreamFactSource, UserFactSource,
 };
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
 use nova_commands::stream::StreamCommands;
 use nova_event_schemas::Domain;
 
+pub mod conversation;
 pub mod experiment;
 pub mod follow;
 pub mod post;
@@ -44,6 +48,7 @@ pub const CATALOG: &[(&str, &[Domain])] = &[
     (post::NAME, post::DOMAINS),
     (experiment::NAME, experiment::DOMAINS),
     (stream::NAME, stream::DOMAINS),
+    (conversation::NAME, conversation::DOMAINS),
 ];
 
 /// The command services and fact sources the policies act and look through.
@@ -52,11 +57,15 @@ pub struct Services<'a> {
     pub posts: &'a PostCommands,
     pub experiments: &'a ExperimentCommands,
     pub streams: &'a StreamCommands,
+    pub conversations: &'a ConversationCommands,
+    /// The conversation domain's key server and to-device queue.
+    pub keys: &'a KeyServer,
     pub user_facts: Arc<dyn UserFactSource>,
     pub follow_facts: Arc<dyn FollowFactSource>,
     pub post_facts: Arc<dyn PostFactSource>,
     pub experiment_facts: Arc<dyn ExperimentFactSource>,
     pub stream_facts: Arc<dyn StreamFactSource>,
+    pub conversation_facts: Arc<dyn ConversationFactSource>,
 }
 
 impl<'a> Services<'a> {
@@ -66,6 +75,8 @@ impl<'a> Services<'a> {
         posts: &'a PostCommands,
         experiments: &'a ExperimentCommands,
         streams: &'a StreamCommands,
+        conversations: &'a ConversationCommands,
+        keys: &'a KeyServer,
         facts: Arc<F>,
     ) -> Self
     where
@@ -73,18 +84,22 @@ impl<'a> Services<'a> {
             + FollowFactSource
             + PostFactSource
             + ExperimentFactSource
-            + StreamFactSource,
+            + StreamFactSource
+            + ConversationFactSource,
     {
         Services {
             follows,
             posts,
             experiments,
             streams,
+            conversations,
+            keys,
             user_facts: facts.clone(),
             follow_facts: facts.clone(),
             post_facts: facts.clone(),
             experiment_facts: facts.clone(),
-            stream_facts: facts,
+            stream_facts: facts.clone(),
+            conversation_facts: facts,
         }
     }
 }
@@ -96,11 +111,14 @@ pub fn all(s: Services<'_>, catch_up: &CatchUp) -> Vec<Arc<dyn Policy>> {
         posts,
         experiments,
         streams,
+        conversations,
+        keys,
         user_facts,
         follow_facts,
         post_facts,
         experiment_facts,
         stream_facts,
+        conversation_facts,
     } = s;
     vec![
         Arc::new(follow::FollowOnUserDeactivated::new(
@@ -126,6 +144,12 @@ pub fn all(s: Services<'_>, catch_up: &CatchUp) -> Vec<Arc<dyn Policy>> {
         Arc::new(stream::StreamOnUserDeactivated::new(
             streams.clone(),
             stream_facts,
+            catch_up.clone(),
+        )),
+        Arc::new(conversation::ConversationOnUserDeactivated::new(
+            conversations.clone(),
+            keys.clone(),
+            conversation_facts,
             catch_up.clone(),
         )),
     ]

@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 pub mod as_of;
 pub mod checkpoint;
+pub mod conversation_view;
 pub mod experiment_results;
 pub mod feed;
 pub mod follow_graph;
@@ -229,5 +230,6 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(feed::Feed::default()),
         Arc::new(experiment_results::ExperimentResults::default()),
         Arc::new(stream_view::StreamView::default()),
+        Arc::new(conversation_view::ConversationView::default()),
     ]
 }

@@ -7,6 +7,7 @@
 //! not decode is a [`QueryError::Corrupt`], never silently skipped. Response shapes for HTTP
 //! are the edge's business, not this crate's.
 
+pub mod conversation;
 pub mod cursor;
 pub mod experiment;
 pub mod feed;

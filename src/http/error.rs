@@ -6,11 +6,13 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use nova_aggregates::conversation::ConversationError;
 use nova_aggregates::experiment::ExperimentError;
 use nova_aggregates::follow::FollowError;
 use nova_aggregates::post::PostError;
 use nova_aggregates::stream::StreamError;
 use nova_aggregates::user::UserError;
+use nova_commands::conversation::keys::KeyError;
 use nova_commands::user::AuthError;
 use nova_commands::CommandError;
 use nova_queries::QueryError;
@@ -427,6 +429,66 @@ impl Refusal for StreamError {
             StreamError::Ended => "stream_ended",
             StreamError::NotLive => "stream_not_live",
             StreamError::Disabled => "stream_disabled",
+        }
+    }
+}
+
+impl Refusal for ConversationError {
+    fn status(&self) -> StatusCode {
+        use ConversationError as E;
+        match self {
+            E::NotFound | E::MessageNotFound | E::UnknownUser => StatusCode::NOT_FOUND,
+            E::AlreadyExists => StatusCode::CONFLICT,
+            E::NotMember | E::NotAdmin | E::NotSender => StatusCode::FORBIDDEN,
+            E::Recalled
+            | E::RequestDeclined
+            | E::NoRequest
+            | E::DirectMembership
+            | E::Blocked
+            | E::BeyondLastMessage => StatusCode::UNPROCESSABLE_ENTITY,
+            E::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        use ConversationError as E;
+        match self {
+            E::NotFound | E::MessageNotFound | E::UnknownUser => "not_found",
+            E::AlreadyExists => "already_exists",
+            E::NotMember => "not_member",
+            E::NotAdmin => "not_admin",
+            E::NotSender => "not_sender",
+            E::Recalled => "message_recalled",
+            E::RequestDeclined => "request_declined",
+            E::NoRequest => "no_request",
+            E::DirectMembership => "direct_membership",
+            E::Blocked => "blocked",
+            E::BeyondLastMessage => "beyond_last_message",
+            E::TooLarge => "payload_too_large",
+        }
+    }
+}
+
+impl Refusal for KeyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            KeyError::BadSignature(_) => StatusCode::BAD_REQUEST,
+            KeyError::UnknownDevice | KeyError::NoOneTimeKey => StatusCode::NOT_FOUND,
+            KeyError::DeviceExists | KeyError::KeyIdReused(_) => StatusCode::CONFLICT,
+            KeyError::TooManyKeys => StatusCode::UNPROCESSABLE_ENTITY,
+            KeyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            KeyError::BadSignature(_) => "invalid_signature",
+            KeyError::UnknownDevice => "unknown_device",
+            KeyError::NoOneTimeKey => "no_one_time_key",
+            KeyError::DeviceExists => "device_exists",
+            KeyError::KeyIdReused(_) => "key_exists",
+            KeyError::TooManyKeys => "too_many_one_time_keys",
+            KeyError::TooLarge(_) => "payload_too_large",
         }
     }
 }

@@ -7,6 +7,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::Router;
+use nova_commands::conversation::keys::KeyServer;
+use nova_commands::conversation::ConversationCommands;
 use nova_commands::experiment::ExperimentCommands;
 use nova_commands::follow::FollowCommands;
 use nova_commands::post::PostCommands;
@@ -23,12 +25,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub mod analysts;
+pub mod conversation;
 pub mod error;
 pub mod experiment;
 pub mod extract;
 pub mod feed;
 pub mod follow;
 pub mod idempotency;
+pub mod keys;
 pub mod metrics;
 pub mod notification;
 pub mod ops;
@@ -52,6 +56,9 @@ pub struct AppState {
     pub streams: nova_commands::stream::StreamCommands,
     /// The media server's shared secret for the publish hooks (none: hooks refuse).
     pub ingest_secret: Option<std::sync::Arc<secrecy::SecretString>>,
+    pub conversations: ConversationCommands,
+    /// The conversation domain's key server and to-device queue.
+    pub keys: KeyServer,
     pub checkpoints: Checkpoints,
     /// The search index (read side; in `nova serve` the projector writes the same index).
     pub search: nova_infra::search::LiveIndex,
@@ -109,6 +116,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(ops::router())
         .merge(experiment::router())
         .merge(stream::router())
+        .merge(keys::router())
+        .merge(conversation::router())
         .merge(analysts::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
