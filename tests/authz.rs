@@ -82,6 +82,31 @@ const MATRIX: &[Row] = &[
     ("GET",    "/v1/experiments/{key}/assignment",     None,                                             [401, 401, 200, 200, 200, 200]),
     ("POST",   "/v1/experiments/{key}/conversions",    Some(r#"{"metric":"clicked"}"#),                  [401, 401, 200, 200, 200, 200]),
     ("GET",    "/v1/experiments/{key}/results",        None,                                             [401, 401, 200, 200, 200, 200]),
+    // messaging: the world's group has the owner (its admin) and "other" as members, and the
+    // owner's message {mid}; analyst and admin are not members. Direct with oneself is bad input.
+    ("POST",   "/v1/conversations",                    Some(r#"{"kind":"direct","member_ids":["{owner}"]}"#), [401, 401, 201, 400, 201, 201]),
+    ("GET",    "/v1/conversations",                    None,                                             [401, 401, 200, 200, 200, 200]),
+    ("POST",   "/v1/conversations/{conv}/accept",      None,                                             [401, 401, 422, 422, 403, 403]),
+    ("POST",   "/v1/conversations/{conv}/decline",     None,                                             [401, 401, 422, 422, 403, 403]),
+    ("POST",   "/v1/conversations/{conv}/members",     Some(r#"{"user_id":"{admin_id}"}"#),              [401, 401, 403, 200, 403, 403]),
+    ("DELETE", "/v1/conversations/{conv}/members/{owner}", None,                                         [401, 401, 403, 200, 403, 403]),
+    ("POST",   "/v1/conversations/{conv}/messages",    Some(r#"{"ciphertext":"AwgA{n}","sender_device_id":"DEV","session_id":"s","client_message_id":"c{n}"}"#), [401, 401, 201, 201, 403, 403]),
+    ("GET",    "/v1/conversations/{conv}/messages",    None,                                             [401, 401, 200, 200, 403, 403]),
+    ("PATCH",  "/v1/conversations/{conv}/messages/{mid}", Some(r#"{"ciphertext":"AwgB{n}","session_id":"s"}"#), [401, 401, 403, 200, 403, 403]),
+    ("DELETE", "/v1/conversations/{conv}/messages/{mid}", None,                                          [401, 401, 403, 200, 403, 403]),
+    ("PUT",    "/v1/conversations/{conv}/messages/{mid}/reactions/ok", None,                             [401, 401, 200, 200, 403, 403]),
+    ("DELETE", "/v1/conversations/{conv}/messages/{mid}/reactions/ok", None,                             [401, 401, 200, 200, 403, 403]),
+    ("POST",   "/v1/conversations/{conv}/read",        Some(r#"{"up_to_seq":1}"#),                       [401, 401, 200, 200, 403, 403]),
+    // keys: the owner's device OWNERDEV holds one one-time key and a fallback key; a device is
+    // its owner's alone, while claims and to-device sends reach anyone's
+    ("PUT",    "/v1/keys/devices/OWNERDEV",            Some("{device}"),                                 [401, 401, 201, 200, 201, 201]),
+    ("DELETE", "/v1/keys/devices/OWNERDEV",            None,                                             [401, 401, 404, 200, 404, 404]),
+    ("GET",    "/v1/users/{owner}/devices",            None,                                             [401, 401, 200, 200, 200, 200]),
+    ("POST",   "/v1/keys/one-time",                    Some(r#"{"device_id":"OWNERDEV","keys":{"k{n}":{otk}}}"#), [401, 401, 404, 200, 404, 404]),
+    ("POST",   "/v1/keys/claim",                       Some(r#"{"user_id":"{owner}","device_id":"OWNERDEV"}"#), [401, 401, 200, 200, 200, 200]),
+    ("POST",   "/v1/to-device",                        Some(r#"{"messages":[{"user_id":"{owner}","device_id":"OWNERDEV","content":{"n":{n}}}]}"#), [401, 401, 200, 200, 200, 200]),
+    ("GET",    "/v1/to-device?device_id=OWNERDEV",     None,                                             [401, 401, 404, 200, 404, 404]),
+    ("POST",   "/v1/to-device/ack",                    Some(r#"{"device_id":"OWNERDEV","up_to":0}"#),    [401, 401, 404, 200, 404, 404]),
     // analysts and ops: history and status for analysts, rebuilds for admins
     // live streams: the broadcaster runs the stream; the publish hooks take the media server's
     // secret, not a token (none is configured here: every publish is refused)
@@ -129,9 +154,14 @@ fn routes() -> BTreeSet<String> {
 fn route_of(method: &str, path: &str) -> String {
     let path = path.split('?').next().unwrap_or(path);
     let path = path
+        .replace("/members/{owner}", "/members/{user_id}")
         .replace("{owner}", "{id}")
         .replace("{post}", "{id}")
         .replace("{stream}", "{id}")
+        .replace("{conv}", "{id}")
+        .replace("{mid}", "{mid}")
+        .replace("/reactions/ok", "/reactions/{emoji}")
+        .replace("/devices/OWNERDEV", "/devices/{device_id}")
         .replace("{comment}", "{comment_id}")
         .replace("/feed/rebuild", "/{name}/rebuild")
         .replace("/aggregates/user/", "/aggregates/{domain}/");
@@ -160,6 +190,12 @@ struct World {
     comment: Uuid,
     key: String,
     stream: Uuid,
+    conv: Uuid,
+    mid: Uuid,
+    admin_id: Uuid,
+    /// The owner's device upload (signed identity keys) and a signed one-time key.
+    device: String,
+    otk: String,
     /// Tokens by caller column (`None` for the first two).
     tokens: [Option<String>; 6],
 }
@@ -167,9 +203,9 @@ struct World {
 async fn world(app: &TestApp, n: usize) -> World {
     let name = |who: &str| format!("{who}_{n}");
     let (owner, owner_token, _) = app.user(&name("owner")).await;
-    let (_, other_token, _) = app.user(&name("other")).await;
+    let (other, other_token, _) = app.user(&name("other")).await;
     let (_, analyst_token, _) = app.user(&name("analyst")).await;
-    let (_, admin_token, _) = app.user(&name("admin")).await;
+    let (admin_id, admin_token, _) = app.user(&name("admin")).await;
     let users = app.user_commands();
     let ctx = nova_commands::CommandContext::new(None, None);
     users
@@ -214,6 +250,81 @@ async fn world(app: &TestApp, n: usize) -> World {
     )
     .await;
     let stream: Uuid = body["stream_id"].as_str().unwrap().parse().unwrap();
+    let head = app.db.store.head(Domain::User).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while nova_projections::Checkpoints::default()
+        .load(
+            &app.db.any,
+            nova_projections::user_directory::NAME,
+            Domain::User,
+        )
+        .await
+        .unwrap()
+        < head
+    {
+        assert!(std::time::Instant::now() < deadline, "directory is behind");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (_, body) = created(
+        app.post("/v1/conversations")
+            .bearer_auth(&owner_token)
+            .json(&json!({"kind": "group", "member_ids": [other], "name": "world"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let conv: Uuid = body["conversation_id"].as_str().unwrap().parse().unwrap();
+    let (_, body) = created(
+        app.post(&format!("/v1/conversations/{conv}/messages"))
+            .bearer_auth(&owner_token)
+            .json(
+                &json!({"ciphertext": "AwgAEhAA", "sender_device_id": "OWNERDEV",
+                          "session_id": "s", "client_message_id": "first"}),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mid: Uuid = body["message_id"].as_str().unwrap().parse().unwrap();
+    // The owner's device, with one one-time key and a fallback key, signed as a client does.
+    let account = vodozemac::olm::Account::new();
+    let canonical = |fields: &[(&str, &str)]| {
+        let map: std::collections::BTreeMap<&str, &str> = fields.iter().copied().collect();
+        serde_json::to_string(&map).unwrap()
+    };
+    let ids = account.identity_keys();
+    let (curve, ed) = (ids.curve25519.to_base64(), ids.ed25519.to_base64());
+    let device = json!({"curve25519": curve, "ed25519": ed,
+        "signature": account.sign(canonical(&[("curve25519", &curve), ("ed25519", &ed)])).to_base64()})
+    .to_string();
+    let signed = |key: &str| json!({"key": key, "signature": account.sign(canonical(&[("key", key)])).to_base64()});
+    let res = app
+        .put("/v1/keys/devices/OWNERDEV")
+        .bearer_auth(&owner_token)
+        .header("content-type", "application/json")
+        .body(device.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let key_of = |byte: u8| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode([byte; 32])
+    };
+    let res = app
+        .post("/v1/keys/one-time")
+        .bearer_auth(&owner_token)
+        .json(
+            &json!({"device_id": "OWNERDEV", "keys": {"first": signed(&key_of(1))},
+                      "fallback": {"fb": signed(&key_of(2))}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let otk = signed(&key_of(3)).to_string();
     let key = format!("exp_world_{n}");
     let res = app
         .post("/v1/experiments")
@@ -239,6 +350,10 @@ async fn world(app: &TestApp, n: usize) -> World {
             Domain::Experiment,
         ),
         (nova_projections::stream_view::NAME, Domain::Stream),
+        (
+            nova_projections::conversation_view::NAME,
+            Domain::Conversation,
+        ),
     ] {
         let head = app.db.store.head(domain).await.unwrap();
         let checkpoints = nova_projections::Checkpoints::default();
@@ -263,6 +378,11 @@ async fn world(app: &TestApp, n: usize) -> World {
         comment,
         key,
         stream,
+        conv,
+        mid,
+        admin_id,
+        device,
+        otk,
         tokens: [
             None,
             None,
@@ -294,6 +414,11 @@ fn fill(template: &str, w: &World, n: usize) -> String {
         .replace("{post}", &w.post.to_string())
         .replace("{comment}", &w.comment.to_string())
         .replace("{stream}", &w.stream.to_string())
+        .replace("{conv}", &w.conv.to_string())
+        .replace("{mid}", &w.mid.to_string())
+        .replace("{admin_id}", &w.admin_id.to_string())
+        .replace("{device}", &w.device)
+        .replace("{otk}", &w.otk)
         .replace("{key}", &w.key)
         .replace("{n}", &n.to_string())
 }
