@@ -159,7 +159,6 @@ fn route_of(method: &str, path: &str) -> String {
         .replace("{post}", "{id}")
         .replace("{stream}", "{id}")
         .replace("{conv}", "{id}")
-        .replace("{mid}", "{mid}")
         .replace("/reactions/ok", "/reactions/{emoji}")
         .replace("/devices/OWNERDEV", "/devices/{device_id}")
         .replace("{comment}", "{comment_id}")
