@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use esrs::Aggregate;
-use nova_aggregates::{experiment, follow, post, user};
+use nova_aggregates::{conversation, experiment, follow, post, stream, user};
 use nova_event_schemas::{DecodeError, Domain, DomainEvent};
 use nova_infra::store::{EventStore, RecordedEvent, StoreError};
 use serde::Serialize;
@@ -44,6 +44,12 @@ pub const AGGREGATES: &[(Domain, &str, Fold)] = &[
         Domain::Experiment,
         experiment::Participant::NAME,
         fold::<experiment::Participant>,
+    ),
+    (Domain::Stream, stream::Stream::NAME, fold::<stream::Stream>),
+    (
+        Domain::Conversation,
+        conversation::Conversation::NAME,
+        fold::<conversation::Conversation>,
     ),
 ];
 
@@ -199,6 +205,37 @@ mod tests {
             }
         }
         assert_eq!(AGGREGATES.len(), listed);
+    }
+
+    /// The states of the domains merged after this table was written have a JSON form, also
+    /// with their maps and sets filled (a map keyed by a pair would have none).
+    #[test]
+    fn stream_and_conversation_states_serialize() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let (a, b, m) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let conversation = conversation::ConversationState {
+            id: Some(Uuid::now_v7()),
+            members: BTreeSet::from([a, b]),
+            admins: BTreeSet::from([a]),
+            last_seq: 1,
+            messages: BTreeMap::from([(
+                m,
+                conversation::MessageInfo {
+                    seq: 1,
+                    sender: a,
+                    recalled: false,
+                },
+            )]),
+            client_ids: BTreeMap::from([((a, "c1".to_owned()), (m, 1))]),
+            reactions: BTreeSet::from([(m, b, "ok".to_owned())]),
+            read: BTreeMap::from([(b, 1)]),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&conversation).unwrap();
+        assert_eq!(json["last_seq"], 1);
+        assert!(json.get("client_ids").is_none());
+        let stream = serde_json::to_value(stream::StreamState::default()).unwrap();
+        assert!(stream["broadcast"].is_null());
     }
 
     #[test]

@@ -65,21 +65,21 @@ pub enum ConversationError {
 }
 
 /// Where a direct conversation's message request stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Request {
     Pending(Uuid),
     Declined(Uuid),
 }
 
 /// What the aggregate remembers of a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MessageInfo {
     pub seq: i64,
     pub sender: Uuid,
     pub recalled: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ConversationState {
     pub id: Option<Uuid>,
     pub kind: Option<Kind>,
@@ -88,7 +88,9 @@ pub struct ConversationState {
     pub request: Option<Request>,
     pub last_seq: i64,
     pub messages: BTreeMap<Uuid, MessageInfo>,
-    /// (sender, client_message_id) → (message id, seq).
+    /// (sender, client_message_id) → (message id, seq). Bookkeeping for idempotent sends, left
+    /// out of the state analysts read (a map keyed by pairs has no JSON form).
+    #[serde(skip)]
     pub client_ids: BTreeMap<(Uuid, String), (Uuid, i64)>,
     /// (message, user, emoji).
     pub reactions: BTreeSet<(Uuid, Uuid, String)>,

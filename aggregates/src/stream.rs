@@ -44,7 +44,7 @@ pub enum StreamError {
 }
 
 /// Where a stream is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Status {
     Created,
     Live,
@@ -62,7 +62,7 @@ impl Status {
 }
 
 /// A created stream.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Broadcast {
     pub stream_id: Uuid,
     pub broadcaster: Uuid,
@@ -75,7 +75,7 @@ pub struct Broadcast {
 }
 
 /// The stream's state: `None` until created.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct StreamState {
     pub broadcast: Option<Broadcast>,
 }
