@@ -199,6 +199,25 @@ struct World {
     tokens: [Option<String>; 6],
 }
 
+/// Waits until `projection` has applied `domain` up to its head.
+async fn settle(app: &TestApp, projection: &str, domain: Domain) {
+    let head = app.db.store.head(domain).await.unwrap();
+    let checkpoints = nova_projections::Checkpoints::default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while checkpoints
+        .load(&app.db.any, projection, domain)
+        .await
+        .unwrap()
+        < head
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{projection} is behind"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 async fn world(app: &TestApp, n: usize) -> World {
     let name = |who: &str| format!("{who}_{n}");
     let (owner, owner_token, _) = app.user(&name("owner")).await;
@@ -249,21 +268,8 @@ async fn world(app: &TestApp, n: usize) -> World {
     )
     .await;
     let stream: Uuid = body["stream_id"].as_str().unwrap().parse().unwrap();
-    let head = app.db.store.head(Domain::User).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while nova_projections::Checkpoints::default()
-        .load(
-            &app.db.any,
-            nova_projections::user_directory::NAME,
-            Domain::User,
-        )
-        .await
-        .unwrap()
-        < head
-    {
-        assert!(std::time::Instant::now() < deadline, "directory is behind");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    // Members are checked against the directory.
+    settle(app, nova_projections::user_directory::NAME, Domain::User).await;
     let (_, body) = created(
         app.post("/v1/conversations")
             .bearer_auth(&owner_token)
@@ -354,21 +360,7 @@ async fn world(app: &TestApp, n: usize) -> World {
             Domain::Conversation,
         ),
     ] {
-        let head = app.db.store.head(domain).await.unwrap();
-        let checkpoints = nova_projections::Checkpoints::default();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while checkpoints
-            .load(&app.db.any, projection, domain)
-            .await
-            .unwrap()
-            < head
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{projection} is behind"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        settle(app, projection, domain).await;
     }
     World {
         owner,

@@ -320,15 +320,21 @@ impl SearchProjector {
     }
 }
 
+/// Opens a projector on `index` off the async threads (taking the writer lock and reading the
+/// last commit block).
+async fn open_projector(index: SearchIndex) -> Result<SearchProjector, ProjectionError> {
+    tokio::task::spawn_blocking(move || SearchProjector::open(index))
+        .await
+        .map_err(|e| SearchError(format!("projector task failed: {e}")))?
+}
+
 /// Opens a projector on the generation served now. The writer lock is taken first and
 /// `CURRENT` read again after: a rebuild that promoted its generation while holding the old
 /// one's lock is then seen, and this projector never writes to a generation nobody serves.
 async fn open_current(live: &LiveIndex) -> Result<SearchProjector, ProjectionError> {
     live.follow()?;
     let (generation, index) = live.get();
-    let mut projector = tokio::task::spawn_blocking(move || SearchProjector::open(index))
-        .await
-        .map_err(|e| SearchError(format!("projector task failed: {e}")))??;
+    let mut projector = open_projector(index).await?;
     if live.root().current_name()? != generation {
         return Err(
             SearchError("the served generation changed while opening; retrying".into()).into(),
@@ -457,12 +463,7 @@ async fn take_over(
     store: &EventStore,
 ) -> Result<SearchProjector, ProjectionError> {
     let index = SearchIndex::open(dir)?;
-    let projector = tokio::task::spawn_blocking({
-        let index = index.clone();
-        move || SearchProjector::open(index)
-    })
-    .await
-    .map_err(|e| SearchError(format!("projector task failed: {e}")))??;
+    let projector = open_projector(index.clone()).await?;
     let mut projector = fill(projector, store, &|_| {}, None)
         .await
         .map_err(|e| SearchError(e.to_string()))?;
@@ -577,10 +578,7 @@ pub async fn catch_up(
 /// Builds a fresh index of the store's events in `dir` (which must not hold an index yet) and
 /// returns its positions. Nothing served is touched.
 pub async fn rebuild_into(dir: &Path, store: &EventStore) -> Result<Positions, ProjectionError> {
-    let index = SearchIndex::open(dir)?;
-    let projector = tokio::task::spawn_blocking(move || SearchProjector::open(index))
-        .await
-        .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
+    let projector = open_projector(SearchIndex::open(dir)?).await?;
     Ok(fill(projector, store, &|_| {}, None)
         .await
         .map_err(|e| SearchError(e.to_string()))?
@@ -628,10 +626,7 @@ async fn rebuild_holding(
 ) -> Result<Report, RebuildError> {
     let started = std::time::Instant::now();
     let dir = root.start_build()?;
-    let index = SearchIndex::open(&dir)?;
-    let projector = tokio::task::spawn_blocking(move || SearchProjector::open(index))
-        .await
-        .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
+    let projector = open_projector(SearchIndex::open(&dir)?).await?;
     // Dropping the projector releases the new generation's writer for whoever takes it over.
     drop(fill(projector, store, progress, Some((lease, pool))).await?);
     let name = root.propose(&dir)?;
@@ -643,10 +638,7 @@ async fn rebuild_holding(
     let positions = match lock {
         Ok(served_writer) => {
             // No projector runs: finish the take-over here, holding the served writer lock.
-            let index = SearchIndex::open(&root.dir().join(&name))?;
-            let projector = tokio::task::spawn_blocking(move || SearchProjector::open(index))
-                .await
-                .map_err(|e| SearchError(format!("rebuild task failed: {e}")))??;
+            let projector = open_projector(SearchIndex::open(&root.dir().join(&name))?).await?;
             let projector = fill(projector, store, progress, Some((lease, pool))).await?;
             root.promote(&name)?;
             drop(served_writer);
