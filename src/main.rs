@@ -355,20 +355,18 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             Ok(())
         }
         Command::Projections(ProjectionsCommand::Rebuild { name, as_of: None }) => {
-            // The search index is not SQL: it rebuilds as a new generation beside the served one.
-            let live = if name == nova_projections::search::NAME {
-                None
-            } else {
-                Some(nova_projections::rebuild::find(&name)?)
-            };
+            let target = nova_projections::rebuild::target(&name)?;
             let db = Database::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let bar = rebuild_bar(cli.db.json, format!("rebuilding {name}"));
             let checkpoints = nova_projections::Checkpoints::default();
-            let report = match live {
-                Some(live) => {
-                    nova_projections::rebuild::rebuild(
-                        live,
+            let root = nova_infra::search::SearchRoot::new(cli.db.search_dir());
+            let report = match nova_projections::rebuild::Lease::take(&db.any, &name).await {
+                Ok(lease) => {
+                    nova_projections::rebuild::rebuild_target(
+                        lease,
+                        target,
+                        &root,
                         &db.store,
                         &db.any,
                         &checkpoints,
@@ -376,10 +374,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                     )
                     .await
                 }
-                None => {
-                    let root = nova_infra::search::SearchRoot::new(cli.db.search_dir());
-                    nova_projections::search::rebuild(&root, &db.store, &db.any, draw(&bar)).await
-                }
+                Err(e) => Err(e),
             };
             bar.finish_and_clear();
             db.close().await;

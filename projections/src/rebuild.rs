@@ -158,6 +158,40 @@ pub fn find(name: &str) -> Result<Arc<dyn Projection>, RebuildError> {
         .ok_or_else(|| RebuildError::Unknown(name.to_owned()))
 }
 
+/// What a rebuild by name rebuilds: a view's SQL tables (a copy swapped in), or the search
+/// index (a new generation beside the served one, ADR 0013).
+pub enum Target {
+    Tables(Arc<dyn Projection>),
+    Search,
+}
+
+/// The rebuild target with this name.
+pub fn target(name: &str) -> Result<Target, RebuildError> {
+    if name == crate::search::NAME {
+        return Ok(Target::Search);
+    }
+    find(name).map(Target::Tables)
+}
+
+/// Rebuilds `target` holding `lease` (released at the end, done or failed); the search index
+/// lives under `search`.
+pub async fn rebuild_target(
+    lease: Lease,
+    target: Target,
+    search: &nova_infra::search::SearchRoot,
+    store: &EventStore,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    progress: impl Fn(Progress) + Sync,
+) -> Result<Report, RebuildError> {
+    match target {
+        Target::Tables(live) => {
+            rebuild_leased(lease, live, store, pool, checkpoints, progress).await
+        }
+        Target::Search => crate::search::rebuild_leased(lease, search, store, pool, progress).await,
+    }
+}
+
 /// Where an unfinished rebuild stands (its copy's checkpoint per domain), if one exists.
 pub async fn pending(
     live: &dyn Projection,

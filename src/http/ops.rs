@@ -140,15 +140,8 @@ async fn rebuild(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<RebuildStarted>), AppError> {
     actor.require_admin()?;
-    // The search index is not SQL: it rebuilds as a new generation beside the served one.
-    let live = if name == nova_projections::search::NAME {
-        None
-    } else {
-        Some(
-            nova_projections::rebuild::find(&name)
-                .map_err(|_| AppError::not_found("projection"))?,
-        )
-    };
+    let target =
+        nova_projections::rebuild::target(&name).map_err(|_| AppError::not_found("projection"))?;
     let busy = || {
         AppError::new(
             StatusCode::CONFLICT,
@@ -192,29 +185,16 @@ async fn rebuild(
                 }
             }
         };
-        let result = match live {
-            Some(live) => {
-                nova_projections::rebuild::rebuild_leased(
-                    lease,
-                    live,
-                    &state.db.store,
-                    &state.db.any,
-                    &state.checkpoints,
-                    progress,
-                )
-                .await
-            }
-            None => {
-                nova_projections::search::rebuild_leased(
-                    lease,
-                    state.search.root(),
-                    &state.db.store,
-                    &state.db.any,
-                    progress,
-                )
-                .await
-            }
-        };
+        let result = nova_projections::rebuild::rebuild_target(
+            lease,
+            target,
+            state.search.root(),
+            &state.db.store,
+            &state.db.any,
+            &state.checkpoints,
+            progress,
+        )
+        .await;
         let mut map = rebuilds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = map.get_mut(&key) {
             match result {
