@@ -594,17 +594,9 @@ pub const TAKE_OVER_WAIT: Duration = Duration::from_secs(120);
 /// promotes it, serves it — and this call waits for that. When no projector holds the served
 /// generation, the rebuild promotes its generation itself, under that generation's writer
 /// lock, so a projector starting meanwhile opens the new one.
-pub async fn rebuild(
-    root: &SearchRoot,
-    store: &EventStore,
-    pool: &AnyPool,
-    progress: impl Fn(Progress) + Sync,
-) -> Result<Report, RebuildError> {
-    let lease = Lease::take(pool, NAME).await?;
-    rebuild_leased(lease, root, store, pool, progress).await
-}
-
-/// [`rebuild`] with the lease already taken; releases it at the end, done or failed.
+///
+/// Holds `lease` (the projection's one-at-a-time rebuild lease) and releases it at the end,
+/// done or failed.
 pub async fn rebuild_leased(
     lease: Lease,
     root: &SearchRoot,
