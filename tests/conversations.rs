@@ -12,6 +12,7 @@ use nova_event_schemas::Domain;
 use nova_infra::db::Engine;
 use nova_projections::checkpoint::Caught;
 use nova_projections::conversation_view::ConversationView;
+use nova_projections::notification::NotificationView;
 use nova_projections::{Checkpoints, Projection};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -20,6 +21,7 @@ use uuid::Uuid;
 on_both_backends!(
     direct_conversations_requests_and_blocks,
     groups_messages_and_authorization,
+    messages_notify_the_other_members,
 );
 
 struct U {
@@ -624,4 +626,242 @@ async fn rebuild_equals_live(app: &TestApp) {
         .unwrap();
     assert_eq!(view_tables(app, "_replay").await, live);
     assert!(!live[0].is_empty() && !live[1].is_empty());
+}
+
+/// `who`'s `message` notifications, after the notification view has applied `min`
+/// (`conversation:<n>` is a domain the view reads, so the header is honoured).
+async fn message_notifications(app: &TestApp, who: &U, min: &str) -> Vec<Value> {
+    let (status, body, _) = call(
+        app,
+        who,
+        Method::GET,
+        "/v1/notifications?limit=100",
+        None,
+        Some(min),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "message")
+        .cloned()
+        .collect()
+}
+
+/// (actor, conversation) of each notification, oldest first.
+fn senders(items: &[Value]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = items
+        .iter()
+        .rev()
+        .map(|n| {
+            (
+                n["actor_id"].as_str().unwrap().to_owned(),
+                n["conversation_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.dedup();
+    out
+}
+
+async fn messages_notify_the_other_members(engine: Engine) {
+    let app = spawn(engine).await;
+    let (alice, bob, carol, dave) = (
+        user(&app, "alice").await,
+        user(&app, "bob").await,
+        user(&app, "carol").await,
+        user(&app, "dave").await,
+    );
+    let (body, _) = ok(
+        &app,
+        &alice,
+        Method::POST,
+        "/v1/conversations",
+        Some(json!({"kind": "group", "member_ids": [bob.id, carol.id], "name": "team"})),
+    )
+    .await;
+    let g: Uuid = body["conversation_id"].as_str().unwrap().parse().unwrap();
+    let gs = g.to_string();
+    let (a, b, d) = (
+        alice.id.to_string(),
+        bob.id.to_string(),
+        dave.id.to_string(),
+    );
+
+    // Three messages from alice within the window: one notification each for bob and carol,
+    // none for alice, and nothing of the message in it.
+    let mut pos = String::new();
+    for i in 0..3 {
+        pos = send(&app, &alice, g, &format!("a{i}"), "SECRET-CIPHERTEXT")
+            .await
+            .1;
+    }
+    assert!(message_notifications(&app, &alice, &pos).await.is_empty());
+    for who in [&bob, &carol] {
+        let items = message_notifications(&app, who, &pos).await;
+        assert_eq!(senders(&items), [(a.clone(), gs.clone())]);
+        assert_eq!(items.len(), 1, "one notification for a burst");
+        let n = &items[0];
+        assert!(n["post_id"].is_null() && n["comment_id"].is_null());
+        assert!(!n.to_string().contains("SECRET"), "no content: {n}");
+        assert_eq!(n["read"], false);
+    }
+
+    // Carol leaves the group (removed by the admin), dave joins: dave's message notifies
+    // alice and bob, not carol; bob's notifies alice and dave.
+    ok(
+        &app,
+        &alice,
+        Method::DELETE,
+        &format!("/v1/conversations/{g}/members/{}", carol.id),
+        None,
+    )
+    .await;
+    ok(
+        &app,
+        &alice,
+        Method::POST,
+        &format!("/v1/conversations/{g}/members"),
+        Some(json!({"user_id": dave.id})),
+    )
+    .await;
+    send(&app, &dave, g, "d0", "x").await;
+    let pos = send(&app, &bob, g, "b0", "x").await.1;
+    assert_eq!(
+        senders(&message_notifications(&app, &alice, &pos).await),
+        [(d.clone(), gs.clone()), (b.clone(), gs.clone())]
+    );
+    assert_eq!(
+        senders(&message_notifications(&app, &bob, &pos).await),
+        [(a.clone(), gs.clone()), (d.clone(), gs.clone())]
+    );
+    assert_eq!(
+        senders(&message_notifications(&app, &carol, &pos).await),
+        [(a.clone(), gs.clone())],
+        "a removed member is not notified"
+    );
+    assert_eq!(
+        senders(&message_notifications(&app, &dave, &pos).await),
+        [(b.clone(), gs.clone())],
+        "a new member only of what came after joining"
+    );
+
+    // A message request does not notify until it is accepted. Dave does not follow carol.
+    let (body, _) = ok(
+        &app,
+        &carol,
+        Method::POST,
+        "/v1/conversations",
+        Some(json!({"kind": "direct", "member_ids": [dave.id]})),
+    )
+    .await;
+    let r: Uuid = body["conversation_id"].as_str().unwrap().parse().unwrap();
+    let pos = send(&app, &carol, r, "r0", "x").await.1;
+    let before = message_notifications(&app, &dave, &pos).await;
+    assert_eq!(
+        senders(&before),
+        [(b.clone(), gs.clone())],
+        "a pending request notifies nobody"
+    );
+    ok(
+        &app,
+        &dave,
+        Method::POST,
+        &format!("/v1/conversations/{r}/accept"),
+        None,
+    )
+    .await;
+    let pos = send(&app, &carol, r, "r1", "x").await.1;
+    assert_eq!(
+        senders(&message_notifications(&app, &dave, &pos).await),
+        [
+            (b.clone(), gs.clone()),
+            (carol.id.to_string(), r.to_string())
+        ]
+    );
+
+    // Preferences: carol switches `message` off; dave's answer is not shown to her.
+    let (prefs, _) = ok(
+        &app,
+        &carol,
+        Method::PUT,
+        "/v1/notifications/preferences",
+        Some(json!({"message": false})),
+    )
+    .await;
+    assert_eq!(prefs["message"], false);
+    let pos = send(&app, &dave, r, "r2", "x").await.1;
+    assert_eq!(
+        senders(&message_notifications(&app, &carol, &pos).await),
+        [(a.clone(), gs.clone())],
+        "switched off"
+    );
+
+    // Blocks: bob blocks alice; her notifications to him are hidden (block in effect now).
+    let (_, pos) = ok(
+        &app,
+        &bob,
+        Method::PUT,
+        &format!("/v1/users/{}/block", alice.id),
+        None,
+    )
+    .await;
+    wait(&app, "notification", Domain::Follow, &pos).await;
+    let head = app.db.store.head(Domain::Conversation).await.unwrap();
+    assert_eq!(
+        senders(&message_notifications(&app, &bob, &format!("conversation:{head}")).await),
+        [(d.clone(), gs.clone())]
+    );
+
+    // The view rebuilt from history holds the same notifications and memberships.
+    notification_rebuild_equals_live(&app).await;
+    app.stop().await;
+}
+
+/// A from-scratch replay of every domain the notification view reads equals the live view.
+async fn notification_rebuild_equals_live(app: &TestApp) {
+    for domain in NotificationView::default().domains() {
+        let head = app.db.store.head(*domain).await.unwrap();
+        wait(
+            app,
+            "notification",
+            *domain,
+            &format!("{}:{head}", domain.as_str()),
+        )
+        .await;
+    }
+    let rows = |suffix: &'static str| async move {
+        let mut out = Vec::new();
+        for sql in [
+            format!(
+                "SELECT notification_id || '|' || recipient_id || '|' || kind || '|' || actor_id \
+                 || '|' || COALESCE(conversation_id, '') || '|' || created_at \
+                 FROM notification{suffix} ORDER BY 1"
+            ),
+            format!(
+                "SELECT conversation_id || '|' || user_id || '|' || CAST(pending AS TEXT) \
+                 FROM notification_conversation{suffix} ORDER BY 1"
+            ),
+        ] {
+            let r: Vec<(String,)> = sqlx::query_as(&sql).fetch_all(&app.db.any).await.unwrap();
+            out.push(r.into_iter().map(|r| r.0).collect::<Vec<_>>());
+        }
+        out
+    };
+    let live = rows("").await;
+    nova_projections::schema::create_copies(
+        &app.db.any,
+        &NotificationView::default().tables(),
+        "_replay",
+    )
+    .await
+    .unwrap();
+    let copy = NotificationView::default().shadow("_replay").unwrap();
+    nova_projections::catch_up(&*copy, &app.db.store, &app.db.any, &Checkpoints::default())
+        .await
+        .unwrap();
+    assert_eq!(rows("_replay").await, live);
+    assert!(live[0].iter().any(|n| n.contains("|message|")));
 }

@@ -402,7 +402,7 @@ async fn preferences_roundtrip_and_effect(engine: Engine) {
     let (alice, token, _) = app.user("alice").await;
     let (bob, _, _) = app.user("bob").await;
     let (carol, _, _) = app.user("carol").await;
-    let all_on = json!({"follow": true, "like": true, "comment": true, "mention": true, "share": true, "stream_started": true});
+    let all_on = json!({"follow": true, "like": true, "comment": true, "mention": true, "share": true, "stream_started": true, "message": true});
 
     let (app_ref, token_ref) = (&app, &token);
     let get = move || async move {
@@ -428,13 +428,13 @@ async fn preferences_roundtrip_and_effect(engine: Engine) {
     let res = put(json!({"like": false})).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(position(&res).starts_with("user:"));
-    let expected = json!({"follow": true, "like": false, "comment": true, "mention": true, "share": true, "stream_started": true});
+    let expected = json!({"follow": true, "like": false, "comment": true, "mention": true, "share": true, "stream_started": true, "message": true});
     assert_eq!(res.json::<Value>().await.unwrap(), expected);
     // Read-your-writes: the GET waits for the caller's own latest event.
     assert_eq!(get().await, expected);
     // Partial: only the given kinds change.
     let res = put(json!({"share": false, "mention": false})).await;
-    let expected = json!({"follow": true, "like": false, "comment": true, "mention": false, "share": false, "stream_started": true});
+    let expected = json!({"follow": true, "like": false, "comment": true, "mention": false, "share": false, "stream_started": true, "message": true});
     assert_eq!(res.json::<Value>().await.unwrap(), expected);
     assert_eq!(get().await, expected);
     // An empty change changes nothing.

@@ -82,6 +82,32 @@ fn payload_roundtrips_through_storage_form() {
 }
 
 #[test]
+fn notification_preferences_v1_and_v2_are_upcast_to_v3() {
+    use nova_event_schemas::user::*;
+    let changed_at = "2026-11-30T05:00:00Z";
+    // v1 knew five kinds, v2 six; both come up to v3 unchanged in meaning.
+    let v1 = serde_json::json!({ "disabled": ["like", "share"], "changed_at": changed_at });
+    let v2 = serde_json::json!({ "disabled": ["stream_started"], "changed_at": changed_at });
+    let up = |version, payload| match UserEvent::from_stored(
+        "notification_preferences_changed",
+        version,
+        payload,
+    ) {
+        Ok(UserEvent::NotificationPreferencesChanged(p)) => p,
+        other => panic!("v{version} upcast to {other:?}"),
+    };
+    assert_eq!(
+        up(1, v1).disabled,
+        [NotificationKind::Like, NotificationKind::Share]
+    );
+    assert_eq!(up(2, v2).disabled, [NotificationKind::StreamStarted]);
+    // `message` is a v3 kind: a v2 payload naming it is refused, a v3 one decodes.
+    let v3 = serde_json::json!({ "disabled": ["message"], "changed_at": changed_at });
+    assert!(UserEvent::from_stored("notification_preferences_changed", 2, v3.clone()).is_err());
+    assert_eq!(up(3, v3).disabled, [NotificationKind::Message]);
+}
+
+#[test]
 fn notifications_read_v1_is_upcast_exactly() {
     use chrono::{DateTime, Utc};
     use nova_event_schemas::user::*;

@@ -1,5 +1,13 @@
-//! `notification`: every notification the user, follow, post and stream events call for, plus
-//! the history tables that decide at read time which of them a user sees (ADR 0007).
+//! `notification`: every notification the user, follow, post, stream and conversation events
+//! call for, plus the history tables that decide at read time which of them a user sees
+//! (ADR 0007).
+//!
+//! `message` (ADR 0021) notifies a conversation's other members when a message is sent, with no
+//! content (the ciphertext never reaches this view): the members at that moment come from the
+//! view's own copy of the membership (`notification_conversation`), which the conversation
+//! domain alone writes, in order per conversation. A member with a message request they have
+//! not accepted is not notified; messages of one sender in one conversation within
+//! [`DEDUP_WINDOW_SECS`] are one notification, like the other kinds.
 //!
 //! `stream_started` (ADR 0017) notifies the broadcaster's followers *at the moment the stream
 //! went live*. That needs the follow domain's history and the stream domain's, which arrive in
@@ -38,6 +46,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use nova_event_schemas::conversation::ConversationEvent;
 use nova_event_schemas::follow::FollowEvent;
 use nova_event_schemas::post::PostEvent;
 use nova_event_schemas::stream::StreamEvent;
@@ -71,7 +80,7 @@ pub fn notification_id(event_id: Uuid, recipient: Uuid, kind: NotificationKind) 
 }
 
 /// The tables, in the order `tables()` lists them (the first is the rebuild's resume probe).
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "notification",
     "notification_post",
     "notification_mention",
@@ -80,6 +89,7 @@ const TABLES: [&str; 8] = [
     "notification_read",
     "notification_follow",
     "notification_stream",
+    "notification_conversation",
 ];
 
 /// The live view is `NotificationView::default()`; a rebuild writes to a suffixed copy.
@@ -104,6 +114,8 @@ struct New {
     actor: Uuid,
     post: Option<Uuid>,
     comment: Option<Uuid>,
+    /// The conversation written in (`message`).
+    conversation: Option<Uuid>,
     at: DateTime<Utc>,
 }
 
@@ -126,10 +138,11 @@ impl NotificationView {
         let created_at = ts(n.at);
         let window_start = ts(n.at - Duration::seconds(DEDUP_WINDOW_SECS));
         let post = n.post.map(|p| p.to_string());
+        let conversation = n.conversation.map(|c| c.to_string());
         let recent: Option<(String,)> = sqlx::query_as(&format!(
             "SELECT notification_id FROM {table} \
              WHERE recipient_id = $1 AND actor_id = $2 AND kind = $3 \
-               AND COALESCE(post_id, '') = $4 \
+               AND COALESCE(post_id, '') = $4 AND COALESCE(conversation_id, '') = $7 \
                AND created_at >= $5 AND created_at <= $6 \
              LIMIT 1"
         ))
@@ -139,6 +152,7 @@ impl NotificationView {
         .bind(post.clone().unwrap_or_default())
         .bind(&window_start)
         .bind(&created_at)
+        .bind(conversation.clone().unwrap_or_default())
         .fetch_optional(&mut **tx)
         .await?;
         if recent.is_some() {
@@ -146,8 +160,8 @@ impl NotificationView {
         }
         sqlx::query(&format!(
             "INSERT INTO {table} (notification_id, recipient_id, kind, actor_id, post_id, \
-                 comment_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 comment_id, created_at, conversation_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (notification_id) DO NOTHING"
         ))
         .bind(notification_id(event.event_id, n.recipient, n.kind).to_string())
@@ -157,6 +171,7 @@ impl NotificationView {
         .bind(post)
         .bind(n.comment.map(|c| c.to_string()))
         .bind(created_at)
+        .bind(conversation)
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -203,6 +218,7 @@ impl NotificationView {
                         actor: author,
                         post: Some(post),
                         comment: None,
+                        conversation: None,
                         at,
                     },
                 )
@@ -289,6 +305,7 @@ impl NotificationView {
                         actor: e.follower_id,
                         post: None,
                         comment: None,
+                        conversation: None,
                         at: e.followed_at,
                     },
                 )
@@ -494,6 +511,92 @@ impl NotificationView {
         Ok(())
     }
 
+    /// Keeps the view's copy of each conversation's members, and notifies the other members of
+    /// a message (see the module documentation).
+    async fn apply_conversation(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let table = self.t("notification_conversation");
+        let upsert = format!(
+            "INSERT INTO {table} (conversation_id, user_id, pending) VALUES ($1, $2, $3) \
+             ON CONFLICT (conversation_id, user_id) DO UPDATE SET pending = excluded.pending"
+        );
+        let join = |conversation: Uuid, user: Uuid, pending: bool| {
+            sqlx::query(&upsert)
+                .bind(conversation.to_string())
+                .bind(user.to_string())
+                .bind(i64::from(pending))
+        };
+        match event.decode::<ConversationEvent>()? {
+            ConversationEvent::Created(e) => {
+                for member in e.member_ids {
+                    join(e.conversation_id, member, e.request_to == Some(member))
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+            ConversationEvent::MemberAdded(e) => {
+                join(e.conversation_id, e.user_id, false)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            ConversationEvent::RequestAccepted(e) => {
+                join(e.conversation_id, e.user_id, false)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            ConversationEvent::MemberRemoved(e) => {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE conversation_id = $1 AND user_id = $2"
+                ))
+                .bind(e.conversation_id.to_string())
+                .bind(e.user_id.to_string())
+                .execute(&mut **tx)
+                .await?;
+            }
+            ConversationEvent::MessageSent(e) => {
+                let members: Vec<(String,)> = sqlx::query_as(&format!(
+                    "SELECT user_id FROM {table} WHERE conversation_id = $1 AND pending = 0 \
+                     ORDER BY user_id"
+                ))
+                .bind(e.conversation_id.to_string())
+                .fetch_all(&mut **tx)
+                .await?;
+                for (member,) in members {
+                    let Ok(recipient) = Uuid::parse_str(&member) else {
+                        continue;
+                    };
+                    self.notify(
+                        tx,
+                        event,
+                        New {
+                            recipient,
+                            kind: NotificationKind::Message,
+                            actor: e.sender_id,
+                            post: None,
+                            comment: None,
+                            conversation: Some(e.conversation_id),
+                            at: e.sent_at,
+                        },
+                    )
+                    .await?;
+                }
+            }
+            // A declined request ends the conversation's sends; edits, recalls, reactions and
+            // receipts are not news (a recall does not take the notification back: it had no
+            // content).
+            ConversationEvent::RequestDeclined(_)
+            | ConversationEvent::MessageEdited(_)
+            | ConversationEvent::MessageRecalled(_)
+            | ConversationEvent::ReactionAdded(_)
+            | ConversationEvent::ReactionRemoved(_)
+            | ConversationEvent::Read(_) => {}
+        }
+        Ok(())
+    }
+
     async fn apply_post(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -539,6 +642,7 @@ impl NotificationView {
                         actor: e.author_id,
                         post: Some(e.post_id),
                         comment: Some(e.comment_id),
+                        conversation: None,
                         at: e.commented_at,
                     },
                 )
@@ -554,6 +658,7 @@ impl NotificationView {
                             actor: e.author_id,
                             post: Some(e.post_id),
                             comment: Some(e.comment_id),
+                            conversation: None,
                             at: e.commented_at,
                         },
                     )
@@ -570,6 +675,7 @@ impl NotificationView {
                         actor: e.user_id,
                         post: Some(e.post_id),
                         comment: None,
+                        conversation: None,
                         at: e.shared_at,
                     },
                 )
@@ -585,6 +691,7 @@ impl NotificationView {
                         actor: e.user_id,
                         post: Some(e.post_id),
                         comment: None,
+                        conversation: None,
                         at: e.liked_at,
                     },
                 )
@@ -610,7 +717,13 @@ impl Projection for NotificationView {
     }
 
     fn domains(&self) -> &'static [Domain] {
-        &[Domain::User, Domain::Follow, Domain::Post, Domain::Stream]
+        &[
+            Domain::User,
+            Domain::Follow,
+            Domain::Post,
+            Domain::Stream,
+            Domain::Conversation,
+        ]
     }
 
     fn tables(&self) -> Vec<String> {
@@ -634,7 +747,8 @@ impl Projection for NotificationView {
             Domain::Follow => self.apply_follow(tx, event).await,
             Domain::Post => self.apply_post(tx, event).await,
             Domain::Stream => self.apply_stream(tx, event).await,
-            Domain::Conversation | Domain::Experiment => Ok(()),
+            Domain::Conversation => self.apply_conversation(tx, event).await,
+            Domain::Experiment => Ok(()),
         }
     }
 }

@@ -21,9 +21,9 @@ use crate::{Cursor, QueryError};
 pub struct NotificationRow {
     #[sqlx(try_from = "Id")]
     pub notification_id: Uuid,
-    /// `follow`, `like`, `comment`, `mention`, `share` or `stream_started`.
+    /// `follow`, `like`, `comment`, `mention`, `share`, `stream_started` or `message`.
     pub kind: String,
-    /// Who followed, liked, commented, mentioned or shared.
+    /// Who followed, liked, commented, mentioned, shared, went live or wrote.
     #[sqlx(try_from = "Id")]
     pub actor_id: Uuid,
     /// The post concerned (none for `follow`).
@@ -32,6 +32,8 @@ pub struct NotificationRow {
     pub comment_id: Option<Id>,
     /// The stream that went live (`stream_started`).
     pub stream_id: Option<Id>,
+    /// The conversation written in (`message`).
+    pub conversation_id: Option<Id>,
     /// The time of the event that caused it.
     pub created_at: Timestamp,
     pub read: Flag,
@@ -81,7 +83,7 @@ pub async fn list(
     };
     let sql = format!(
         "SELECT n.notification_id, n.kind, n.actor_id, n.post_id, n.comment_id, n.stream_id, \
-                n.created_at, \
+                n.conversation_id, n.created_at, \
                 CAST(CASE WHEN {READ} THEN 1 ELSE 0 END AS BIGINT) AS read \
          FROM notification n LEFT JOIN notification_read r ON r.user_id = n.recipient_id \
          WHERE {VISIBLE} {keyset} {unread} \

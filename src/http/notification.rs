@@ -7,7 +7,8 @@ use axum::extract::State;
 use nova_commands::user::notifications::Preferences;
 use nova_event_schemas::user::NotificationKind;
 use nova_event_schemas::Domain;
-use nova_projections::notification::NAME;
+use nova_projections::notification::{NotificationView, NAME};
+use nova_projections::Projection;
 use nova_queries::notification::{self as notifications, NotificationRow};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -29,7 +30,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The domains the notification view consumes: a min-position in any of them is waited for.
-const CONSUMES: &[Domain] = &[Domain::User, Domain::Follow, Domain::Post];
+fn consumes() -> &'static [Domain] {
+    NotificationView::default().domains()
+}
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -46,9 +49,9 @@ impl ListFilter for UnreadFilter {
 #[derive(Serialize, ToSchema)]
 pub struct NotificationItem {
     pub notification_id: Uuid,
-    /// `follow`, `like`, `comment`, `mention`, `share` or `stream_started`.
+    /// `follow`, `like`, `comment`, `mention`, `share`, `stream_started` or `message`.
     pub kind: String,
-    /// Who followed, liked, commented, mentioned, shared or went live.
+    /// Who followed, liked, commented, mentioned, shared, went live or wrote.
     pub actor_id: Uuid,
     /// The post concerned (none for `follow`).
     pub post_id: Option<Uuid>,
@@ -56,6 +59,8 @@ pub struct NotificationItem {
     pub comment_id: Option<Uuid>,
     /// The stream that went live (`stream_started`).
     pub stream_id: Option<Uuid>,
+    /// The conversation written in (`message`; the notification carries no content).
+    pub conversation_id: Option<Uuid>,
     /// RFC 3339, the time of the event that caused it.
     pub created_at: String,
     pub read: bool,
@@ -70,6 +75,7 @@ impl From<NotificationRow> for NotificationItem {
             post_id: r.post_id.map(Uuid::from),
             comment_id: r.comment_id.map(Uuid::from),
             stream_id: r.stream_id.map(Uuid::from),
+            conversation_id: r.conversation_id.map(Uuid::from),
             created_at: r.created_at.to_string(),
             read: r.read.0,
         }
@@ -102,7 +108,7 @@ async fn list(
     PageQuery(page, filter): PageQuery<UnreadFilter>,
     min: MinPosition,
 ) -> Result<Json<NotificationPage>, AppError> {
-    min.wait(&state, &[(NAME, CONSUMES)]).await?;
+    min.wait(&state, &[(NAME, consumes())]).await?;
     // The caller's own settings (read marker, preferences) are always current.
     wait_for(&state, NAME, Domain::User, actor.last_position).await?;
     let list = notifications::list(
@@ -157,6 +163,8 @@ pub struct PreferencesBody {
     share: bool,
     /// Someone you follow went live.
     stream_started: bool,
+    /// Someone wrote in a conversation you are in.
+    message: bool,
 }
 
 impl From<&Preferences> for PreferencesBody {
@@ -169,6 +177,7 @@ impl From<&Preferences> for PreferencesBody {
             mention: on(NotificationKind::Mention),
             share: on(NotificationKind::Share),
             stream_started: on(NotificationKind::StreamStarted),
+            message: on(NotificationKind::Message),
         }
     }
 }
@@ -194,6 +203,8 @@ pub struct PreferencesPatch {
     share: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
     stream_started: Option<bool>,
+    #[serde(default, deserialize_with = "some_bool")]
+    message: Option<bool>,
 }
 
 /// The caller's notification preferences. Always reflects the caller's own latest writes.
@@ -211,7 +222,7 @@ async fn get_preferences(
     actor: Actor,
     min: MinPosition,
 ) -> Result<Json<PreferencesBody>, AppError> {
-    min.wait(&state, &[(NAME, CONSUMES)]).await?;
+    min.wait(&state, &[(NAME, consumes())]).await?;
     wait_for(&state, NAME, Domain::User, actor.last_position).await?;
     let prefs = notifications::preferences(&state.db.any, actor.user_id).await?;
     Ok(Json(PreferencesBody::from(&prefs)))
@@ -238,6 +249,7 @@ async fn put_preferences(
         (NotificationKind::Mention, req.mention),
         (NotificationKind::Share, req.share),
         (NotificationKind::StreamStarted, req.stream_started),
+        (NotificationKind::Message, req.message),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, v)))
