@@ -27,6 +27,7 @@ mod feed;
 mod harness;
 mod http;
 mod mix;
+mod notification;
 mod project;
 mod relay;
 mod search;
@@ -79,6 +80,9 @@ enum Scenario {
     /// Live streams over HTTP: viewer heartbeats/s at N concurrent viewers vs `GET /healthz`
     /// and vs raw presence upserts of the same database; live-list read p99 vs `/healthz` p99.
     Stream(stream::Args),
+    /// Notification reads at 100,000 notifications of one user: unread count, first page and
+    /// first unread page p50/p99 beside raw index reads of the same rows.
+    Notification(notification::Args),
     /// Messaging over HTTP: messages/s through `POST …/messages` at N concurrent senders and
     /// one-time-key claims/s with N clients contending for one device, beside the raw
     /// INSERT+COMMIT rate of the same database in the same run.
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
                 Scenario::Export(args) => export::run(args).await,
                 Scenario::Stream(args) => stream::run(args).await,
                 Scenario::Conversation(args) => conversation::run(args).await,
+                Scenario::Notification(args) => notification::run(args).await,
             }
         };
         tokio::select! {

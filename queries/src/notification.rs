@@ -46,7 +46,9 @@ pub struct NotificationPage {
     pub unread_count: i64,
 }
 
-/// Shown to the recipient (`$1`): kind on at creation time, no block then or now.
+/// Shown to the recipient (`$1`): kind on at creation time, no block then or now. The general
+/// form, one pair of lookups per row; [`Visibility`] writes the same rule as plain comparisons
+/// when the recipient's histories are short, which is nearly always.
 const VISIBLE: &str = "n.recipient_id = $1 \
     AND COALESCE((SELECT p.disabled FROM notification_preference p \
                   WHERE p.user_id = n.recipient_id AND p.kind = n.kind \
@@ -57,9 +59,186 @@ const VISIBLE: &str = "n.recipient_id = $1 \
                       AND (b.unblocked_at IS NULL \
                            OR (b.blocked_at <= n.created_at AND n.created_at < b.unblocked_at)))";
 
-/// At or before the read marker (`r` = the recipient's `notification_read` row, if any).
-const READ: &str = "(r.user_id IS NOT NULL AND (n.created_at < r.up_to_created_at \
-    OR (n.created_at = r.up_to_created_at AND n.notification_id <= r.up_to_id)))";
+/// Past this many comparisons (disabled intervals plus blocks), the general form is used.
+pub const MAX_INLINE_TERMS: usize = 64;
+
+/// A recipient's visibility rule and read marker, read once per request (two short lookups by
+/// the recipient's key) and turned into SQL over the list's own index: the preference and
+/// block histories become comparisons of `kind`, `actor_id` and `created_at` with constants,
+/// and "unread" a range of `(created_at, notification_id)` after the marker. A list or count
+/// then reads only the rows it returns or counts, never a lookup per row — what makes the
+/// unread count of a user with 100,000 notifications cost what counting their unread rows
+/// costs (ADR 0007; `nova-bench notification`).
+#[derive(Debug, Clone)]
+struct Visibility {
+    user: String,
+    /// `(kind, from, until)`: the kind was switched off from `from` (inclusive) until `until`
+    /// (exclusive; `None` = still off).
+    disabled: Vec<(String, String, Option<String>)>,
+    /// `(actor, from, until)`: a block with `actor` hides `[from, until)`; `None` = the block
+    /// is in effect now, which hides everything from that actor.
+    blocks: Vec<(String, String, Option<String>)>,
+    /// `(up_to_created_at, up_to_id)`.
+    marker: Option<(String, String)>,
+    /// Use [`VISIBLE`] instead of the inline comparisons.
+    general: bool,
+}
+
+/// SQL text with its text parameters, numbered from a given `$n`.
+struct Bound {
+    next: usize,
+    values: Vec<String>,
+}
+
+impl Bound {
+    fn new(first: usize) -> Bound {
+        Bound {
+            next: first,
+            values: Vec::new(),
+        }
+    }
+
+    /// The placeholder of a new parameter `value`.
+    fn p(&mut self, value: &str) -> String {
+        self.values.push(value.to_owned());
+        self.next += 1;
+        format!("${}", self.next - 1)
+    }
+}
+
+impl Visibility {
+    async fn load(pool: &AnyPool, user: Uuid, max_terms: usize) -> Result<Visibility, QueryError> {
+        let user = user.to_string();
+        let prefs: Vec<(String, i64, String, Flag)> = sqlx::query_as(
+            "SELECT kind, version, changed_at, disabled FROM notification_preference \
+             WHERE user_id = $1",
+        )
+        .bind(&user)
+        .fetch_all(pool)
+        .await?;
+        let blocks: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT other_id, blocked_at, unblocked_at FROM notification_block \
+             WHERE user_id = $1",
+        )
+        .bind(&user)
+        .fetch_all(pool)
+        .await?;
+        let marker: Option<(String, String)> = sqlx::query_as(
+            "SELECT up_to_created_at, up_to_id FROM notification_read WHERE user_id = $1",
+        )
+        .bind(&user)
+        .fetch_optional(pool)
+        .await?;
+        let disabled = disabled_intervals(prefs);
+        let general = disabled.len() + blocks.len() > max_terms;
+        Ok(Visibility {
+            user,
+            disabled,
+            blocks,
+            marker,
+            general,
+        })
+    }
+
+    /// The condition "visible to the recipient", with the recipient as `$1`.
+    fn visible(&self, b: &mut Bound) -> String {
+        if self.general {
+            return VISIBLE.to_owned();
+        }
+        let mut sql = String::from("n.recipient_id = $1");
+        for (kind, from, until) in &self.disabled {
+            let (k, f) = (b.p(kind), b.p(from));
+            match until {
+                Some(u) => {
+                    let u = b.p(u);
+                    sql += &format!(
+                        " AND NOT (n.kind = {k} AND n.created_at >= {f} AND n.created_at < {u})"
+                    );
+                }
+                None => sql += &format!(" AND NOT (n.kind = {k} AND n.created_at >= {f})"),
+            }
+        }
+        for (actor, from, until) in &self.blocks {
+            let a = b.p(actor);
+            match until {
+                Some(u) => {
+                    let (f, u) = (b.p(from), b.p(u));
+                    sql += &format!(
+                        " AND NOT (n.actor_id = {a} AND n.created_at >= {f} \
+                         AND n.created_at < {u})"
+                    );
+                }
+                None => sql += &format!(" AND n.actor_id <> {a}"),
+            }
+        }
+        sql
+    }
+
+    /// The condition "unread": after the read marker (everything when there is none).
+    fn unread(&self, b: &mut Bound) -> String {
+        match &self.marker {
+            Some((at, id)) => {
+                let (at, id) = (b.p(at), b.p(id));
+                format!("(n.created_at, n.notification_id) > ({at}, {id})")
+            }
+            None => "1 = 1".to_owned(),
+        }
+    }
+
+    async fn unread_count(&self, pool: &AnyPool) -> Result<i64, QueryError> {
+        let mut b = Bound::new(2);
+        let sql = format!(
+            "SELECT COUNT(*) FROM notification n WHERE {} AND {}",
+            self.visible(&mut b),
+            self.unread(&mut b)
+        );
+        let mut query = sqlx::query_as::<_, (i64,)>(&sql).bind(&self.user);
+        for v in b.values {
+            query = query.bind(v);
+        }
+        let (count,) = query.fetch_one(pool).await?;
+        Ok(count)
+    }
+}
+
+/// Per kind, the intervals of time it was off, from the recipient's preference history. The
+/// setting in effect at `t` is that of the highest version changed at or before `t` (one row
+/// per kind and version: the complete setting after each change).
+fn disabled_intervals(
+    mut rows: Vec<(String, i64, String, Flag)>,
+) -> Vec<(String, String, Option<String>)> {
+    rows.sort_by(|a, b| (&a.0, &a.2, a.1).cmp(&(&b.0, &b.2, b.1)));
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        let kind = rows[i].0.clone();
+        // (version, disabled) in effect, and since when it has been off.
+        let mut best: Option<(i64, bool)> = None;
+        let mut off_since: Option<String> = None;
+        while i < rows.len() && rows[i].0 == kind {
+            let at = rows[i].2.clone();
+            while i < rows.len() && rows[i].0 == kind && rows[i].2 == at {
+                if best.is_none_or(|(v, _)| rows[i].1 > v) {
+                    best = Some((rows[i].1, rows[i].3 .0));
+                }
+                i += 1;
+            }
+            let off = best.is_some_and(|(_, d)| d);
+            match (&off_since, off) {
+                (None, true) => off_since = Some(at),
+                (Some(from), false) => {
+                    out.push((kind.clone(), from.clone(), Some(at)));
+                    off_since = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = off_since {
+            out.push((kind, from, None));
+        }
+    }
+    out
+}
 
 /// `user`'s visible notifications, newest first, after the request's cursor; only unread
 /// ones if `unread_only`.
@@ -69,6 +248,18 @@ pub async fn list(
     req: &PageRequest,
     unread_only: bool,
 ) -> Result<NotificationPage, QueryError> {
+    list_with(pool, user, req, unread_only, MAX_INLINE_TERMS).await
+}
+
+/// [`list`] with the threshold of the general form given (tests hold both forms equal).
+pub async fn list_with(
+    pool: &AnyPool,
+    user: Uuid,
+    req: &PageRequest,
+    unread_only: bool,
+    max_inline_terms: usize,
+) -> Result<NotificationPage, QueryError> {
+    let vis = Visibility::load(pool, user, max_inline_terms).await?;
     let keyset = keyset(
         req,
         "n.created_at",
@@ -76,17 +267,20 @@ pub async fn list(
         Order::NewestFirst,
         3,
     );
-    let unread = if unread_only {
-        format!("AND NOT {READ}")
+    let mut b = Bound::new(if req.after.is_some() { 5 } else { 3 });
+    let visible = vis.visible(&mut b);
+    let unread = vis.unread(&mut b);
+    let only = if unread_only {
+        format!("AND {unread}")
     } else {
         String::new()
     };
     let sql = format!(
         "SELECT n.notification_id, n.kind, n.actor_id, n.post_id, n.comment_id, n.stream_id, \
                 n.conversation_id, n.created_at, \
-                CAST(CASE WHEN {READ} THEN 1 ELSE 0 END AS BIGINT) AS read \
-         FROM notification n LEFT JOIN notification_read r ON r.user_id = n.recipient_id \
-         WHERE {VISIBLE} {keyset} {unread} \
+                CAST(CASE WHEN {unread} THEN 0 ELSE 1 END AS BIGINT) AS read \
+         FROM notification n \
+         WHERE {visible} {keyset} {only} \
          ORDER BY n.created_at DESC, n.notification_id DESC LIMIT $2"
     );
     let mut query = sqlx::query_as::<_, NotificationRow>(&sql)
@@ -95,24 +289,22 @@ pub async fn list(
     if let Some(c) = &req.after {
         query = query.bind(c.at.clone()).bind(c.id.to_string());
     }
+    for v in b.values {
+        query = query.bind(v);
+    }
     let rows = query.fetch_all(pool).await?;
     Ok(NotificationPage {
         page: Page::cut(rows, req, |n| Cursor::new(n.created_at, n.notification_id)),
-        unread_count: unread_count(pool, user).await?,
+        unread_count: vis.unread_count(pool).await?,
     })
 }
 
 /// How many of `user`'s visible notifications are unread.
 pub async fn unread_count(pool: &AnyPool, user: Uuid) -> Result<i64, QueryError> {
-    let (count,): (i64,) = sqlx::query_as(&format!(
-        "SELECT COUNT(*) FROM notification n \
-         LEFT JOIN notification_read r ON r.user_id = n.recipient_id \
-         WHERE {VISIBLE} AND NOT {READ}"
-    ))
-    .bind(user.to_string())
-    .fetch_one(pool)
-    .await?;
-    Ok(count)
+    Visibility::load(pool, user, MAX_INLINE_TERMS)
+        .await?
+        .unread_count(pool)
+        .await
 }
 
 /// The creation time (as listed) of `user`'s notification `id`; `None` if there is no such
