@@ -120,7 +120,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
 }
 
 fn at(i: u64) -> DateTime<Utc> {
-    let start = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).single().unwrap_or_default();
+    let start = Utc
+        .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default();
     start + chrono::Duration::minutes(i as i64 * STEP_MINUTES)
 }
 
@@ -155,7 +158,10 @@ async fn fill(pool: &AnyPool, args: &Args) -> Result<Uuid, Error> {
     }
     bar.finish_and_clear();
     // Likes off for a month, then on again; shares off since day 200.
-    let changes = [(1, day(30), Some(NotificationKind::Like)), (2, day(60), None)];
+    let changes = [
+        (1, day(30), Some(NotificationKind::Like)),
+        (2, day(60), None),
+    ];
     let changes = changes
         .into_iter()
         .chain([(3, day(200), Some(NotificationKind::Share))]);
@@ -350,7 +356,11 @@ fn print_table(report: &Report) {
             ("unread_count", &r.count, r.count_p99_to_raw),
             ("raw page", &r.raw_page, None),
             ("first page", &r.first_page, r.first_page_p99_to_raw),
-            ("first unread page", &r.unread_page, r.unread_page_p99_to_raw),
+            (
+                "first unread page",
+                &r.unread_page,
+                r.unread_page_p99_to_raw,
+            ),
         ];
         for (name, p, vs) in rows {
             println!(

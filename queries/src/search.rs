@@ -22,10 +22,11 @@ use chrono::{DateTime, Utc};
 use nova_infra::search::{words, SearchError, SearchIndex, POST, USER};
 use tantivy::collector::TopDocs;
 use tantivy::query::{
-    BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, FuzzyTermQuery, Occur, Query, TermQuery,
+    BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, EnableScoring, Explanation, FuzzyTermQuery,
+    Occur, Query, Scorer, TermQuery, Weight,
 };
 use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
+use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TantivyDocument, Term};
 use uuid::Uuid;
 
 /// Longest `q` accepted, in characters.
@@ -252,15 +253,22 @@ fn expand(
     let field = index.fields().text;
     let max = allowed_typos(word.chars().count());
     let term = Term::from_field_text(field, word);
-    let mut automata = vec![(FuzzyTermQuery::new(term.clone(), max, true), false)];
+    // Each automaton is built once, then run over every segment's term dictionary.
+    let mut automata = vec![(
+        FuzzyTermQuery::new(term.clone(), max, true).automaton()?,
+        false,
+    )];
     if last {
-        automata.push((FuzzyTermQuery::new_prefix(term, max, true), true));
+        automata.push((
+            FuzzyTermQuery::new_prefix(term, max, true).automaton()?,
+            true,
+        ));
     }
     let mut found: BTreeMap<String, u32> = BTreeMap::new();
     for segment in searcher.segment_readers() {
         let inverted = segment.inverted_index(field)?;
-        for (query, prefix) in &automata {
-            let mut stream = inverted.terms().search(query.automaton()?).into_stream()?;
+        for (automaton, prefix) in &automata {
+            let mut stream = inverted.terms().search(automaton).into_stream()?;
             while stream.advance() {
                 let Ok(text) = std::str::from_utf8(stream.key()) else {
                     continue;
@@ -278,6 +286,83 @@ fn expand(
     terms.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.len().cmp(&b.0.len())));
     terms.truncate(MAX_EXPANSIONS);
     Ok(terms)
+}
+
+/// A term's BM25 plus a constant: one expansion of a query word, scored `tier + BM25` while
+/// reading its posting list once (a boolean of a constant-score and a scoring clause over the
+/// same term reads it twice and intersects the two).
+#[derive(Debug, Clone)]
+struct Plus {
+    inner: TermQuery,
+    plus: Score,
+}
+
+impl Query for Plus {
+    fn weight(&self, enable_scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(PlusWeight {
+            inner: self.inner.weight(enable_scoring)?,
+            plus: self.plus,
+        }))
+    }
+
+    fn query_terms<'a>(&'a self, visitor: &mut dyn FnMut(&'a Term, bool)) {
+        self.inner.query_terms(visitor);
+    }
+}
+
+struct PlusWeight {
+    inner: Box<dyn Weight>,
+    plus: Score,
+}
+
+impl Weight for PlusWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        Ok(Box::new(PlusScorer {
+            inner: self.inner.scorer(reader, boost)?,
+            plus: self.plus,
+        }))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        let inner = self.inner.explain(reader, doc)?;
+        let mut e = Explanation::new("tier + BM25", inner.value() + self.plus);
+        e.add_const("tier", self.plus);
+        e.add_detail(inner);
+        Ok(e)
+    }
+}
+
+struct PlusScorer {
+    inner: Box<dyn Scorer>,
+    plus: Score,
+}
+
+impl DocSet for PlusScorer {
+    fn advance(&mut self) -> DocId {
+        self.inner.advance()
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        self.inner.seek(target)
+    }
+
+    fn doc(&self) -> DocId {
+        self.inner.doc()
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.inner.size_hint()
+    }
+
+    fn cost(&self) -> u64 {
+        self.inner.cost()
+    }
+}
+
+impl Scorer for PlusScorer {
+    fn score(&mut self) -> Score {
+        self.inner.score() + self.plus
+    }
 }
 
 fn filter(query: Box<dyn Query>) -> Box<dyn Query> {
@@ -336,19 +421,10 @@ pub fn search(
             .map(|(text, typos)| {
                 let term = Term::from_field_text(f.text, &text);
                 let tier = TIER * (2 - typos.min(2)) as f32;
-                let q: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
-                    (
-                        Occur::Must,
-                        Box::new(ConstScoreQuery::new(
-                            Box::new(TermQuery::new(term.clone(), IndexRecordOption::Basic)),
-                            tier,
-                        )) as Box<dyn Query>,
-                    ),
-                    (
-                        Occur::Should,
-                        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
-                    ),
-                ]));
+                let q: Box<dyn Query> = Box::new(Plus {
+                    inner: TermQuery::new(term, IndexRecordOption::WithFreqs),
+                    plus: tier,
+                });
                 q
             })
             .collect();
