@@ -597,6 +597,10 @@ async fn rebuild_while_serving(engine: Engine) {
     let old_generation = generations(&dir);
     assert_eq!(old_generation.len(), 1, "{old_generation:?}");
     let docs_before = documents(&served(&dir));
+    // What a rebuild killed half-way leaves behind: the next rebuild removes it.
+    let crashed = dir.join(format!("build-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&crashed).unwrap();
+    std::fs::write(crashed.join("meta.json"), b"{}").unwrap();
 
     // Readers search all through the rebuild.
     let app = Arc::new(app);
@@ -660,6 +664,7 @@ async fn rebuild_while_serving(engine: Engine) {
         "old generation swept: {new_generation:?}"
     );
     assert_ne!(new_generation, old_generation);
+    assert!(!crashed.exists(), "the dead build was swept");
     assert_eq!(documents(&served(&dir)), docs_before);
     // The live projector writes the new generation now.
     let (fresh, pos) = create(&app, &a, "swapped after the rebuild").await;

@@ -360,6 +360,23 @@ impl SearchRoot {
         Ok(())
     }
 
+    /// Removes the build directories left by rebuilds that died before proposing theirs. Only
+    /// for the holder of the projection's rebuild lease: no other build runs in this root then.
+    pub fn sweep_builds(&self) -> Result<Vec<String>, SearchError> {
+        let mut removed = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if name.starts_with(BUILD_PREFIX) {
+                std::fs::remove_dir_all(entry.path())?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes every generation that is neither served nor proposed (builds in progress are
     /// left alone). Readers that still hold an old generation's files keep them open: the
     /// files go when the last handle closes.

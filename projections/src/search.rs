@@ -617,6 +617,10 @@ async fn rebuild_holding(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, RebuildError> {
     let started = std::time::Instant::now();
+    // A rebuild that died (kill -9, a full disk) left its build behind; the lease says none runs.
+    for name in root.sweep_builds()? {
+        tracing::info!(build = %name, "removed the build of an earlier rebuild that did not finish");
+    }
     let dir = root.start_build()?;
     let projector = open_projector(SearchIndex::open(&dir)?).await?;
     // Dropping the projector releases the new generation's writer for whoever takes it over.
