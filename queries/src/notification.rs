@@ -109,26 +109,30 @@ impl Bound {
 impl Visibility {
     async fn load(pool: &AnyPool, user: Uuid, max_terms: usize) -> Result<Visibility, QueryError> {
         let user = user.to_string();
-        let prefs: Vec<(String, i64, String, Flag)> = sqlx::query_as(
-            "SELECT kind, version, changed_at, disabled FROM notification_preference \
-             WHERE user_id = $1",
+        // The three histories in one round trip: (source, text, time, time, version, flag).
+        let rows: Vec<(i64, String, String, Option<String>, i64, Flag)> = sqlx::query_as(
+            "SELECT CAST(0 AS BIGINT), kind, changed_at, CAST(NULL AS TEXT), version, disabled \
+               FROM notification_preference WHERE user_id = $1 \
+             UNION ALL \
+             SELECT CAST(1 AS BIGINT), other_id, blocked_at, unblocked_at, CAST(0 AS BIGINT), \
+                    CAST(0 AS BIGINT) \
+               FROM notification_block WHERE user_id = $1 \
+             UNION ALL \
+             SELECT CAST(2 AS BIGINT), up_to_id, up_to_created_at, CAST(NULL AS TEXT), version, \
+                    CAST(0 AS BIGINT) \
+               FROM notification_read WHERE user_id = $1",
         )
         .bind(&user)
         .fetch_all(pool)
         .await?;
-        let blocks: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT other_id, blocked_at, unblocked_at FROM notification_block \
-             WHERE user_id = $1",
-        )
-        .bind(&user)
-        .fetch_all(pool)
-        .await?;
-        let marker: Option<(String, String)> = sqlx::query_as(
-            "SELECT up_to_created_at, up_to_id FROM notification_read WHERE user_id = $1",
-        )
-        .bind(&user)
-        .fetch_optional(pool)
-        .await?;
+        let (mut prefs, mut blocks, mut marker) = (Vec::new(), Vec::new(), None);
+        for (source, text, at, until, version, flag) in rows {
+            match source {
+                0 => prefs.push((text, version, at, flag)),
+                1 => blocks.push((text, at, until)),
+                _ => marker = Some((at, text)),
+            }
+        }
         let disabled = disabled_intervals(prefs);
         let general = disabled.len() + blocks.len() > max_terms;
         Ok(Visibility {
@@ -275,15 +279,19 @@ pub async fn list_with(
     } else {
         String::new()
     };
+    // The unread count rides along as an uncorrelated subquery (evaluated once): one round
+    // trip for the page and the count, a second only when the page is empty.
     let sql = format!(
         "SELECT n.notification_id, n.kind, n.actor_id, n.post_id, n.comment_id, n.stream_id, \
                 n.conversation_id, n.created_at, \
-                CAST(CASE WHEN {unread} THEN 0 ELSE 1 END AS BIGINT) AS read \
+                CAST(CASE WHEN {unread} THEN 0 ELSE 1 END AS BIGINT) AS read, \
+                (SELECT COUNT(*) FROM notification n WHERE {visible} AND {unread}) \
+                    AS unread_count \
          FROM notification n \
          WHERE {visible} {keyset} {only} \
          ORDER BY n.created_at DESC, n.notification_id DESC LIMIT $2"
     );
-    let mut query = sqlx::query_as::<_, NotificationRow>(&sql)
+    let mut query = sqlx::query_as::<_, Counted>(&sql)
         .bind(user.to_string())
         .bind(req.fetch());
     if let Some(c) = &req.after {
@@ -293,10 +301,23 @@ pub async fn list_with(
         query = query.bind(v);
     }
     let rows = query.fetch_all(pool).await?;
+    let unread_count = match rows.first() {
+        Some(r) => r.unread_count,
+        None => vis.unread_count(pool).await?,
+    };
+    let rows = rows.into_iter().map(|r| r.row).collect();
     Ok(NotificationPage {
         page: Page::cut(rows, req, |n| Cursor::new(n.created_at, n.notification_id)),
-        unread_count: vis.unread_count(pool).await?,
+        unread_count,
     })
+}
+
+/// A listed row with the unread count of the whole list.
+#[derive(sqlx::FromRow)]
+struct Counted {
+    #[sqlx(flatten)]
+    row: NotificationRow,
+    unread_count: i64,
 }
 
 /// How many of `user`'s visible notifications are unread.
