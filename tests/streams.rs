@@ -612,7 +612,12 @@ async fn follow(app: &TestApp, token: &str, whom: Uuid) {
         .send()
         .await
         .unwrap();
-    assert!(res.status().is_success(), "{}", res.status());
+    let status = res.status();
+    assert!(
+        status.is_success(),
+        "{status} {}",
+        res.text().await.unwrap()
+    );
 }
 
 async fn going_live_notifies_followers(engine: Engine) {
@@ -623,6 +628,8 @@ async fn going_live_notifies_followers(engine: Engine) {
     let (dave, d, _) = app.user("dave").await;
     let (_, e, _) = app.user("erin").await;
     let (_, f, _) = app.user("frank").await;
+    // A follow checks its target against the user directory, which may lag a registration.
+    common::caught_up(&app, "user_directory", Domain::User).await;
     for t in [&b, &c, &d, &f] {
         follow(&app, t, alice).await;
     }
