@@ -303,6 +303,8 @@ pub async fn list_with(
     let rows = query.fetch_all(pool).await?;
     let unread_count = match rows.first() {
         Some(r) => r.unread_count,
+        // An empty first page: nothing visible (or nothing unread) at all.
+        None if req.after.is_none() => 0,
         None => vis.unread_count(pool).await?,
     };
     let rows = rows.into_iter().map(|r| r.row).collect();
