@@ -19,6 +19,7 @@ use nova_projections::{
     StoreTail,
 };
 use sqlx::{Any, Transaction};
+use std::time::Duration;
 use uuid::Uuid;
 
 on_both_backends!(
@@ -389,5 +390,57 @@ async fn interrupted_rebuild_resumes_and_swaps(engine: Engine) {
     .unwrap();
     assert!(!again.resumed);
     assert_eq!(directory(&db).await, live);
+    db.close().await;
+}
+
+/// A live projector that has written a lot refreshes its tables' planner statistics itself
+/// (PostgreSQL), instead of serving reads with an empty table's statistics until autovacuum.
+#[tokio::test]
+async fn a_growing_projection_refreshes_its_statistics() {
+    let t = TestDb::new(Engine::Postgres).await;
+    let db = t.open().await;
+    let checkpoints = Checkpoints::default();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let live = tokio::spawn(run_projector(
+        Arc::new(UserDirectory::default()),
+        Domain::User,
+        Arc::new(StoreTail::new(db.store.clone())),
+        db.any.clone(),
+        checkpoints.clone(),
+        stop_rx,
+    ));
+    let analyzed = || async {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM pg_stat_user_tables \
+             WHERE relname = 'user_directory' AND last_analyze IS NOT NULL",
+        )
+        .fetch_one(&db.any)
+        .await
+        .unwrap();
+        n == 1
+    };
+    // A few hundred positions: not yet.
+    seed(&db.store, 100).await;
+    let head = db.store.head(Domain::User).await.unwrap();
+    checkpoints
+        .wait_for(
+            &db.any,
+            "user_directory",
+            Domain::User,
+            head,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert!(!analyzed().await, "{head} positions are not a lot");
+    // Past the first thousand: the projector analyzes.
+    seed(&db.store, 400).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !analyzed().await {
+        assert!(std::time::Instant::now() < deadline, "never analyzed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    live.await.unwrap();
     db.close().await;
 }
