@@ -15,6 +15,7 @@ use uuid::Uuid;
 pub mod conversation;
 pub mod experiment;
 pub mod follow;
+pub mod personal;
 pub mod post;
 pub mod stream;
 pub mod user;
