@@ -143,14 +143,14 @@ impl CommandStore {
             .await
     }
 
-    /// A page of `domain`'s stored events, raw (not upcast): for upgrade steps that rewrite
-    /// what older versions stored.
+    /// A page of `domain`'s stored events, raw (not upcast, personal fields sealed): for
+    /// upgrade steps that rewrite what older versions stored.
     pub async fn read_raw(
         &self,
         domain: Domain,
         filter: &nova_infra::store::ReadFilter,
     ) -> Result<Vec<nova_infra::store::RecordedEvent>, StoreError> {
-        self.inner.read(domain, filter).await
+        self.inner.read_sealed(domain, filter).await
     }
 
     /// Replaces the stored payload at `position` of the writer's domain, if it is still at

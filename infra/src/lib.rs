@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod idempotency;
 pub mod limits;
 pub mod nats;
+pub mod personal;
 pub mod readmodel;
 pub mod relay;
 pub mod search;
