@@ -118,10 +118,30 @@ pub struct Application {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Hands `db`'s event store the user domain's data keys, so that personal fields are sealed
+/// on append and opened on read (ADR 0025). Every process that appends or reads events does
+/// this once, right after connecting ([`connect`]).
+pub fn with_data_keys(db: &Database) -> Arc<nova_commands::user::data_keys::DataKeyVault> {
+    let keys = Arc::new(nova_commands::user::data_keys::DataKeyVault::new(
+        db.any.clone(),
+    ));
+    db.store.set_data_keys(keys.clone());
+    keys
+}
+
+/// Connects to the database with the data keys in place (for the CLI and tools; the server
+/// does the same in [`Application::build`]).
+pub async fn connect(url: &str) -> Result<Database, BoxError> {
+    let db = Database::connect(url).await?;
+    with_data_keys(&db);
+    Ok(db)
+}
+
 impl Application {
     pub async fn build(s: Settings) -> Result<Application, BoxError> {
         let db = Database::connect(&s.database_url).await?;
         db.migrate().await?;
+        let data_keys = with_data_keys(&db);
         let vault = nova_commands::user::vault::Vault::new(db.any.clone());
         // Secrets that old credential events still carry move out of the history before any
         // relay or projector reads it (ADR 0016).
@@ -301,8 +321,9 @@ impl Application {
             Some(url) => Limits::redis(url, &s.rate_limits.redis_prefix)?,
             None => Limits::in_process(),
         };
-        let users =
-            UserCommands::new(store.clone(), vault, passwords, tokens).with_limits(limits.clone());
+        let users = UserCommands::new(store.clone(), vault, passwords, tokens)
+            .with_limits(limits.clone())
+            .with_data_keys(data_keys);
         let state = AppState {
             db: db.clone(),
             users,

@@ -159,6 +159,7 @@ async fn start(settings: Settings, db_url: String, testdb: Option<TestDb>) -> Te
         .expect("server runs");
     });
     let db = Database::connect(&db_url).await.expect("test db");
+    nova::app::with_data_keys(&db);
     TestApp {
         addr,
         metrics_addr,
