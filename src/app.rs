@@ -129,6 +129,17 @@ pub fn with_data_keys(db: &Database) -> Arc<nova_commands::user::data_keys::Data
     keys
 }
 
+/// Seals, in every domain that stores personal data, what older versions kept in plaintext
+/// (ADR 0025; idempotent). Answers the number of events rewritten.
+pub async fn seal_history(
+    store: &CommandStore,
+    keys: &dyn nova_infra::personal::DataKeys,
+) -> Result<u64, BoxError> {
+    Ok(nova_commands::user::seal_history(store, keys).await?
+        + nova_commands::post::seal_history(store, keys).await?
+        + nova_commands::stream::seal_history(store, keys).await?)
+}
+
 /// Connects to the database with the data keys in place (for the CLI and tools; the server
 /// does the same in [`Application::build`]).
 pub async fn connect(url: &str) -> Result<Database, BoxError> {
@@ -150,6 +161,9 @@ impl Application {
             &vault,
         )
         .await?;
+        // Personal data stored in plaintext before ADR 0025 is sealed, so that erasure reaches
+        // it too; also before anything reads the history.
+        seal_history(&CommandStore::new(db.store.clone()), &*data_keys).await?;
         let nats = match &s.nats_url {
             Some(url) => Some(nova_infra::nats::connect(url).await?),
             None => None,

@@ -307,6 +307,9 @@ pub enum AdminCommand {
     /// into the credentials table, rewriting those events to version 2 (also done at every
     /// `serve`). Idempotent.
     UpgradeCredentials,
+    /// Seal the personal data that events stored in plaintext before ADR 0025 (also done at
+    /// every `serve`). Idempotent.
+    SealHistory,
     /// Erase a deactivated user's personal data by crypto-shredding (ADR 0025): destroys their
     /// data key and appends `user.erased`; the views drop their data when they apply it (the
     /// projectors run in `nova serve`/`nova project`). Idempotent.

@@ -475,6 +475,22 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             }
             Ok(())
         }
+        Command::Admin(AdminCommand::SealHistory) => {
+            let db = nova::app::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let keys = nova_commands::user::data_keys::DataKeyVault::new(db.any.clone());
+            let sealed =
+                nova::app::seal_history(&nova_commands::CommandStore::new(db.store.clone()), &keys)
+                    .await;
+            db.close().await;
+            let sealed = sealed?;
+            if cli.db.json {
+                println!("{}", serde_json::json!({"sealed": sealed}));
+            } else {
+                println!("{sealed} event(s) sealed: their personal data is encrypted now");
+            }
+            Ok(())
+        }
         Command::Admin(AdminCommand::EraseUser { user_id, wait }) => {
             let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;

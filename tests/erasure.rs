@@ -19,7 +19,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-on_both_backends!(an_erased_user_leaves_no_trace);
+on_both_backends!(
+    an_erased_user_leaves_no_trace,
+    plaintext_history_still_loads_and_is_sealed_by_the_upgrade,
+);
 
 // Distinctive values, so that a byte search cannot match anything else by chance.
 const USERNAME: &str = "quokka_erasable";
@@ -195,6 +198,9 @@ async fn an_erased_user_leaves_no_trace(engine: Engine) {
         .await
         .unwrap();
 
+    // Commands check the users they name against the directory: let it catch up first.
+    settle(&app, &admin).await;
+
     // Eve's life: a profile, two posts (one mentions bob), a comment on bob's post (mentions
     // carol), followers both ways, a like, a stream.
     let res = app
@@ -214,6 +220,7 @@ async fn an_erased_user_leaves_no_trace(engine: Engine) {
     let eve_post = created_id(new_post(&eve, POST_1).await.unwrap(), "post_id").await;
     created_id(new_post(&eve, POST_2).await.unwrap(), "post_id").await;
     let bob_post = created_id(new_post(&bob, BOB_POST).await.unwrap(), "post_id").await;
+    settle(&app, &admin).await;
     let res = app
         .post(&format!("/v1/posts/{bob_post}/comments"))
         .bearer_auth(&eve)
@@ -464,5 +471,129 @@ async fn an_erased_user_leaves_no_trace(engine: Engine) {
     }
 
     names.delete_streams(&js).await;
+    app.stop().await;
+}
+
+/// A store written before ADR 0025: a post stored as `post.created` v1 (plaintext). It still
+/// loads (the view shows it); the upgrade (run at every start) seals it in place, once; and an
+/// erasure then reaches it.
+async fn plaintext_history_still_loads_and_is_sealed_by_the_upgrade(engine: Engine) {
+    use nova_infra::store::{AppendRequest, NewEvent, ReadFilter, StreamAppend};
+    const OLD_TEXT: &str = "legacy walrus plaintext from before sealing";
+    let app = spawn(engine).await;
+    let (old_id, old, _) = app.user("legacy_author").await;
+    let (_, admin, _) = app.user("upgrade_admin").await;
+    app.user_commands()
+        .grant_role(
+            &nova_commands::CommandContext::new(None, None),
+            "upgrade_admin",
+            Role::Admin,
+        )
+        .await
+        .unwrap();
+    let post_id = Uuid::now_v7();
+    let at = chrono::Utc::now();
+    let appended = app
+        .db
+        .store
+        .backend()
+        .append_batch(
+            Domain::Post,
+            &[AppendRequest {
+                streams: vec![StreamAppend {
+                    aggregate_id: post_id,
+                    aggregate_type: "post".into(),
+                    expected_version: 0,
+                    events: vec![NewEvent {
+                        event_id: Uuid::now_v7(),
+                        event_type: "created".into(),
+                        schema_version: 1,
+                        payload: json!({"post_id": post_id, "author_id": old_id,
+                            "content": OLD_TEXT, "media_urls": [], "mentions": [],
+                            "created_at": at}),
+                    }],
+                }],
+                metadata: nova_event_schemas::EventMetadata {
+                    actor_id: Some(old_id),
+                    ..Default::default()
+                },
+                recorded_at: at,
+                command_key: None,
+            }],
+        )
+        .await
+        .unwrap();
+    let position = appended[0].as_ref().unwrap().last_position;
+    // Version 1 loads: in the view and through the aggregate (an edit by its author).
+    let res = app
+        .get(&format!("/v1/posts/{post_id}"))
+        .header("X-Nova-Min-Position", format!("post:{position}"))
+        .bearer_auth(&old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["content"], OLD_TEXT);
+    let raw = |app: &TestApp| {
+        let store = app.command_store();
+        async move {
+            store
+                .read_raw(Domain::Post, &ReadFilter::default())
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|e| e.aggregate_id == post_id)
+                .unwrap()
+        }
+    };
+    assert_eq!(raw(&app).await.schema_version, 1);
+
+    // The upgrade seals it (once), and it reads the same.
+    let keys = nova_commands::user::data_keys::DataKeyVault::new(app.db.any.clone());
+    assert_eq!(
+        nova::app::seal_history(&app.command_store(), &keys)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        nova::app::seal_history(&app.command_store(), &keys)
+            .await
+            .unwrap(),
+        0
+    );
+    let sealed = raw(&app).await;
+    assert_eq!(sealed.schema_version, 2);
+    assert!(!sealed.payload.to_string().contains("walrus"));
+    let opened = app
+        .db
+        .store
+        .load(Domain::Post, post_id, 0)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(opened.payload["content"], OLD_TEXT);
+    let res = app
+        .patch(&format!("/v1/posts/{post_id}"))
+        .bearer_auth(&old)
+        .json(&json!({"content": "edited after the upgrade"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Erasure now reaches what was plaintext.
+    let res = app
+        .delete("/v1/users/me")
+        .bearer_auth(&old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = erase(&app, &admin, old_id).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let exported = export(&app, &admin).await;
+    assert!(!contains_bytes(&exported, "walrus"));
+    assert!(!contains_bytes(&exported, "edited after the upgrade"));
     app.stop().await;
 }

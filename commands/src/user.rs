@@ -38,6 +38,15 @@ impl Owned for UserEvent {
     type Writer = UserWriter;
 }
 
+/// Seals the personal data this domain's events stored in plaintext before ADR 0025 (run at
+/// start, before any relay or projector reads the history; see `CommandStore::seal_history`).
+pub async fn seal_history(
+    store: &CommandStore,
+    keys: &dyn nova_infra::personal::DataKeys,
+) -> std::result::Result<u64, nova_infra::store::StoreError> {
+    store.seal_history::<UserEvent>(&UserWriter(()), keys).await
+}
+
 pub const USERNAME_MIN: usize = 3;
 pub const USERNAME_MAX: usize = 32;
 pub const PASSWORD_MIN: usize = 8;

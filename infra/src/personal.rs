@@ -195,6 +195,56 @@ fn owner_of(
     }
 }
 
+/// Seals `personal`'s fields of `payload` in place under `key`, or writes [`ERASED`] for an
+/// erased owner (`None`).
+fn seal_fields(
+    personal: &PersonalFields,
+    payload: &mut Value,
+    key: Option<&DataKey>,
+) -> Result<(), StoreError> {
+    for field in personal.fields {
+        for value in strings_of(payload, field) {
+            *value = match key {
+                Some(key) => seal_text(key, value)?,
+                None => ERASED.to_owned(),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// The sealed form of a stored event written before its personal fields were sealed (the
+/// version just before `sealed_from`, same shape): `(from version, to version, payload)`, or
+/// `None` if the event has nothing to seal. For the upgrade of existing stores (ADR 0025).
+pub async fn sealed_form(
+    keys: &dyn DataKeys,
+    event: &RecordedEvent,
+) -> Result<Option<(i32, i32, Value)>, StoreError> {
+    let to = event.schema_version + 1;
+    let Some(personal) = sealed_fields(event.domain, &event.event_type, to) else {
+        return Ok(None);
+    };
+    if personal.sealed_from != to {
+        return Ok(None);
+    }
+    let owner = owner_of(
+        personal,
+        &event.payload,
+        event.aggregate_id,
+        &event.metadata,
+    )
+    .ok_or_else(|| {
+        StoreError::Invalid(format!(
+            "{}.{} at {} names no owner of its personal data",
+            event.domain, event.event_type, event.position
+        ))
+    })?;
+    let key = keys.sealing_key(owner).await?;
+    let mut payload = event.payload.clone();
+    seal_fields(personal, &mut payload, key.as_ref())?;
+    Ok(Some((event.schema_version, to, payload)))
+}
+
 /// Seals the personal fields of every event of an append request in place, each under its
 /// owner's key. The fields of an erased owner are stored as [`ERASED`]; an event whose owner
 /// cannot be told is refused (a bug in the command code, never stored in plaintext).
@@ -230,14 +280,7 @@ pub async fn seal_request(
                     key
                 }
             };
-            for field in personal.fields {
-                for value in strings_of(&mut event.payload, field) {
-                    *value = match &key {
-                        Some(key) => seal_text(key, value)?,
-                        None => ERASED.to_owned(),
-                    };
-                }
-            }
+            seal_fields(personal, &mut event.payload, key.as_ref())?;
         }
     }
     Ok(())
@@ -419,6 +462,27 @@ mod tests {
         let mut late = request(&created(author, "after erasure"));
         seal_request(&keys, Domain::Post, &mut late).await.unwrap();
         assert_eq!(late.streams[0].events[0].payload["content"], ERASED);
+    }
+
+    #[tokio::test]
+    async fn the_upgrade_seals_plaintext_of_the_version_before() {
+        let keys = MemoryKeys::default();
+        let author = Uuid::now_v7();
+        let event = created(author, "written in plaintext");
+        let mut v1 = recorded(&request(&event));
+        v1.schema_version = 1;
+        let Some((1, 2, payload)) = sealed_form(&keys, &v1).await.unwrap() else {
+            panic!("a v1 post is sealed to v2");
+        };
+        assert!(!payload.to_string().contains("plaintext"));
+        let mut upgraded = v1.clone();
+        upgraded.schema_version = 2;
+        upgraded.payload = payload;
+        // Already sealed: nothing more to do.
+        assert!(sealed_form(&keys, &upgraded).await.unwrap().is_none());
+        let mut batch = [upgraded];
+        open_events(&keys, &mut batch).await.unwrap();
+        assert_eq!(batch[0].decode::<PostEvent>().unwrap(), event);
     }
 
     #[tokio::test]
