@@ -333,6 +333,13 @@ async fn an_erased_user_leaves_no_trace(engine: Engine) {
     let second: Value = res.json().await.unwrap();
     assert_eq!(second["erased_now"], false);
     assert_eq!(second["views_purged"], true);
+    // The CLI does the same (and scrubs again, from another process).
+    let cli = app.cli_json(&["admin", "erase-user", &eve_id.to_string()]);
+    assert_eq!(
+        (&cli["erased"], &cli["erased_now"], &cli["views_purged"]),
+        (&json!(true), &json!(false), &json!(true)),
+        "{cli}"
+    );
 
     // Nothing left: database files, export, JetStream, read models, search index.
     let dump = database_bytes(&app).await;

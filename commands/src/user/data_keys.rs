@@ -130,30 +130,31 @@ impl DataKeys for DataKeyVault {
         if let Some(key) = self.cached(owner) {
             return Ok(Some(key));
         }
-        if let Some(found) = self.row(owner).await? {
-            if let Some(key) = &found {
-                self.remember(owner, key);
-            }
-            return Ok(found);
-        }
-        let key = DataKey::generate()?;
-        sqlx::query(
+        // One statement on a miss: a fresh key is inserted unless the owner has a row, and the
+        // row that stands (whichever insert won, or a tombstone) is answered. The no-op update
+        // makes `RETURNING` answer an existing row too.
+        let fresh = DataKey::generate()?;
+        let row = sqlx::query(
             "INSERT INTO user_data_keys (user_id, key_id, secret, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING",
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id) DO UPDATE SET user_id = excluded.user_id \
+             RETURNING key_id, secret",
         )
         .bind(owner.to_string())
-        .bind(key.id.to_string())
-        .bind(hex::encode(key.bytes()))
+        .bind(fresh.id.to_string())
+        .bind(hex::encode(fresh.bytes()))
         .bind(nova_infra::readmodel::ts(Utc::now()))
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(unavailable)?;
-        // Whichever insert won (two first writes at once) is the key.
-        let found = self.row(owner).await?.flatten();
-        if let Some(key) = &found {
-            self.remember(owner, key);
-        }
-        Ok(found)
+        let key_id: String = row.try_get("key_id").map_err(unavailable)?;
+        let secret: Option<String> = row.try_get("secret").map_err(unavailable)?;
+        let Some(secret) = secret else {
+            return Ok(None);
+        };
+        let key = parse_key(&key_id, &secret)?;
+        self.remember(owner, &key);
+        Ok(Some(key))
     }
 
     async fn opening_keys(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, DataKey>, StoreError> {
