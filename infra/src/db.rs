@@ -118,9 +118,6 @@ impl Database {
                 // FULL: an acknowledged append survives power loss, not only a crash.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                // Deleted rows are overwritten with zeros, not left in free pages (erasure,
-                // ADR 0025).
-                .pragma("secure_delete", "ON")
                 .foreign_keys(false);
             if let Some(parent) = opts.get_filename().parent() {
                 if !parent.as_os_str().is_empty() {
@@ -136,11 +133,8 @@ impl Database {
                 .max_connections(8)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
-                        conn.execute(
-                            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
-                             PRAGMA secure_delete = ON;",
-                        )
-                        .await?;
+                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL;")
+                            .await?;
                         Ok(())
                     })
                 })
@@ -167,12 +161,15 @@ impl Database {
         Ok(())
     }
 
-    /// After data was deleted for good (erasure, ADR 0025): on SQLite, copies the write-ahead
-    /// log into the database file and truncates it, so deleted bytes (zeroed in the file by
-    /// `secure_delete`) do not stay behind in the log. Nothing to do on PostgreSQL, whose dead
-    /// row versions are reclaimed by (auto)vacuum.
+    /// After data was deleted for good (erasure, ADR 0025): on SQLite, rewrites the database
+    /// file from its live rows (`VACUUM`: deleted rows and free pages do not survive it) and
+    /// then copies the write-ahead log into the file and truncates it, so no deleted byte stays
+    /// in either file. (`secure_delete` on every connection would zero deleted rows as they
+    /// go, but stalled other processes' connections after a view's table swap in our tests.)
+    /// Nothing to do on PostgreSQL, whose dead row versions are reclaimed by (auto)vacuum.
     pub async fn scrub(&self) -> Result<(), DbError> {
         if let Native::Sqlite(pool) = &self.native {
+            sqlx::query("VACUUM").execute(pool).await?;
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(pool)
                 .await?;

@@ -25,12 +25,19 @@ const CHUNK: usize = 500;
 /// The data keys table.
 pub struct DataKeyVault {
     pool: AnyPool,
-    /// Keys of owners who wrote recently, for the append path. Only sealing reads it: opening
-    /// always asks the table, so a key destroyed by another process is gone at once for every
-    /// reader. (A process may still *seal* under a key another process destroyed, until its
-    /// cache forgets it: erasure needs a deactivated user, who writes nothing more.)
+    /// Keys of owners who wrote recently, for the append path. (A process may still *seal*
+    /// under a key another process destroyed, until its cache forgets it: erasure needs a
+    /// deactivated user, who writes nothing more.)
     sealing: Mutex<HashMap<Uuid, DataKey>>,
+    /// Keys found by recent reads, by key id, each with the instant it was read: every
+    /// projector and policy of a process reads the same new events, and one query answers them
+    /// all. Kept for [`OPENING_TTL`] only and dropped at once by this process's own
+    /// [`DataKeyVault::shred`]; another process's erasure is seen within that time.
+    opening: Mutex<HashMap<Uuid, (std::time::Instant, DataKey)>>,
 }
+
+/// How long a key read for opening is trusted without asking the table again.
+pub const OPENING_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(format!("data keys: {e}"))
@@ -48,6 +55,7 @@ impl DataKeyVault {
         DataKeyVault {
             pool,
             sealing: Mutex::new(HashMap::new()),
+            opening: Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,6 +123,12 @@ impl DataKeyVault {
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
+        // Forget every key this process read lately (the opening cache is by key id and does
+        // not know owners), now that a read cannot find the destroyed one again.
+        self.opening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(destroyed > 0)
     }
 
@@ -159,7 +173,23 @@ impl DataKeys for DataKeyVault {
 
     async fn opening_keys(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, DataKey>, StoreError> {
         let mut keys = HashMap::new();
-        for chunk in ids.chunks(CHUNK) {
+        let mut missing = Vec::new();
+        {
+            let now = std::time::Instant::now();
+            let mut cache = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+            cache.retain(|_, (at, _)| now.duration_since(*at) < OPENING_TTL);
+            for id in ids {
+                match cache.get(id) {
+                    Some((_, key)) => {
+                        keys.insert(*id, key.clone());
+                    }
+                    None => missing.push(*id),
+                }
+            }
+        }
+        let read_at = std::time::Instant::now();
+        let mut found = Vec::new();
+        for chunk in missing.chunks(CHUNK) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT key_id, secret FROM user_data_keys \
@@ -175,8 +205,18 @@ impl DataKeys for DataKeyVault {
                 let secret: Option<String> = row.try_get("secret").map_err(unavailable)?;
                 if let Some(secret) = secret {
                     let key = parse_key(&key_id, &secret)?;
-                    keys.insert(key.id, key);
+                    found.push(key);
                 }
+            }
+        }
+        if !found.is_empty() {
+            let mut cache = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            for key in found {
+                cache.insert(key.id, (read_at, key.clone()));
+                keys.insert(key.id, key);
             }
         }
         Ok(keys)
