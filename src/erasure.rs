@@ -4,7 +4,8 @@
 //! The user domain does the erasure proper (`UserCommands::erase`: the data key is destroyed,
 //! then `user.erased` is appended). The views drop what they derived from the person when they
 //! apply that event; this module then waits (bounded) until every view has, and scrubs the
-//! database files so that the deleted bytes do not linger in SQLite's write-ahead log.
+//! database files (SQLite: `VACUUM`, then the write-ahead log truncated) so that the deleted
+//! bytes do not linger in free pages or in the log.
 
 use std::time::{Duration, Instant};
 

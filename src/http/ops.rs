@@ -1,4 +1,5 @@
-//! Ops routes (API.md "Analysts and ops"): projection status. Role `admin` or `analyst`.
+//! Ops routes (API.md "Analysts and ops"): projection status (role `admin` or `analyst`),
+//! rebuilds and erasure of a person's data (role `admin`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
