@@ -118,10 +118,41 @@ pub struct Application {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Hands `db`'s event store the user domain's data keys, so that personal fields are sealed
+/// on append and opened on read (ADR 0025). Every process that appends or reads events does
+/// this once, right after connecting ([`connect`]).
+pub fn with_data_keys(db: &Database) -> Arc<nova_commands::user::data_keys::DataKeyVault> {
+    let keys = Arc::new(nova_commands::user::data_keys::DataKeyVault::new(
+        db.any.clone(),
+    ));
+    db.store.set_data_keys(keys.clone());
+    keys
+}
+
+/// Seals, in every domain that stores personal data, what older versions kept in plaintext
+/// (ADR 0025; idempotent). Answers the number of events rewritten.
+pub async fn seal_history(
+    store: &CommandStore,
+    keys: &dyn nova_infra::personal::DataKeys,
+) -> Result<u64, BoxError> {
+    Ok(nova_commands::user::seal_history(store, keys).await?
+        + nova_commands::post::seal_history(store, keys).await?
+        + nova_commands::stream::seal_history(store, keys).await?)
+}
+
+/// Connects to the database with the data keys in place (for the CLI and tools; the server
+/// does the same in [`Application::build`]).
+pub async fn connect(url: &str) -> Result<Database, BoxError> {
+    let db = Database::connect(url).await?;
+    with_data_keys(&db);
+    Ok(db)
+}
+
 impl Application {
     pub async fn build(s: Settings) -> Result<Application, BoxError> {
         let db = Database::connect(&s.database_url).await?;
         db.migrate().await?;
+        let data_keys = with_data_keys(&db);
         let vault = nova_commands::user::vault::Vault::new(db.any.clone());
         // Secrets that old credential events still carry move out of the history before any
         // relay or projector reads it (ADR 0016).
@@ -130,6 +161,9 @@ impl Application {
             &vault,
         )
         .await?;
+        // Personal data stored in plaintext before ADR 0025 is sealed, so that erasure reaches
+        // it too; also before anything reads the history.
+        seal_history(&CommandStore::new(db.store.clone()), &*data_keys).await?;
         let nats = match &s.nats_url {
             Some(url) => Some(nova_infra::nats::connect(url).await?),
             None => None,
@@ -301,8 +335,9 @@ impl Application {
             Some(url) => Limits::redis(url, &s.rate_limits.redis_prefix)?,
             None => Limits::in_process(),
         };
-        let users =
-            UserCommands::new(store.clone(), vault, passwords, tokens).with_limits(limits.clone());
+        let users = UserCommands::new(store.clone(), vault, passwords, tokens)
+            .with_limits(limits.clone())
+            .with_data_keys(data_keys);
         let state = AppState {
             db: db.clone(),
             users,

@@ -81,6 +81,8 @@ pub const PLATFORM_TABLES: &[(&str, &str)] = &[
 /// Tables a domain owns besides its events table (written only by its command module).
 pub const DOMAIN_TABLES: &[(&str, Domain)] = &[
     ("user_credentials", Domain::User),
+    // Data keys sealing personal data in events (ADR 0025).
+    ("user_data_keys", Domain::User),
     // The stream domain's keys (hashes) and viewer presence (ADR 0017).
     ("stream_keys", Domain::Stream),
     ("stream_presence", Domain::Stream),

@@ -307,6 +307,19 @@ pub enum AdminCommand {
     /// into the credentials table, rewriting those events to version 2 (also done at every
     /// `serve`). Idempotent.
     UpgradeCredentials,
+    /// Seal the personal data that events stored in plaintext before ADR 0025 (also done at
+    /// every `serve`). Idempotent.
+    SealHistory,
+    /// Erase a deactivated user's personal data by crypto-shredding (ADR 0025): destroys their
+    /// data key and appends `user.erased`; the views drop their data when they apply it (the
+    /// projectors run in `nova serve`/`nova project`). Idempotent.
+    EraseUser {
+        /// The user's id.
+        user_id: uuid::Uuid,
+        /// Seconds to wait for the views to drop the data before scrubbing the database files.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
 }
 
 /// Minimum length of a configured JWT secret (HS256 wants ≥ 256 bits).

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod boundaries;
 pub mod config;
+pub mod erasure;
 pub mod export;
 pub mod facts;
 pub mod http;

@@ -199,7 +199,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             }
         }
         Command::Migrate => {
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             db.close().await;
             if cli.db.json {
@@ -210,7 +210,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             Ok(())
         }
         Command::Projections(ProjectionsCommand::Status) => {
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let rows =
                 nova_projections::status::status(&db.store, &db.any, nova_policies::CATALOG).await;
@@ -275,7 +275,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             as_of: Some(as_of),
         }) => {
             let live = nova_projections::rebuild::find(&name)?;
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let bar = rebuild_bar(
                 cli.db.json,
@@ -308,7 +308,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
                 (Some(name), Some(at), None) => nova_projections::as_of::Which::At(name, at),
                 _ => return Err("give --id <id>, or a projection name with --as-of <time>".into()),
             };
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let dropped = nova_projections::as_of::drop_copy(&db.any, which).await;
             db.close().await;
@@ -334,7 +334,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
         }) => {
             let domain = nova_event_schemas::Domain::parse(&domain).ok_or("unknown domain")?;
             let at = nova::timetravel::At::from_params(version, as_of)?;
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let state = nova::timetravel::state_at(&db.store, domain, id, at).await;
             db.close().await;
@@ -356,7 +356,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
         }
         Command::Projections(ProjectionsCommand::Rebuild { name, as_of: None }) => {
             let target = nova_projections::rebuild::target(&name)?;
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let bar = rebuild_bar(cli.db.json, format!("rebuilding {name}"));
             let checkpoints = nova_projections::Checkpoints::default();
@@ -393,7 +393,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             Ok(())
         }
         Command::Projections(ProjectionsCommand::Retry { policy }) => {
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let Some(found) = nova::app::policies_over(&db)
                 .into_iter()
@@ -420,7 +420,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
         }
         Command::Admin(AdminCommand::GrantRole { username, role }) => {
             let role = Role::parse(&role).ok_or("role must be admin or analyst")?;
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let users = offline_user_commands(&db)?;
             let ctx = CommandContext::new(Some("cli:admin grant-role".into()), None);
@@ -449,7 +449,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             output,
         }) => {
             let domain = nova_event_schemas::Domain::parse(&domain).ok_or("unknown domain")?;
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let filter = nova::export::ExportFilter {
                 domain,
@@ -475,8 +475,58 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             }
             Ok(())
         }
+        Command::Admin(AdminCommand::SealHistory) => {
+            let db = nova::app::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let keys = nova_commands::user::data_keys::DataKeyVault::new(db.any.clone());
+            let sealed =
+                nova::app::seal_history(&nova_commands::CommandStore::new(db.store.clone()), &keys)
+                    .await;
+            db.close().await;
+            let sealed = sealed?;
+            if cli.db.json {
+                println!("{}", serde_json::json!({"sealed": sealed}));
+            } else {
+                println!("{sealed} event(s) sealed: their personal data is encrypted now");
+            }
+            Ok(())
+        }
+        Command::Admin(AdminCommand::EraseUser { user_id, wait }) => {
+            let db = nova::app::connect(&cli.db.url()).await?;
+            db.migrate().await?;
+            let users = offline_user_commands(&db)?;
+            let ctx = CommandContext::new(Some("cli:admin erase-user".into()), None);
+            let report = nova::erasure::erase_user(
+                &db,
+                &users,
+                &ctx,
+                user_id,
+                std::time::Duration::from_secs(wait),
+            )
+            .await;
+            db.close().await;
+            let report = report?;
+            if cli.db.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                if report.erased_now {
+                    println!("erased the personal data of {user_id}: its key is destroyed");
+                } else {
+                    println!("{user_id} was erased before; nothing more to do");
+                }
+                if report.views_purged {
+                    println!("every view has dropped it; database files scrubbed");
+                } else {
+                    println!(
+                        "some views are still behind; they drop it when they catch up \
+                         (run again to scrub the database files)"
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Admin(AdminCommand::UpgradeCredentials) => {
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let users = offline_user_commands(&db)?;
             let upgraded = users.upgrade_credentials().await?;
@@ -496,7 +546,7 @@ async fn run(cli: Cli) -> Result<(), nova::app::BoxError> {
             sha256,
             display_name,
         }) => {
-            let db = Database::connect(&cli.db.url()).await?;
+            let db = nova::app::connect(&cli.db.url()).await?;
             db.migrate().await?;
             let users = offline_user_commands(&db)?;
             let ctx = CommandContext::new(Some("cli:admin import-user".into()), None);

@@ -124,6 +124,8 @@ const MATRIX: &[Row] = &[
     ("GET",    "/v1/aggregates/user/{owner}/state",    None,                                             [401, 401, 403, 403, 200, 200]),
     ("GET",    "/v1/projections",                      None,                                             [401, 401, 403, 403, 200, 200]),
     ("POST",   "/v1/projections/feed/rebuild",         None,                                             [401, 401, 403, 403, 403, 202]),
+    // erasure: admins only; the owner is active, so the admin's call is refused (422)
+    ("POST",   "/v1/admin/users/{owner}/erase",        None,                                             [401, 401, 403, 403, 403, 422]),
 ];
 
 /// The routes of the router, `METHOD /path/{param}`, as its OpenAPI document lists them.

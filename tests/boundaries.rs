@@ -49,7 +49,7 @@ fn boundaries_json_reports_the_ownership_matrix_and_no_violation() {
         .find(|e| e["event_type"] == "registered")
         .expect("user.registered listed")
         .clone();
-    assert_eq!(registered["schema_file"], "user/registered.v2.json");
+    assert_eq!(registered["schema_file"], "user/registered.v3.json");
     assert!(registered["schema_version"].is_i64());
 
     let directory = doc["tables"]

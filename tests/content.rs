@@ -1224,7 +1224,12 @@ async fn rebuild_equals_live(engine: Engine) {
     )
     .await
     .unwrap();
-    assert_eq!(report.positions, vec![(Domain::Post, head)]);
+    // The view also reads the user domain (for `user.erased`, ADR 0025).
+    let user_head = app.db.store.head(Domain::User).await.unwrap();
+    assert_eq!(
+        report.positions,
+        vec![(Domain::Post, head), (Domain::User, user_head)]
+    );
     assert_eq!(snapshot(&app.db).await, live);
     app.stop().await;
 }

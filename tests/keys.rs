@@ -1390,32 +1390,7 @@ fn private_keys(account: &Account) -> Vec<String> {
 
 /// Everything the database holds, as text: the SQLite files, or every PostgreSQL table.
 async fn database_text(app: &TestApp) -> String {
-    if let Some(path) = app.db_url.strip_prefix("sqlite://") {
-        let mut text = String::new();
-        for suffix in ["", "-wal"] {
-            if let Ok(bytes) = std::fs::read(format!("{path}{suffix}")) {
-                text.push_str(&String::from_utf8_lossy(&bytes));
-            }
-        }
-        return text;
-    }
-    let tables: Vec<(String,)> =
-        sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
-            .fetch_all(&app.db.any)
-            .await
-            .unwrap();
-    let mut text = String::new();
-    for (t,) in tables {
-        let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT t::text FROM {t} t"))
-            .fetch_all(&app.db.any)
-            .await
-            .unwrap();
-        for (r,) in rows {
-            text.push_str(&r);
-            text.push('\n');
-        }
-    }
-    text
+    String::from_utf8_lossy(&common::database_bytes(app).await).into_owned()
 }
 
 async fn no_plaintext_or_private_key_reaches_the_database_or_jetstream(engine: Engine) {

@@ -832,50 +832,6 @@ impl std::io::Write for LogWriter {
     }
 }
 
-/// Every table of the test's database as text: the SQLite file itself (with its WAL), or on
-/// PostgreSQL every row of every table of the schema as JSON.
-async fn database_dump(app: &TestApp) -> Vec<u8> {
-    if let Some(path) = app.db_url.strip_prefix("sqlite://") {
-        let path = path.split('?').next().unwrap();
-        let mut bytes = Vec::new();
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            if let Ok(b) = std::fs::read(format!("{path}{suffix}")) {
-                bytes.extend(b);
-            }
-        }
-        assert!(!bytes.is_empty(), "no database file at {path}");
-        return bytes;
-    }
-    let tables: Vec<(String,)> = sqlx::query_as(
-        "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
-         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
-    )
-    .fetch_all(&app.db.any)
-    .await
-    .unwrap();
-    assert!(tables.iter().any(|(t,)| t == "stream_keys"));
-    let mut out = Vec::new();
-    for (table,) in tables {
-        let rows: Vec<(String,)> = sqlx::query_as(&format!(
-            "SELECT CAST(row_to_json(t) AS TEXT) FROM \"{table}\" t"
-        ))
-        .fetch_all(&app.db.any)
-        .await
-        .unwrap();
-        for (row,) in rows {
-            out.extend(row.into_bytes());
-            out.push(b'\n');
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
 async fn no_stream_key_in_database_logs_or_jetstream(engine: Engine) {
     let logs = captured_logs();
     let nats = nova_infra::testing::PrivateNats::start();
@@ -957,8 +913,8 @@ async fn no_stream_key_in_database_logs_or_jetstream(engine: Engine) {
             messages += 1;
             for key in &keys {
                 assert!(
-                    !contains(&m.payload, key)
-                        && !contains(format!("{:?}", m.headers).as_bytes(), key),
+                    !contains_bytes(&m.payload, key)
+                        && !contains_bytes(format!("{:?}", m.headers).as_bytes(), key),
                     "a JetStream message of {domain} carries a stream key"
                 );
             }
@@ -980,21 +936,30 @@ async fn no_stream_key_in_database_logs_or_jetstream(engine: Engine) {
         .await
         .unwrap();
     assert!(events.len() >= 5);
-    let dump = database_dump(&app).await;
+    let dump = database_bytes(&app).await;
     let log_text = logs.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert!(
-        contains(&log_text, "/v1/streams"),
+        contains_bytes(&log_text, "/v1/streams"),
         "the log capture saw the stream requests"
     );
     for key in &keys {
-        assert!(!contains(&dump, key), "the database holds a stream key");
-        assert!(!contains(&log_text, key), "the logs hold a stream key");
+        assert!(
+            !contains_bytes(&dump, key),
+            "the database holds a stream key"
+        );
+        assert!(
+            !contains_bytes(&log_text, key),
+            "the logs hold a stream key"
+        );
         for e in &events {
             assert!(!e.payload.to_string().contains(key.as_str()));
         }
         // The hash is what the key table keeps.
         let hash = nova_commands::stream::keys::hash(key);
-        assert!(contains(&dump, &hash), "the key table holds each hash");
+        assert!(
+            contains_bytes(&dump, &hash),
+            "the key table holds each hash"
+        );
     }
     stream_names.delete_streams(&js).await;
     app.stop().await;

@@ -16,7 +16,7 @@ use nova_infra::db::Engine;
 use nova_projections::as_of::{self, Which};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::{AnyPool, Column, Row};
+use sqlx::AnyPool;
 use uuid::Uuid;
 
 on_both_backends!(
@@ -466,53 +466,13 @@ async fn state_at_every_version_equals_the_fold_of_its_events(engine: Engine) {
     app.stop().await;
 }
 
-/// Every row of a table, each as `column=value` cells sorted by column, rows sorted.
-async fn dump(pool: &AnyPool, table: &str) -> Vec<String> {
-    let rows = sqlx::query(&format!("SELECT * FROM {table}"))
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    let mut out: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let mut cells: Vec<String> = r
-                .columns()
-                .iter()
-                .map(|c| {
-                    let i = c.ordinal();
-                    let v = if let Ok(v) = r.try_get::<Option<String>, _>(i) {
-                        format!("{v:?}")
-                    } else if let Ok(v) = r.try_get::<Option<i64>, _>(i) {
-                        format!("{v:?}")
-                    } else if let Ok(v) = r.try_get::<Option<i32>, _>(i) {
-                        format!("{:?}", v.map(i64::from))
-                    } else if let Ok(v) = r.try_get::<Option<i16>, _>(i) {
-                        format!("{:?}", v.map(i64::from))
-                    } else if let Ok(v) = r.try_get::<Option<bool>, _>(i) {
-                        format!("{v:?}")
-                    } else if let Ok(v) = r.try_get::<Option<f64>, _>(i) {
-                        format!("{v:?}")
-                    } else {
-                        panic!("{table}.{}: undecodable column", c.name())
-                    };
-                    format!("{}={v}", c.name())
-                })
-                .collect();
-            cells.sort();
-            cells.join("|")
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// Every table of every SQL view, with its rows.
 async fn views(pool: &AnyPool, suffix: impl Fn(&str) -> String) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for p in nova_projections::all() {
         for t in p.tables() {
             let name = format!("{t}{}", suffix(p.name()));
-            out.push((t.clone(), dump(pool, &name).await));
+            out.push((t.clone(), table_rows(pool, &name).await));
         }
     }
     out
@@ -705,7 +665,7 @@ async fn as_of_copy_equals_the_view_at_that_instant(engine: Engine) {
     let table = report["tables"][0].as_str().unwrap().to_owned();
     assert_eq!(table, format!("user_directory{}", as_of::suffix(cli_id)));
     let want = then.iter().find(|(t, _)| t == "user_directory").unwrap();
-    assert_eq!(dump(&app.db.any, &table).await, want.1);
+    assert_eq!(table_rows(&app.db.any, &table).await, want.1);
     let status = nova(&["projections", "status"]);
     assert!(status["items"].as_array().unwrap().len() >= 6);
     assert_eq!(

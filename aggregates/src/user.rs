@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 use esrs::Aggregate;
+use nova_event_schemas::personal::ERASED;
 use nova_event_schemas::user::*;
 use uuid::Uuid;
 
@@ -41,6 +42,9 @@ pub enum UserError {
     NotFound,
     #[error("the account is deactivated")]
     Deactivated,
+    /// Erasure is for deactivated accounts only (ADR 0025).
+    #[error("the account is active; only a deactivated account can be erased")]
+    NotDeactivated,
     #[error("the account is locked after too many failed logins")]
     Locked { until: DateTime<Utc> },
     #[error("the refresh token is invalid or expired")]
@@ -117,6 +121,8 @@ pub struct UserState {
     pub credential_id: Option<Uuid>,
     pub registered_at: Option<DateTime<Utc>>,
     pub deactivated: bool,
+    /// The user's personal data was erased (ADR 0025): their personal fields read as erased.
+    pub erased: bool,
     /// Failed logins since the last success or lock.
     pub recent_failures: Vec<DateTime<Utc>>,
     pub locked_until: Option<DateTime<Utc>>,
@@ -224,6 +230,11 @@ pub enum UserCommand {
     Deactivate {
         now: DateTime<Utc>,
     },
+    /// Erase a deactivated user's personal data (their data key is destroyed by the handler
+    /// first, ADR 0025); a second erasure appends nothing.
+    Erase {
+        now: DateTime<Utc>,
+    },
     GrantRole {
         role: Role,
         now: DateTime<Utc>,
@@ -253,6 +264,7 @@ impl CommandName for UserCommand {
             UserCommand::ChangePassword { .. } => "change_password",
             UserCommand::PasswordCheckFailed { .. } => "password_check_failed",
             UserCommand::Deactivate { .. } => "deactivate",
+            UserCommand::Erase { .. } => "erase",
             UserCommand::GrantRole { .. } => "grant_role",
             UserCommand::SetNotificationPreferences { .. } => "set_notification_preferences",
             UserCommand::MarkNotificationsRead { .. } => "mark_notifications_read",
@@ -294,6 +306,18 @@ impl Aggregate for User {
         }
         if !state.exists() {
             return Err(UserError::NotFound);
+        }
+        if let UserCommand::Erase { now } = command {
+            if !state.deactivated {
+                return Err(UserError::NotDeactivated);
+            }
+            if state.erased {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![UserEvent::Erased(Erased {
+                user_id: state.user_id.unwrap_or_default(),
+                erased_at: now,
+            })]);
         }
         if state.deactivated {
             return Err(UserError::Deactivated);
@@ -444,6 +468,8 @@ impl Aggregate for User {
                     },
                 )
             }
+            // Decided above, before the refusal of deactivated accounts.
+            UserCommand::Erase { .. } => Ok(Vec::new()),
             UserCommand::Deactivate { now } => {
                 let mut events: Vec<UserEvent> = state
                     .active_sessions()
@@ -524,6 +550,15 @@ impl Aggregate for User {
                 }
             }
             UserEvent::Deactivated(_) => state.deactivated = true,
+            UserEvent::Erased(_) => {
+                // What a replay reads from the sealed fields once the key is gone.
+                let erased = |v: Option<String>| v.map(|_| ERASED.to_owned());
+                state.erased = true;
+                state.username = ERASED.to_owned();
+                state.display_name = erased(state.display_name.take());
+                state.status = erased(state.status.take());
+                state.profile_picture_url = erased(state.profile_picture_url.take());
+            }
             UserEvent::RoleGranted(e) => {
                 state.roles.insert(e.role);
             }

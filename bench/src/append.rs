@@ -7,16 +7,22 @@
 //!   `COMMIT` into `bench_raw`, a table created from the `user_events` migration itself (same
 //!   columns, types, constraints and indexes), through the native pool the store uses;
 //! - **store**: N tasks each loop `EventStore::append` of one `user.login_failed` event to their
-//!   own aggregate (expected version 0, 1, 2, ...), so the store's group commit can gather them.
+//!   own aggregate (expected version 0, 1, 2, ...), so the store's group commit can gather them;
+//! - **plain** and **sealed**: the same with one `post.created` event (280 characters of
+//!   content, one media URL: personal data, ADR 0025) per append, first on a store without data
+//!   keys (stored as written), then on one with the user domain's data keys (each task's author
+//!   has a key; content and URL sealed with ChaCha20-Poly1305 on the append path) — the cost of
+//!   encryption, both beside the same raw limit.
 //!
 //! Each task writes one stream that grows for the whole run (thousands of events), so any
 //! per-append cost that grows with a stream's length shows up here as a low ratio.
 //!
-//! Reported: events/s and p50/p99 latency of both, and the ratio store/raw.
+//! Reported: events/s and p50/p99 latency of each, and each one's ratio to raw.
 
 use std::time::Duration;
 
 use chrono::Utc;
+use nova_event_schemas::post::{PostCreated, PostEvent};
 use nova_event_schemas::user::{LoginFailed, UserEvent};
 use nova_event_schemas::{DomainEvent, EventMetadata};
 use nova_infra::db::{Database, Engine};
@@ -68,6 +74,15 @@ struct BackendReport {
     store: Measurement,
     /// store events/s divided by raw events/s (absent when raw did nothing).
     store_to_raw: Option<f64>,
+    personal_operation: &'static str,
+    /// `post.created` appends, personal fields stored as written (no data keys).
+    plain: Measurement,
+    /// `post.created` appends, personal fields sealed under the author's data key.
+    sealed: Measurement,
+    plain_to_raw: Option<f64>,
+    sealed_to_raw: Option<f64>,
+    /// sealed events/s divided by plain events/s: what encryption costs the append path.
+    sealed_to_plain: Option<f64>,
 }
 
 pub async fn run(args: Args) -> Result<(), Error> {
@@ -117,13 +132,39 @@ async fn bench_backend(
         .collect();
     let store = measure(&format!("{name} store"), plan, workers).await?;
 
+    // Personal data: the same appends of a post, as written and then sealed. The sealing store
+    // is a second facade over the same backend (keys are set once per facade).
+    let posts = |store: &EventStore| -> Vec<PostAppender> {
+        (0..concurrency)
+            .map(|_| PostAppender {
+                store: store.clone(),
+                aggregate_id: Uuid::now_v7(),
+                author: Uuid::now_v7(),
+                version: 0,
+            })
+            .collect()
+    };
+    let plain = measure(&format!("{name} plain"), plan, posts(&db.store)).await?;
+    let sealing = EventStore::new(db.store.backend().clone());
+    sealing.set_data_keys(std::sync::Arc::new(
+        nova_commands::user::data_keys::DataKeyVault::new(db.any.clone()),
+    ));
+    let sealed = measure(&format!("{name} sealed"), plan, posts(&sealing)).await?;
+
     Ok(BackendReport {
         backend: name,
         raw_operation,
         store_operation: "EventStore::append of one event to the task's own aggregate",
         store_to_raw: ratio(store.per_sec, raw.per_sec),
+        personal_operation: "EventStore::append of one post.created (280 chars + 1 URL); \
+                             plain: no data keys, sealed: the user domain's data keys",
+        plain_to_raw: ratio(plain.per_sec, raw.per_sec),
+        sealed_to_raw: ratio(sealed.per_sec, raw.per_sec),
+        sealed_to_plain: ratio(sealed.per_sec, plain.per_sec),
         raw,
         store,
+        plain,
+        sealed,
     })
 }
 
@@ -266,6 +307,45 @@ impl Worker for RawSqlite {
     }
 }
 
+/// 280 characters, as a post may hold.
+const CONTENT: &str = "Benchmark post: the quick brown fox jumps over the lazy dog while the \
+     five boxing wizards jump quickly; pack my box with five dozen liquor jugs, sphinx of black \
+     quartz judge my vow, how vexingly quick daft zebras jump, and the jay, pig, fox, zebra and \
+     my wolves quack! Done here...";
+
+struct PostAppender {
+    store: EventStore,
+    aggregate_id: Uuid,
+    author: Uuid,
+    version: i64,
+}
+
+impl Worker for PostAppender {
+    async fn op(&mut self) -> Result<(), Error> {
+        let metadata = EventMetadata {
+            correlation_id: Uuid::now_v7(),
+            actor_id: Some(self.author),
+            ..EventMetadata::default()
+        };
+        let event = PostEvent::Created(PostCreated {
+            post_id: self.aggregate_id,
+            author_id: self.author,
+            content: CONTENT.to_owned(),
+            media_urls: vec!["https://media.example/bench/picture.jpg".to_owned()],
+            mentions: Vec::new(),
+            created_at: Utc::now(),
+        });
+        self.store
+            .append(
+                vec![(self.aggregate_id, "post", self.version, vec![event])],
+                metadata,
+            )
+            .await?;
+        self.version += 1;
+        Ok(())
+    }
+}
+
 struct StoreAppender {
     store: EventStore,
     aggregate_id: Uuid,
@@ -305,15 +385,15 @@ fn print_table(report: &Report) {
         "backend", "path", "events/s", "p50 ms", "p99 ms", "max ms", "store/raw"
     );
     for b in &report.backends {
+        let times = |r: Option<f64>| {
+            r.map(|r| format!("{r:.2}x"))
+                .unwrap_or_else(|| "n/a".to_owned())
+        };
         for (path, m, vs) in [
             ("raw", &b.raw, String::new()),
-            (
-                "store",
-                &b.store,
-                b.store_to_raw
-                    .map(|r| format!("{r:.2}x"))
-                    .unwrap_or_else(|| "n/a".to_owned()),
-            ),
+            ("store", &b.store, times(b.store_to_raw)),
+            ("plain", &b.plain, times(b.plain_to_raw)),
+            ("sealed", &b.sealed, times(b.sealed_to_raw)),
         ] {
             println!(
                 "{:<9} {:<6} {:>12.0} {:>9.3} {:>9.3} {:>9.3}  {:>9}",
@@ -333,6 +413,16 @@ fn print_table(report: &Report) {
     }
     if let Some(b) = report.backends.first() {
         println!("{:<14}{}", "store:", b.store_operation);
+        println!("{:<14}{}", "plain/sealed:", b.personal_operation);
+    }
+    for b in &report.backends {
+        println!(
+            "{:<14}sealed/plain {} (the cost of sealing personal data on the append path)",
+            format!("{}:", b.backend),
+            b.sealed_to_plain
+                .map(|r| format!("{r:.2}x"))
+                .unwrap_or_else(|| "n/a".to_owned())
+        );
     }
 }
 

@@ -30,6 +30,15 @@ impl Owned for PostEvent {
     type Writer = PostWriter;
 }
 
+/// Seals the personal data this domain's events stored in plaintext before ADR 0025 (run at
+/// start, before any relay or projector reads the history; see `CommandStore::seal_history`).
+pub async fn seal_history(
+    store: &CommandStore,
+    keys: &dyn nova_infra::personal::DataKeys,
+) -> std::result::Result<u64, nova_infra::store::StoreError> {
+    store.seal_history::<PostEvent>(&PostWriter(()), keys).await
+}
+
 pub const CONTENT_MAX: usize = 5000;
 pub const COMMENT_MAX: usize = 2000;
 pub const MEDIA_MAX: usize = 4;

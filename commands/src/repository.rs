@@ -143,14 +143,14 @@ impl CommandStore {
             .await
     }
 
-    /// A page of `domain`'s stored events, raw (not upcast): for upgrade steps that rewrite
-    /// what older versions stored.
+    /// A page of `domain`'s stored events, raw (not upcast, personal fields sealed): for
+    /// upgrade steps that rewrite what older versions stored.
     pub async fn read_raw(
         &self,
         domain: Domain,
         filter: &nova_infra::store::ReadFilter,
     ) -> Result<Vec<nova_infra::store::RecordedEvent>, StoreError> {
-        self.inner.read(domain, filter).await
+        self.inner.read_sealed(domain, filter).await
     }
 
     /// Replaces the stored payload at `position` of the writer's domain, if it is still at
@@ -167,6 +167,63 @@ impl CommandStore {
         self.inner
             .rewrite_payload(E::DOMAIN, position, from_version, to_version, payload)
             .await
+    }
+
+    /// Seals the personal fields that the writer's domain stored in plaintext before ADR 0025
+    /// (the version before each sealed one), rewriting each such event once to its sealed
+    /// version under its owner's data key (`Backend::rewrite_payload`: only if still at the old
+    /// version, so it is idempotent and safe beside a second process doing the same). What an
+    /// erased owner wrote becomes `"[erased]"`. Answers the number of events rewritten.
+    pub async fn seal_history<E: Owned>(
+        &self,
+        _writer: &E::Writer,
+        keys: &dyn nova_infra::personal::DataKeys,
+    ) -> Result<u64, StoreError> {
+        let mut rewritten = 0;
+        for personal in nova_event_schemas::personal::PERSONAL
+            .iter()
+            .filter(|p| p.domain == E::DOMAIN)
+        {
+            let mut after = 0;
+            loop {
+                let page = self
+                    .inner
+                    .read_sealed(
+                        E::DOMAIN,
+                        &nova_infra::store::ReadFilter {
+                            after_position: after,
+                            limit: 500,
+                            aggregate_id: None,
+                            event_type: Some(personal.event_type.to_owned()),
+                        },
+                    )
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = last.position;
+                for e in &page {
+                    let Some((from, to, payload)) =
+                        nova_infra::personal::sealed_form(keys, e).await?
+                    else {
+                        continue;
+                    };
+                    if self
+                        .inner
+                        .rewrite_payload(E::DOMAIN, e.position, from, to, &payload)
+                        .await?
+                    {
+                        rewritten += 1;
+                    }
+                }
+            }
+        }
+        if rewritten > 0 {
+            tracing::info!(
+                domain = E::DOMAIN.as_str(),
+                events = rewritten,
+                "plaintext personal data sealed"
+            );
+        }
+        Ok(rewritten)
     }
 
     /// The append recorded under `command_key` in `domain`, if any.

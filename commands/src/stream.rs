@@ -34,6 +34,17 @@ impl Owned for StreamEvent {
     type Writer = StreamWriter;
 }
 
+/// Seals the personal data this domain's events stored in plaintext before ADR 0025 (run at
+/// start, before any relay or projector reads the history; see `CommandStore::seal_history`).
+pub async fn seal_history(
+    store: &CommandStore,
+    keys: &dyn nova_infra::personal::DataKeys,
+) -> std::result::Result<u64, nova_infra::store::StoreError> {
+    store
+        .seal_history::<StreamEvent>(&StreamWriter(()), keys)
+        .await
+}
+
 /// Why a stream command failed: the one command error, with the domain's refusals.
 pub type StreamCommandError = CommandError<StreamError>;
 

@@ -22,6 +22,7 @@ use crate::{
 };
 
 pub mod credentials;
+pub mod data_keys;
 pub mod notifications;
 pub mod vault;
 
@@ -35,6 +36,15 @@ pub struct UserWriter(());
 
 impl Owned for UserEvent {
     type Writer = UserWriter;
+}
+
+/// Seals the personal data this domain's events stored in plaintext before ADR 0025 (run at
+/// start, before any relay or projector reads the history; see `CommandStore::seal_history`).
+pub async fn seal_history(
+    store: &CommandStore,
+    keys: &dyn nova_infra::personal::DataKeys,
+) -> std::result::Result<u64, nova_infra::store::StoreError> {
+    store.seal_history::<UserEvent>(&UserWriter(()), keys).await
 }
 
 pub const USERNAME_MIN: usize = 3;
@@ -95,10 +105,20 @@ pub struct UserCommands {
     users: Repository<User>,
     claims: Repository<UsernameClaim>,
     vault: Vault,
+    /// The user domain's data keys (ADR 0025): destroyed by erasure.
+    data_keys: Arc<data_keys::DataKeyVault>,
     passwords: Passwords,
     tokens: Tokens,
     limits: Limits,
     gates: Arc<[Arc<tokio::sync::Mutex<()>>]>,
+}
+
+/// What an erasure did.
+#[derive(Debug, Clone)]
+pub struct Erasure {
+    pub done: Done,
+    /// False when the user had been erased before (nothing new was appended).
+    pub erased_now: bool,
 }
 
 /// Failed logins for names without an active account (unknown or deactivated), so that they
@@ -158,12 +178,20 @@ impl UserCommands {
             users: Repository::new(&store, UserWriter(())),
             claims: Repository::new(&store, UserWriter(())),
             store,
+            data_keys: Arc::new(data_keys::DataKeyVault::new(vault.pool().clone())),
             vault,
             passwords,
             tokens,
             limits: Limits::in_process(),
             gates: (0..GATES).map(|_| Arc::default()).collect(),
         }
+    }
+
+    /// Uses `keys` (the one the event store seals with, so that an erasure also forgets the
+    /// key that store cached) instead of a table handle of its own.
+    pub fn with_data_keys(mut self, keys: Arc<data_keys::DataKeyVault>) -> Self {
+        self.data_keys = keys;
+        self
     }
 
     /// Keeps failed logins of unknown names in `limits` (shared between processes when it is
@@ -687,6 +715,33 @@ impl UserCommands {
             })
             .await?;
         Ok(e.done())
+    }
+
+    /// Erases a deactivated user's personal data (ADR 0025): destroys their data key, then
+    /// appends `user.erased`, on which every view drops what it derived from them. The key goes
+    /// first: a crash in between leaves the key destroyed and an erasure to repeat, never an
+    /// `erased` event while the key still opens the history. Unknown user: refused `NotFound`;
+    /// an active one: `NotDeactivated`; erased before: nothing new (idempotent).
+    pub async fn erase(&self, ctx: &CommandContext, user_id: Uuid) -> Result<Erasure> {
+        let loaded = self.users.load(user_id).await?;
+        if !loaded.state.exists() {
+            return Err(UserCommandError::Refused(UserError::NotFound));
+        }
+        if !loaded.state.deactivated {
+            return Err(UserCommandError::Refused(UserError::NotDeactivated));
+        }
+        self.data_keys.shred(user_id).await?;
+        let e = self
+            .users
+            .execute(user_id, ctx, |_| Ok(UserCommand::Erase { now: Utc::now() }))
+            .await?;
+        Ok(Erasure {
+            erased_now: e.appended.is_some(),
+            done: Done {
+                version: e.version,
+                position: e.position().or(Some(loaded.last_position)),
+            },
+        })
     }
 
     /// Grants a role to the user with `username` (operator command, `nova admin grant-role`).

@@ -7,7 +7,9 @@
 //!   step, is in this crate's `README.md`);
 //! - every (type, version) pair has a checked-in JSON Schema under `schemas/<domain>/`, and the
 //!   `schemas_match_checked_in_files` test fails when the Rust type and the file disagree;
-//! - payloads never carry plaintext secrets: only hashes of passwords and tokens.
+//! - payloads never carry plaintext secrets: only hashes of passwords and tokens;
+//! - personal data (text a person wrote or that identifies them) is listed in
+//!   [`personal::PERSONAL`] and stored sealed under its owner's key, erasable (ADR 0025).
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
@@ -15,6 +17,7 @@ use uuid::Uuid;
 pub mod conversation;
 pub mod experiment;
 pub mod follow;
+pub mod personal;
 pub mod post;
 pub mod stream;
 pub mod user;

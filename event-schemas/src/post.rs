@@ -38,12 +38,16 @@ pub fn bookmark_id(user_id: Uuid, post_id: Uuid) -> Uuid {
     pair_id(&BOOKMARK_NAMESPACE, user_id, post_id)
 }
 
+/// Version 2: `content` and `media_urls` are personal data, stored sealed under the author's
+/// data key and read back opened, or as `"[erased]"` once the author was erased (ADR 0025).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostCreated {
     pub post_id: Uuid,
     pub author_id: Uuid,
+    /// Personal data of the author (sealed in storage).
     pub content: String,
+    /// Personal data of the author (each sealed in storage).
     pub media_urls: Vec<String>,
     /// Users mentioned as `@username` that existed and were active when the post was written.
     pub mentions: Vec<Uuid>,
@@ -52,10 +56,15 @@ pub struct PostCreated {
 
 /// The post after the edit: every field carries its new value (the previous values are in the
 /// earlier events of the stream — that is the edit history).
+///
+/// Version 2: `content` and `media_urls` are stored sealed under the author's data key (ADR
+/// 0025).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostEdited {
+    /// Personal data of the author (sealed in storage).
     pub content: String,
+    /// Personal data of the author (each sealed in storage).
     pub media_urls: Vec<String>,
     pub mentions: Vec<Uuid>,
     pub edited_at: DateTime<Utc>,
@@ -84,6 +93,7 @@ pub struct PostHidden {
     pub hidden_at: DateTime<Utc>,
 }
 
+/// Version 2: `content` is stored sealed under the commenter's data key (ADR 0025).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentAdded {
@@ -92,6 +102,7 @@ pub struct CommentAdded {
     /// The commenter.
     pub author_id: Uuid,
     pub post_author_id: Uuid,
+    /// Personal data of the commenter (sealed in storage).
     pub content: String,
     pub mentions: Vec<Uuid>,
     pub commented_at: DateTime<Utc>,
@@ -153,14 +164,56 @@ pub struct Unbookmarked {
     pub unbookmarked_at: DateTime<Utc>,
 }
 
+// Version 1 payloads (plaintext personal data), kept for their checked-in schemas. The upcasters
+// only relabel: the shape did not change, only how the store keeps the personal fields (ADR
+// 0025).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PostCreated")]
+pub struct PostCreatedV1 {
+    pub post_id: Uuid,
+    pub author_id: Uuid,
+    pub content: String,
+    pub media_urls: Vec<String>,
+    /// Users mentioned as `@username` that existed and were active when the post was written.
+    pub mentions: Vec<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The post after the edit: every field carries its new value (the previous values are in the
+/// earlier events of the stream — that is the edit history).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PostEdited")]
+pub struct PostEditedV1 {
+    pub content: String,
+    pub media_urls: Vec<String>,
+    pub mentions: Vec<Uuid>,
+    pub edited_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "CommentAdded")]
+pub struct CommentAddedV1 {
+    pub comment_id: Uuid,
+    pub post_id: Uuid,
+    /// The commenter.
+    pub author_id: Uuid,
+    pub post_author_id: Uuid,
+    pub content: String,
+    pub mentions: Vec<Uuid>,
+    pub commented_at: DateTime<Utc>,
+}
+
 crate::domain_events! {
     /// Every event the `post` domain stores.
     pub enum PostEvent in Domain::Post {
-        Created(PostCreated) = ("created", 1),
-        Edited(PostEdited) = ("edited", 1),
+        Created(PostCreated) = ("created", 2),
+        Edited(PostEdited) = ("edited", 2),
         Deleted(PostDeleted) = ("deleted", 1),
         Hidden(PostHidden) = ("hidden", 1),
-        CommentAdded(CommentAdded) = ("comment_added", 1),
+        CommentAdded(CommentAdded) = ("comment_added", 2),
         CommentDeleted(CommentDeleted) = ("comment_deleted", 1),
         Shared(PostShared) = ("shared", 1),
         Liked(Liked) = ("liked", 1),
@@ -169,6 +222,15 @@ crate::domain_events! {
         Unbookmarked(Unbookmarked) = ("unbookmarked", 1),
     }
     upcast(event_type, version, payload) {
-        (event_type, version, payload)
+        // v1 → v2: same shape; v2 stores the personal fields sealed (ADR 0025).
+        match (event_type, version) {
+            ("created" | "edited" | "comment_added", 1) => (event_type, 2, payload),
+            _ => (event_type, version, payload),
+        }
+    }
+    superseded {
+        PostCreatedV1 = ("created", 1),
+        PostEditedV1 = ("edited", 1),
+        CommentAddedV1 = ("comment_added", 1),
     }
 }

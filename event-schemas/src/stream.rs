@@ -16,9 +16,29 @@ use crate::Domain;
 
 /// A broadcast was set up; its first key is `key_id` (the key was shown once to the
 /// broadcaster and is stored only as a hash, outside the events).
+///
+/// Version 2: `title` and `description` are stored sealed under the broadcaster's data key
+/// (ADR 0025).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Created {
+    pub stream_id: Uuid,
+    pub broadcaster_id: Uuid,
+    /// Personal data of the broadcaster (sealed in storage).
+    pub title: String,
+    /// Personal data of the broadcaster (sealed in storage).
+    pub description: Option<String>,
+    pub key_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+// Version 1 of `Created` (plaintext title), kept for its checked-in schema.
+/// A broadcast was set up; its first key is `key_id` (the key was shown once to the
+/// broadcaster and is stored only as a hash, outside the events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Created")]
+pub struct CreatedV1 {
     pub stream_id: Uuid,
     pub broadcaster_id: Uuid,
     pub title: String,
@@ -88,13 +108,20 @@ pub struct Disabled {
 crate::domain_events! {
     /// Every event the `stream` domain stores.
     pub enum StreamEvent in Domain::Stream {
-        Created(Created) = ("created", 1),
+        Created(Created) = ("created", 2),
         KeyRotated(KeyRotated) = ("key_rotated", 1),
         Started(Started) = ("started", 1),
         Ended(Ended) = ("ended", 1),
         Disabled(Disabled) = ("disabled", 1),
     }
     upcast(event_type, version, payload) {
-        (event_type, version, payload)
+        // v1 → v2: same shape; v2 stores the title sealed (ADR 0025).
+        match (event_type, version) {
+            ("created", 1) => ("created", 2, payload),
+            _ => (event_type, version, payload),
+        }
+    }
+    superseded {
+        CreatedV1 = ("created", 1),
     }
 }

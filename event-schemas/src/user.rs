@@ -19,9 +19,63 @@ pub fn username_claim_id(username: &str) -> Uuid {
     Uuid::new_v5(&USERNAME_NAMESPACE, username.to_lowercase().as_bytes())
 }
 
+/// Version 2: `username` is stored sealed under the user's data key (ADR 0025).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsernameClaimed {
+    /// Lower-cased username. Personal data of the user (sealed in storage).
+    pub username: String,
+    pub user_id: Uuid,
+}
+
+/// Version 3: `username` and `display_name` are stored sealed under the user's data key (ADR
+/// 0025). Version 2: the password's hash is no longer in the event (ADR 0016).
+/// `credential_id` names the credential in the user domain's credentials table
+/// (`user_credentials`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registered {
+    pub user_id: Uuid,
+    /// Personal data of the user (sealed in storage).
+    pub username: String,
+    /// Personal data of the user (sealed in storage).
+    pub display_name: Option<String>,
+    /// The password credential, held outside the events (never the secret itself).
+    pub credential_id: Uuid,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// The profile after the update: every field carries its new value.
+///
+/// Version 2: the three profile fields are stored sealed under the user's data key (ADR 0025).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileUpdated {
+    /// Personal data of the user (sealed in storage).
+    pub display_name: Option<String>,
+    /// Personal data of the user (sealed in storage).
+    pub status: Option<String>,
+    /// Personal data of the user (sealed in storage).
+    pub profile_picture_url: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A user's personal data was erased (ADR 0025): their data key is destroyed, so every sealed
+/// field of theirs in the history reads as `"[erased]"` from now on, and every view drops what
+/// it derived from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Erased {
+    pub user_id: Uuid,
+    pub erased_at: DateTime<Utc>,
+}
+
+// Plaintext versions of the events above, kept for their checked-in schemas. The upcasters
+// only relabel: the shape did not change, only how the store keeps the personal fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "UsernameClaimed")]
+pub struct UsernameClaimedV1 {
     /// Lower-cased username.
     pub username: String,
     pub user_id: Uuid,
@@ -31,7 +85,8 @@ pub struct UsernameClaimed {
 /// the credential in the user domain's credentials table (`user_credentials`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Registered {
+#[schemars(rename = "Registered")]
+pub struct RegisteredV2 {
     pub user_id: Uuid,
     pub username: String,
     pub display_name: Option<String>,
@@ -43,7 +98,8 @@ pub struct Registered {
 /// The profile after the update: every field carries its new value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ProfileUpdated {
+#[schemars(rename = "ProfileUpdated")]
+pub struct ProfileUpdatedV1 {
     pub display_name: Option<String>,
     pub status: Option<String>,
     pub profile_picture_url: Option<String>,
@@ -490,9 +546,9 @@ pub fn v1_secret(event_type: &str, version: i32, payload: &serde_json::Value) ->
 crate::domain_events! {
     /// Every event the `user` domain stores.
     pub enum UserEvent in Domain::User {
-        UsernameClaimed(UsernameClaimed) = ("username_claimed", 1),
-        Registered(Registered) = ("registered", 2),
-        ProfileUpdated(ProfileUpdated) = ("profile_updated", 1),
+        UsernameClaimed(UsernameClaimed) = ("username_claimed", 2),
+        Registered(Registered) = ("registered", 3),
+        ProfileUpdated(ProfileUpdated) = ("profile_updated", 2),
         PasswordChanged(PasswordChanged) = ("password_changed", 2),
         PasswordRehashed(PasswordRehashed) = ("password_rehashed", 2),
         LoginFailed(LoginFailed) = ("login_failed", 1),
@@ -505,6 +561,7 @@ crate::domain_events! {
         NotificationPreferencesChanged(NotificationPreferencesChanged) =
             ("notification_preferences_changed", 3),
         NotificationsRead(NotificationsRead) = ("notifications_read", 2),
+        Erased(Erased) = ("erased", 1),
     }
     upcast(event_type, version, payload) {
         // Each arm brings one superseded version up by one; the second `match` takes v2 to v3,
@@ -569,6 +626,8 @@ crate::domain_events! {
             ),
             _ => (event_type, version, payload),
         };
+        // Second step: v2 → v3, and plaintext → sealed personal fields (ADR 0025: same shape,
+        // relabelled).
         match (event_type, version) {
             ("notification_preferences_changed", 2) => (
                 "notification_preferences_changed",
@@ -581,6 +640,9 @@ crate::domain_events! {
                     |old: NotificationPreferencesChangedV2| Ok(NotificationPreferencesChanged::from(old)),
                 )?,
             ),
+            ("username_claimed", 1) | ("profile_updated", 1) | ("registered", 2) => {
+                (event_type, version + 1, payload)
+            }
             _ => (event_type, version, payload),
         }
     }
@@ -593,5 +655,8 @@ crate::domain_events! {
         PasswordRehashedV1 = ("password_rehashed", 1),
         SessionStartedV1 = ("session_started", 1),
         SessionRefreshedV1 = ("session_refreshed", 1),
+        UsernameClaimedV1 = ("username_claimed", 1),
+        RegisteredV2 = ("registered", 2),
+        ProfileUpdatedV1 = ("profile_updated", 1),
     }
 }

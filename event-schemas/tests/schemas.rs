@@ -177,14 +177,47 @@ fn credential_events_v1_are_upcast_without_their_secrets() {
     for (ty, v1) in cases {
         assert!(v1_secret(ty, 1, &v1).is_some_and(|s| s.contains("secret")));
         let event = UserEvent::from_stored(ty, 1, v1).unwrap();
-        assert_eq!(event.schema_version(), 2, "{ty}");
+        // `registered` went on to v3 (personal fields sealed in storage, ADR 0025).
+        let current = if ty == "registered" { 3 } else { 2 };
+        assert_eq!(event.schema_version(), current, "{ty}");
         let text = event.to_payload().to_string();
         assert!(
             !text.contains("secret") && !text.contains("_hash\""),
             "{ty}: {text}"
         );
         assert!(v1_secret(ty, 2, &event.to_payload()).is_none());
-        let back = UserEvent::from_stored(ty, 2, event.to_payload()).unwrap();
+        let back = UserEvent::from_stored(ty, current, event.to_payload()).unwrap();
         assert_eq!(back, event);
     }
+}
+
+/// Events stored before personal fields were sealed (ADR 0025) read as they were: the v1 (v2
+/// for `registered`) payload is relabelled to the current version, plaintext unchanged.
+#[test]
+fn plaintext_personal_events_are_upcast_unchanged() {
+    use nova_event_schemas::post::PostEvent;
+    use nova_event_schemas::stream::StreamEvent;
+    let id = uuid::Uuid::now_v7();
+    let at = "2026-01-01T00:00:00Z";
+    let post = serde_json::json!({"post_id": id, "author_id": id, "content": "hello @bob",
+        "media_urls": [], "mentions": [], "created_at": at});
+    let PostEvent::Created(p) = PostEvent::from_stored("created", 1, post).unwrap() else {
+        panic!("not a post");
+    };
+    assert_eq!(p.content, "hello @bob");
+    let user = serde_json::json!({"user_id": id, "username": "alice", "display_name": "Alice",
+        "credential_id": id, "registered_at": at});
+    let UserEvent::Registered(r) = UserEvent::from_stored("registered", 2, user).unwrap() else {
+        panic!("not a registration");
+    };
+    assert_eq!(
+        (r.username.as_str(), r.display_name.as_deref()),
+        ("alice", Some("Alice"))
+    );
+    let stream = serde_json::json!({"stream_id": id, "broadcaster_id": id, "title": "live!",
+        "description": null, "key_id": id, "created_at": at});
+    let StreamEvent::Created(c) = StreamEvent::from_stored("created", 1, stream).unwrap() else {
+        panic!("not a stream");
+    };
+    assert_eq!(c.title, "live!");
 }

@@ -161,6 +161,22 @@ impl Database {
         Ok(())
     }
 
+    /// After data was deleted for good (erasure, ADR 0025): on SQLite, rewrites the database
+    /// file from its live rows (`VACUUM`: deleted rows and free pages do not survive it) and
+    /// then copies the write-ahead log into the file and truncates it, so no deleted byte stays
+    /// in either file. (`secure_delete` on every connection would zero deleted rows as they
+    /// go, but stalled other processes' connections after a view's table swap in our tests.)
+    /// Nothing to do on PostgreSQL, whose dead row versions are reclaimed by (auto)vacuum.
+    pub async fn scrub(&self) -> Result<(), DbError> {
+        if let Native::Sqlite(pool) = &self.native {
+            sqlx::query("VACUUM").execute(pool).await?;
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
         match &self.native {
             Native::Pg(p) => Some(p),

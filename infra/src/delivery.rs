@@ -310,6 +310,9 @@ impl EventSource for JetStreamSource {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
+        // Indexes in `out` of events as JetStream carries them (personal fields sealed);
+        // those from the store are opened already.
+        let mut from_stream = Vec::new();
         let mut cursor = after;
         for (&position, (envelope, _)) in pending.range(after + 1..) {
             if out.len() as i64 >= max {
@@ -331,7 +334,13 @@ impl EventSource for JetStreamSource {
                 }
             }
             cursor = position;
+            from_stream.push(out.len());
             out.push(envelope.event.clone());
+        }
+        let mut sealed: Vec<RecordedEvent> = from_stream.iter().map(|&i| out[i].clone()).collect();
+        self.store.open(&mut sealed).await?;
+        for (i, event) in from_stream.into_iter().zip(sealed) {
+            out[i] = event;
         }
         Ok(out)
     }

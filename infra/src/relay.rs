@@ -279,8 +279,9 @@ impl Relay {
     }
 
     async fn read_after(&self, position: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        // As stored: personal fields travel sealed (ADR 0025).
         self.store
-            .read(
+            .read_sealed(
                 self.domain,
                 &ReadFilter {
                     after_position: position,

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use nova_event_schemas::follow::FollowEvent;
+use nova_event_schemas::personal::is_erased;
 use nova_event_schemas::post::PostEvent;
 use nova_event_schemas::user::UserEvent;
 use nova_event_schemas::Domain;
@@ -169,6 +170,26 @@ impl Feed {
     /// Deleted or hidden: gone from every timeline, and from read-time merges. Timeline rows of
     /// a post exist only for the author's current followers (unfollow removes them), so they
     /// are found through the primary key — no index on `post_id` to maintain on every fan-out.
+    /// `user.erased`: the person's posts leave the feed, and every timeline entry of theirs.
+    async fn erased(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        user_id: &str,
+    ) -> Result<(), ProjectionError> {
+        let Tables {
+            posts, timeline, ..
+        } = self.t();
+        sqlx::query(&format!("DELETE FROM {timeline} WHERE author_id = $1"))
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(&format!("DELETE FROM {posts} WHERE author_id = $1"))
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     async fn post_removed(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -428,6 +449,10 @@ impl Projection for Feed {
                 }
                 Domain::Post => {
                     if let PostEvent::Created(e) = event.decode::<PostEvent>()? {
+                        // An erased author's post has no entry (ADR 0025).
+                        if is_erased(&e.content) {
+                            continue;
+                        }
                         posts.push(e);
                         if posts.len() == RUN {
                             self.posts_created_run(tx, &posts).await?;
@@ -469,6 +494,7 @@ impl Projection for Feed {
                     self.deactivated(tx, &event.aggregate_id.to_string())
                         .await?;
                 }
+                UserEvent::Erased(e) => self.erased(tx, &e.user_id.to_string()).await?,
                 // Profiles, credentials, sessions and settings are not part of the feed.
                 UserEvent::Registered(_)
                 | UserEvent::UsernameClaimed(_)
@@ -497,6 +523,10 @@ impl Projection for Feed {
                 FollowEvent::Blocked(_) | FollowEvent::Unblocked(_) => {}
             },
             Domain::Post => match event.decode::<PostEvent>()? {
+                // What an erased person wrote has no entry, whether the feed learns of the
+                // erasure from `user.erased` (live) or from history that reads as erased.
+                PostEvent::Created(e) if is_erased(&e.content) => {}
+                PostEvent::Edited(e) if is_erased(&e.content) => {}
                 PostEvent::Created(e) => {
                     self.posts_created_run(tx, &[e]).await?;
                 }

@@ -80,7 +80,7 @@ pub fn notification_id(event_id: Uuid, recipient: Uuid, kind: NotificationKind) 
 }
 
 /// The tables, in the order `tables()` lists them (the first is the rebuild's resume probe).
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "notification",
     "notification_post",
     "notification_mention",
@@ -90,6 +90,7 @@ const TABLES: [&str; 9] = [
     "notification_follow",
     "notification_stream",
     "notification_conversation",
+    "notification_erased",
 ];
 
 /// The live view is `NotificationView::default()`; a rebuild writes to a suffixed copy.
@@ -124,6 +125,24 @@ impl NotificationView {
         format!("{base}{}", self.suffix)
     }
 
+    /// True if either person was erased (ADR 0025): no notification between them is kept.
+    async fn erased(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        first: &str,
+        second: &str,
+    ) -> Result<bool, ProjectionError> {
+        let found: Option<(String,)> = sqlx::query_as(&format!(
+            "SELECT user_id FROM {} WHERE user_id IN ($1, $2) LIMIT 1",
+            self.t("notification_erased")
+        ))
+        .bind(first)
+        .bind(second)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Stores `n` unless it is for the actor themselves or repeats a recent one.
     async fn notify(
         &self,
@@ -131,7 +150,11 @@ impl NotificationView {
         event: &RecordedEvent,
         n: New,
     ) -> Result<(), ProjectionError> {
-        if n.recipient == n.actor {
+        if n.recipient == n.actor
+            || self
+                .erased(tx, &n.recipient.to_string(), &n.actor.to_string())
+                .await?
+        {
             return Ok(());
         }
         let table = self.t("notification");
@@ -271,6 +294,22 @@ impl NotificationView {
                 .execute(&mut **tx)
                 .await?;
             }
+            UserEvent::Erased(_) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {} (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+                    self.t("notification_erased")
+                ))
+                .bind(&user_id)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(&format!(
+                    "DELETE FROM {} WHERE actor_id = $1 OR recipient_id = $1",
+                    self.t("notification")
+                ))
+                .bind(&user_id)
+                .execute(&mut **tx)
+                .await?;
+            }
             UserEvent::UsernameClaimed(_)
             | UserEvent::Registered(_)
             | UserEvent::ProfileUpdated(_)
@@ -368,6 +407,9 @@ impl NotificationView {
         else {
             return Ok(());
         };
+        if self.erased(tx, recipient, broadcaster).await? {
+            return Ok(());
+        }
         let id = notification_id(event_id, recipient_id, NotificationKind::StreamStarted);
         sqlx::query(&format!(
             "INSERT INTO {} (notification_id, recipient_id, kind, actor_id, post_id, \

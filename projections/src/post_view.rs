@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use nova_event_schemas::personal::is_erased;
 use nova_event_schemas::post::PostEvent;
+use nova_event_schemas::user::UserEvent;
 use nova_event_schemas::Domain;
 use nova_infra::store::RecordedEvent;
 use sqlx::{Any, Transaction};
@@ -41,6 +43,34 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 impl PostView {
+    /// `user.erased`: the person's posts and comments go; the posts they commented on count
+    /// their comments no more.
+    async fn erase(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        user_id: &str,
+    ) -> Result<(), ProjectionError> {
+        let (posts, comments) = (self.posts(), self.comments());
+        sqlx::query(&format!(
+            "UPDATE {posts} SET comment_count = comment_count - \
+                 (SELECT COUNT(*) FROM {comments} c \
+                  WHERE c.post_id = {posts}.post_id AND c.author_id = $1) \
+             WHERE post_id IN (SELECT post_id FROM {comments} WHERE author_id = $1)"
+        ))
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(&format!("DELETE FROM {comments} WHERE author_id = $1"))
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(&format!("DELETE FROM {posts} WHERE author_id = $1"))
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     fn posts(&self) -> String {
         format!("posts{}", self.suffix)
     }
@@ -93,7 +123,8 @@ impl Projection for PostView {
     }
 
     fn domains(&self) -> &'static [Domain] {
-        &[Domain::Post]
+        // The user domain for `user.erased` only (ADR 0025).
+        &[Domain::Post, Domain::User]
     }
 
     fn tables(&self) -> Vec<String> {
@@ -115,8 +146,19 @@ impl Projection for PostView {
         tx: &mut Transaction<'static, Any>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
+        if event.domain == Domain::User {
+            if let UserEvent::Erased(e) = event.decode::<UserEvent>()? {
+                self.erase(tx, &e.user_id.to_string()).await?;
+            }
+            return Ok(());
+        }
         let aggregate_id = event.aggregate_id.to_string();
         match event.decode::<PostEvent>()? {
+            // What an erased person wrote has no row, whether the view learns of the erasure
+            // from `user.erased` (live) or from history that already reads as erased (rebuild).
+            PostEvent::Created(e) if is_erased(&e.content) => {}
+            PostEvent::CommentAdded(e) if is_erased(&e.content) => {}
+            PostEvent::Edited(e) if is_erased(&e.content) => {}
             PostEvent::Created(e) => {
                 sqlx::query(&format!(
                     "INSERT INTO {} (post_id, author_id, content, media_urls, mentions, \

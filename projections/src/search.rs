@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nova_event_schemas::personal::is_erased;
 use nova_event_schemas::post::PostEvent;
 use nova_event_schemas::user::UserEvent;
 use nova_event_schemas::Domain;
@@ -56,6 +57,10 @@ pub struct SearchProjector {
     pending: HashMap<Uuid, Option<TantivyDocument>>,
     /// The generation this projector writes (empty for an index outside a [`SearchRoot`]).
     generation: String,
+    /// A person was erased in the open batch: after its commit every segment is merged and
+    /// unused files are deleted, so the deleted documents' bytes leave the directory (ADR
+    /// 0025); a delete alone only marks them.
+    purge: bool,
 }
 
 impl From<SearchError> for ProjectionError {
@@ -118,6 +123,7 @@ impl SearchProjector {
             inactive,
             pending: HashMap::new(),
             generation: String::new(),
+            purge: false,
         })
     }
 
@@ -222,6 +228,14 @@ impl SearchProjector {
     fn apply_user(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         let f = self.index.fields();
         match event.decode::<UserEvent>()? {
+            // An erased person has no document, whether the index learns of the erasure from
+            // `user.erased` (live) or from history that already reads as erased (rebuild).
+            UserEvent::Registered(e) if is_erased(&e.username) => {}
+            UserEvent::ProfileUpdated(e) if e.display_name.as_deref().is_some_and(is_erased) => {}
+            UserEvent::Erased(e) => {
+                self.drop_author(e.user_id);
+                self.purge = true;
+            }
             UserEvent::Registered(e) if !self.inactive.contains(&e.user_id) => {
                 let doc = self.user_doc(
                     e.user_id,
@@ -249,18 +263,8 @@ impl SearchProjector {
             }
             UserEvent::Deactivated(_) => {
                 let id = event.aggregate_id;
-                self.remove(id);
-                self.writer
-                    .delete_term(Term::from_field_text(f.author, &id.to_string()));
-                // Posts of this author added earlier in the open batch are gone too.
+                self.drop_author(id);
                 let author = id.to_string();
-                for doc in self.pending.values_mut() {
-                    if doc.as_ref().is_some_and(|d| {
-                        d.get_first(f.author).and_then(|v| v.as_str()) == Some(&author)
-                    }) {
-                        *doc = None;
-                    }
-                }
                 // The marker's id term differs from the user's, so no later event of the user
                 // deletes it; `open` reads the author field back.
                 let mut marker = TantivyDocument::default();
@@ -275,9 +279,29 @@ impl SearchProjector {
         Ok(())
     }
 
+    /// Removes the user's document and every post of theirs (committed or in this batch).
+    fn drop_author(&mut self, id: Uuid) {
+        let f = self.index.fields();
+        self.remove(id);
+        self.writer
+            .delete_term(Term::from_field_text(f.author, &id.to_string()));
+        // Posts of this author added earlier in the open batch are gone too.
+        let author = id.to_string();
+        for doc in self.pending.values_mut() {
+            if doc
+                .as_ref()
+                .is_some_and(|d| d.get_first(f.author).and_then(|v| v.as_str()) == Some(&author))
+            {
+                *doc = None;
+            }
+        }
+    }
+
     fn apply_post(&mut self, event: &RecordedEvent) -> Result<(), ProjectionError> {
         let f = self.index.fields();
         match event.decode::<PostEvent>()? {
+            PostEvent::Created(e) if is_erased(&e.content) => {}
+            PostEvent::Edited(e) if is_erased(&e.content) => {}
             PostEvent::Created(e) if !self.inactive.contains(&e.author_id) => {
                 let doc = self.post_doc(
                     e.post_id,
@@ -316,6 +340,22 @@ impl SearchProjector {
         prepared.commit()?;
         self.pending.clear();
         self.index.refresh()?;
+        if std::mem::take(&mut self.purge) {
+            self.purge_deleted()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites every segment without its deleted documents and deletes the files no commit
+    /// uses any more: after an erasure, what the index held of the person is gone from disk,
+    /// not only marked deleted.
+    fn purge_deleted(&mut self) -> Result<(), ProjectionError> {
+        let segments = self.index.index().searchable_segment_ids()?;
+        if !segments.is_empty() {
+            self.writer.merge(&segments).wait()?;
+        }
+        self.index.refresh()?;
+        self.writer.garbage_collect_files().wait()?;
         Ok(())
     }
 }

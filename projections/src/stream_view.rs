@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use nova_event_schemas::personal::ERASED;
 use nova_event_schemas::stream::StreamEvent;
+use nova_event_schemas::user::UserEvent;
 use nova_event_schemas::Domain;
 use nova_infra::store::RecordedEvent;
 use sqlx::{Any, Transaction};
@@ -41,7 +43,8 @@ impl Projection for StreamView {
     }
 
     fn domains(&self) -> &'static [Domain] {
-        &[Domain::Stream]
+        // The user domain for `user.erased` only (ADR 0025).
+        &[Domain::Stream, Domain::User]
     }
 
     fn tables(&self) -> Vec<String> {
@@ -61,6 +64,22 @@ impl Projection for StreamView {
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         let t = &self.table;
+        if event.domain == Domain::User {
+            // The stream stays (its audience is other people's); what the broadcaster wrote
+            // reads as erased, as a rebuild from the sealed history reads it.
+            if let UserEvent::Erased(e) = event.decode::<UserEvent>()? {
+                sqlx::query(&format!(
+                    "UPDATE {t} SET title = $2, \
+                         description = CASE WHEN description IS NULL THEN NULL ELSE $2 END \
+                     WHERE broadcaster_id = $1"
+                ))
+                .bind(e.user_id.to_string())
+                .bind(ERASED)
+                .execute(&mut **tx)
+                .await?;
+            }
+            return Ok(());
+        }
         let id = event.aggregate_id.to_string();
         let version = event.version;
         // Every update applies only on top of the version before it (redelivery is a no-op).

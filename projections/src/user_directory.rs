@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use nova_event_schemas::personal::is_erased;
 use nova_event_schemas::user::UserEvent;
 use nova_event_schemas::Domain;
 use nova_infra::store::RecordedEvent;
@@ -63,6 +64,9 @@ impl Projection for UserDirectory {
         let table = &self.table;
         let at = ts(event.recorded_at);
         match event.decode::<UserEvent>()? {
+            // A person whose data was erased has no row, whether the directory learns it
+            // from `erased` (live) or from history that already reads as erased (rebuild).
+            UserEvent::Registered(e) if is_erased(&e.username) => {}
             UserEvent::Registered(e) => {
                 sqlx::query(&format!(
                     "INSERT INTO {table} (user_id, username, display_name, status, \
@@ -103,6 +107,12 @@ impl Projection for UserDirectory {
                 .bind(event.version)
                 .execute(&mut **tx)
                 .await?;
+            }
+            UserEvent::Erased(_) => {
+                sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                    .bind(&user_id)
+                    .execute(&mut **tx)
+                    .await?;
             }
             // Credentials and sessions are not part of the directory.
             UserEvent::UsernameClaimed(_)

@@ -277,7 +277,7 @@ impl Refusal for UserError {
         match self {
             UserError::UsernameTaken | UserError::AlreadyRegistered => S::CONFLICT,
             UserError::NotFound | UserError::NotificationNotFound => S::NOT_FOUND,
-            UserError::Deactivated => S::UNPROCESSABLE_ENTITY,
+            UserError::Deactivated | UserError::NotDeactivated => S::UNPROCESSABLE_ENTITY,
             UserError::WrongPassword => S::FORBIDDEN,
             UserError::Locked { .. } => S::TOO_MANY_REQUESTS,
             UserError::SessionInactive
@@ -294,6 +294,7 @@ impl Refusal for UserError {
             UserError::AlreadyRegistered => "already_registered",
             UserError::NotFound | UserError::NotificationNotFound => "not_found",
             UserError::Deactivated => "account_deactivated",
+            UserError::NotDeactivated => "account_active",
             UserError::WrongPassword => "wrong_password",
             UserError::Locked { .. } => "account_locked",
             UserError::SessionInactive => "invalid_token",

@@ -1,4 +1,5 @@
-//! Ops routes (API.md "Analysts and ops"): projection status. Role `admin` or `analyst`.
+//! Ops routes (API.md "Analysts and ops"): projection status (role `admin` or `analyst`),
+//! rebuilds and erasure of a person's data (role `admin`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,15 +11,17 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
-use super::extract::{Actor, Json, Path};
+use super::extract::{Actor, Answer, Json, Path};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(projections))
         .routes(routes!(rebuild))
+        .routes(routes!(erase_user))
 }
 
 /// Rebuilds started through the API in this process, by projection name.
@@ -219,5 +222,41 @@ async fn rebuild(
             projection: name,
             state: "running".into(),
         }),
+    ))
+}
+
+/// Erase a deactivated user's personal data by crypto-shredding (role `admin`; ADR 0025): their
+/// data key is destroyed, so every sealed field of theirs in the history reads as `"[erased]"`,
+/// `user.erased` is appended, and every view drops what it derived from them. Idempotent: a
+/// second call answers `erased_now: false`. 422 `account_active` for a user who is not
+/// deactivated; 404 for an unknown one.
+#[utoipa::path(post, path = "/v1/admin/users/{id}/erase", tag = "ops", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "the user to erase")),
+    responses(
+        (status = 200, body = crate::erasure::ErasureReport),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "the user is not deactivated", body = ErrorBody),
+    ))]
+async fn erase_user(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Answer<crate::erasure::ErasureReport>, AppError> {
+    actor.require_admin()?;
+    let report = crate::erasure::erase_user(
+        &state.db,
+        &state.users,
+        &actor.ctx,
+        id,
+        crate::erasure::VIEWS_WAIT,
+    )
+    .await?;
+    Ok(Answer::ok(
+        nova_event_schemas::Domain::User,
+        report.position,
+        report,
     ))
 }

@@ -159,6 +159,7 @@ async fn start(settings: Settings, db_url: String, testdb: Option<TestDb>) -> Te
         .expect("server runs");
     });
     let db = Database::connect(&db_url).await.expect("test db");
+    nova::app::with_data_keys(&db);
     TestApp {
         addr,
         metrics_addr,
@@ -235,6 +236,11 @@ impl TestApp {
         if let Some(h) = self.server.take() {
             let _ = h.await;
         }
+    }
+
+    /// The directory of this app's search index.
+    pub fn search_dir(&self) -> &std::path::Path {
+        &self.search_dir
     }
 
     /// This app's store as the command services take it.
@@ -441,4 +447,91 @@ pub async fn replayed_directory(db: &Database) -> Vec<DirectoryRow> {
     .await
     .unwrap();
     directory(db).await
+}
+
+/// Every row of a table, each as `column=value` cells sorted by column, rows sorted.
+pub async fn table_rows(pool: &sqlx::AnyPool, table: &str) -> Vec<String> {
+    use sqlx::{Column, Row};
+    let rows = sqlx::query(&format!("SELECT * FROM {table}"))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let mut cells: Vec<String> = r
+                .columns()
+                .iter()
+                .map(|c| {
+                    let i = c.ordinal();
+                    let v = if let Ok(v) = r.try_get::<Option<String>, _>(i) {
+                        format!("{v:?}")
+                    } else if let Ok(v) = r.try_get::<Option<i64>, _>(i) {
+                        format!("{v:?}")
+                    } else if let Ok(v) = r.try_get::<Option<i32>, _>(i) {
+                        format!("{:?}", v.map(i64::from))
+                    } else if let Ok(v) = r.try_get::<Option<i16>, _>(i) {
+                        format!("{:?}", v.map(i64::from))
+                    } else if let Ok(v) = r.try_get::<Option<bool>, _>(i) {
+                        format!("{v:?}")
+                    } else if let Ok(v) = r.try_get::<Option<f64>, _>(i) {
+                        format!("{v:?}")
+                    } else {
+                        panic!("{table}.{}: undecodable column", c.name())
+                    };
+                    format!("{}={v}", c.name())
+                })
+                .collect();
+            cells.sort();
+            cells.join("|")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Everything the database holds, as bytes: the SQLite files themselves (with the write-ahead
+/// log), or on PostgreSQL every row of every table of the test's schema as text. For searches
+/// of what must not be stored (secrets, erased personal data).
+pub async fn database_bytes(app: &TestApp) -> Vec<u8> {
+    if let Some(path) = app.db_url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            if let Ok(b) = std::fs::read(format!("{path}{suffix}")) {
+                bytes.extend(b);
+            }
+        }
+        assert!(!bytes.is_empty(), "no database file at {path}");
+        return bytes;
+    }
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&app.db.any)
+    .await
+    .unwrap();
+    assert!(!tables.is_empty(), "no table in the test's schema");
+    let mut out = Vec::new();
+    for (table,) in tables {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!(
+            "SELECT CAST(row_to_json(t) AS TEXT) FROM \"{table}\" t"
+        ))
+        .fetch_all(&app.db.any)
+        .await
+        .unwrap();
+        for (row,) in rows {
+            out.extend(row.into_bytes());
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// True if `needle` occurs in `haystack`.
+pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }

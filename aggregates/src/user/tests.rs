@@ -931,6 +931,35 @@ fn deactivate_revokes_all_active_sessions_then_deactivates() {
 }
 
 #[test]
+fn only_a_deactivated_user_is_erased_and_only_once() {
+    let erased = UserEvent::Erased(Erased {
+        user_id: USER_ID,
+        erased_at: at(5),
+    });
+    given::<User>(vec![registered()])
+        .when(UserCommand::Erase { now: at(5) })
+        .then_err(UserError::NotDeactivated);
+    given::<User>(vec![])
+        .when(UserCommand::Erase { now: at(5) })
+        .then_err(UserError::NotFound);
+    given::<User>(vec![registered(), deactivated(at(4))])
+        .when(UserCommand::Erase { now: at(5) })
+        .then(vec![erased.clone()]);
+    given::<User>(vec![registered(), deactivated(at(4)), erased.clone()])
+        .when(UserCommand::Erase { now: at(6) })
+        .then(vec![]);
+    // Live, the fold leaves what a replay of the sealed history reads once the key is gone.
+    let state = fold([registered(), deactivated(at(4)), erased]);
+    assert!(state.erased);
+    assert_eq!(state.username, nova_event_schemas::personal::ERASED);
+    assert_eq!(
+        state.display_name.as_deref(),
+        Some(nova_event_schemas::personal::ERASED)
+    );
+    assert_eq!(state.status, None);
+}
+
+#[test]
 fn every_command_on_a_deactivated_user_is_refused() {
     let history = vec![
         registered(),

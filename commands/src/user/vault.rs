@@ -48,6 +48,11 @@ impl Vault {
         Vault { pool }
     }
 
+    /// The read-model pool the user domain's tables live in.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     async fn insert(&self, user_id: Uuid, kind: &str, secret: &str) -> Result<Uuid, sqlx::Error> {
         let id = Uuid::now_v7();
         sqlx::query(

@@ -28,6 +28,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::personal::DataKeys;
+
 pub mod esrs_adapter;
 pub mod postgres;
 pub mod sqlite;
@@ -411,6 +413,9 @@ pub struct EventStore {
     backend: Arc<dyn Backend>,
     appenders: Arc<HashMap<Domain, mpsc::Sender<Pending>>>,
     heads: Arc<HashMap<Domain, watch::Sender<i64>>>,
+    /// Seals personal fields on append and opens them on read (ADR 0025); without it they
+    /// are stored and read as they come.
+    keys: Arc<std::sync::OnceLock<Arc<dyn DataKeys>>>,
 }
 
 impl EventStore {
@@ -430,6 +435,23 @@ impl EventStore {
             backend,
             appenders: Arc::new(appenders),
             heads: Arc::new(heads),
+            keys: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    /// Hands the store the source of data keys (once, where the application is assembled;
+    /// every clone shares it). From then on personal fields are sealed on append and opened on
+    /// read (ADR 0025). A second call changes nothing and answers false.
+    pub fn set_data_keys(&self, keys: Arc<dyn DataKeys>) -> bool {
+        self.keys.set(keys).is_ok()
+    }
+
+    /// Opens the personal fields of events read elsewhere than through this store (JetStream):
+    /// the plaintext, or `"[erased]"` where the owner's key is gone.
+    pub async fn open(&self, events: &mut [RecordedEvent]) -> Result<(), StoreError> {
+        match self.keys.get() {
+            Some(keys) => crate::personal::open_events(&**keys, events).await,
+            None => Ok(()),
         }
     }
 
@@ -474,16 +496,16 @@ impl EventStore {
                 },
             )
             .collect();
-        self.append_raw(
-            E::DOMAIN,
-            AppendRequest {
-                streams,
-                metadata,
-                recorded_at: Utc::now(),
-                command_key,
-            },
-        )
-        .await
+        let mut request = AppendRequest {
+            streams,
+            metadata,
+            recorded_at: Utc::now(),
+            command_key,
+        };
+        if let Some(keys) = self.keys.get() {
+            crate::personal::seal_request(&**keys, E::DOMAIN, &mut request).await?;
+        }
+        self.append_raw(E::DOMAIN, request).await
     }
 
     /// Appends already-encoded events. Crate-private so that only typed appends (whose
@@ -512,10 +534,28 @@ impl EventStore {
         aggregate_id: Uuid,
         after_version: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.backend.load(domain, aggregate_id, after_version).await
+        let mut events = self
+            .backend
+            .load(domain, aggregate_id, after_version)
+            .await?;
+        self.open(&mut events).await?;
+        Ok(events)
     }
 
+    /// A domain's events in position order, personal fields opened.
     pub async fn read(
+        &self,
+        domain: Domain,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self.backend.read(domain, filter).await?;
+        self.open(&mut events).await?;
+        Ok(events)
+    }
+
+    /// [`read`](Self::read) with the personal fields as stored (sealed): what the relay
+    /// publishes to JetStream, and what upgrade steps rewrite.
+    pub async fn read_sealed(
         &self,
         domain: Domain,
         filter: &ReadFilter,
