@@ -43,6 +43,8 @@ pub const MAX_NAME: usize = 100;
 pub const MAX_CIPHERTEXT: usize = 32 * 1024;
 /// Longest device, session or client message id, and emoji.
 pub const MAX_ID: usize = 128;
+/// Longest reaction (characters).
+pub const MAX_EMOJI: usize = 16;
 
 /// A message as the client sends it.
 #[derive(Debug, Clone)]
@@ -74,10 +76,11 @@ fn refused(e: ConversationError) -> ConversationCommandError {
 }
 
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
-    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+    // Characters, not bytes: the OpenAPI document's `maxLength` counts characters.
+    if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
         return Err(CommandError::invalid(
             field,
-            format!("must be 1–{max} bytes of printable characters"),
+            format!("must be 1–{max} printable characters"),
         ));
     }
     Ok(())
@@ -401,7 +404,10 @@ impl ConversationCommands {
         emoji: &str,
         on: bool,
     ) -> Result<Done> {
-        if emoji.is_empty() || emoji.chars().count() > 16 || emoji.chars().any(char::is_control) {
+        if emoji.is_empty()
+            || emoji.chars().count() > MAX_EMOJI
+            || emoji.chars().any(char::is_control)
+        {
             return Err(CommandError::invalid(
                 "emoji",
                 "must be 1–16 printable characters",

@@ -461,12 +461,7 @@ fn validate_media(urls: Vec<String>) -> Result<Vec<String>> {
                 ));
             }
             // No credentials: the URL is shown to everyone who reads the post.
-            let ok = url::Url::parse(&u).is_ok_and(|p| {
-                matches!(p.scheme(), "http" | "https")
-                    && p.host().is_some()
-                    && p.username().is_empty()
-                    && p.password().is_none()
-            });
+            let ok = crate::user::valid_url(&u);
             if !ok {
                 return Err(invalid("media_urls", "each must be an http(s) URL"));
             }

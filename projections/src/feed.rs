@@ -40,6 +40,9 @@ use crate::{Projection, ProjectionError};
 
 pub const NAME: &str = "feed";
 
+/// The domains the feed consumes (users for deactivations, follows, posts).
+pub const DOMAINS: &[Domain] = &[Domain::User, Domain::Follow, Domain::Post];
+
 /// Followers at which an author switches, for good, from fan-out on write to read-time merge.
 pub const FANOUT_THRESHOLD: i64 = 1000;
 
@@ -382,7 +385,7 @@ impl Projection for Feed {
     }
 
     fn domains(&self) -> &'static [Domain] {
-        &[Domain::User, Domain::Follow, Domain::Post]
+        DOMAINS
     }
 
     fn tables(&self) -> Vec<String> {

@@ -8,11 +8,18 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use nova_aggregates::conversation::Kind;
-use nova_commands::conversation::Outgoing;
+use nova_commands::conversation::{
+    Outgoing, MAX_CIPHERTEXT, MAX_EMOJI, MAX_ID, MAX_MEMBERS, MAX_NAME,
+};
 use nova_event_schemas::Domain;
 use nova_projections::conversation_view::NAME;
 use nova_queries::conversation as view;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema,
+    SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,6 +30,7 @@ use super::extract::{
     Actor, Answer, Json, ListFilter, MinPosition, PageBody, PageParams, PageQuery, Path, Query,
     Version,
 };
+use super::openapi::{self as doc, Text};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -40,17 +48,64 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 const CONSUMES: &[Domain] = &[Domain::Conversation];
 
-#[derive(Deserialize, ToSchema)]
+crate::views!(
+    /// The conversation view.
+    ConversationReads: (NAME, CONSUMES)
+);
+
+/// A new conversation; its schema is written out below (`direct` and `group` take different
+/// members and names).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewConversation {
     /// `direct` or `group`.
-    #[schema(value_type = String)]
     pub kind: Kind,
     /// The other members (direct: exactly one).
     pub member_ids: Vec<Uuid>,
     /// Groups only.
     pub name: Option<String>,
 }
+
+impl utoipa::PartialSchema for NewConversation {
+    fn schema() -> RefOr<Schema> {
+        let members = |min: usize, max: usize| {
+            ArrayBuilder::new()
+                .items(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                )
+                .min_items(Some(min))
+                .max_items(Some(max))
+        };
+        let kind = |k: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([k]))
+        };
+        let direct = ObjectBuilder::new()
+            .property("kind", kind("direct"))
+            .property("member_ids", members(1, 1))
+            .required("kind")
+            .required("member_ids")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .description(Some("a direct conversation: the one other member"));
+        let group = ObjectBuilder::new()
+            .property("kind", kind("group"))
+            .property("member_ids", members(1, MAX_MEMBERS - 1))
+            .property(
+                "name",
+                doc::nullable(doc::text(1, MAX_NAME, Text::Printable)),
+            )
+            .required("kind")
+            .required("member_ids")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .description(Some("a group: 1–255 other members and an optional name"));
+        OneOfBuilder::new().item(direct).item(group).into()
+    }
+}
+
+impl ToSchema for NewConversation {}
 
 #[derive(Serialize, ToSchema)]
 pub struct ConversationId {
@@ -138,7 +193,7 @@ impl From<view::ConversationRow> for ConversationItem {
 /// The caller's conversations, latest activity first, with unread counts.
 #[utoipa::path(get, path = "/v1/conversations", tag = "messaging",
     security(("bearer" = [])),
-    params(PageParams, RequestsFilter),
+    params(PageParams, RequestsFilter, MinPosition<ConversationReads>),
     responses(
         (status = 200, body = PageBody<ConversationItem>),
         (status = 400, body = ErrorBody),
@@ -148,9 +203,9 @@ async fn list(
     State(state): State<AppState>,
     actor: Actor,
     PageQuery(page, filter): PageQuery<RequestsFilter>,
-    min: MinPosition,
+    min: MinPosition<ConversationReads>,
 ) -> Result<Json<PageBody<ConversationItem>>, AppError> {
-    min.wait(&state, &[(NAME, CONSUMES)]).await?;
+    min.wait(&state).await?;
     let rows = view::list(
         &state.db.any,
         actor.user_id,
@@ -264,12 +319,26 @@ async fn remove_member(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessageBody {
-    /// The client's ciphertext (opaque to the server), at most 32 KiB.
+    /// The client's ciphertext (opaque to the server), at most 32 KiB (of UTF-8).
+    #[schema(schema_with = ciphertext)]
     pub ciphertext: String,
+    #[schema(schema_with = id_text)]
     pub sender_device_id: String,
+    #[schema(schema_with = id_text)]
     pub session_id: String,
     /// The same id again answers the first message.
+    #[schema(schema_with = id_text)]
     pub client_message_id: String,
+}
+
+/// Opaque, not empty; longer than `MAX_CIPHERTEXT` bytes is a 413.
+fn ciphertext() -> Object {
+    doc::string(1, MAX_CIPHERTEXT).build()
+}
+
+/// Device, session and client message ids: 1–128 characters, no control characters.
+fn id_text() -> Object {
+    doc::text(1, MAX_ID, Text::Exact).build()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -327,9 +396,33 @@ async fn send(
 #[into_params(parameter_in = Query)]
 pub struct MessagesParams {
     /// Messages after this seq (default 0).
+    #[param(schema_with = after_seq)]
     pub after_seq: Option<i64>,
     /// 1–100 (default 20).
+    #[param(schema_with = super::extract::page_limit)]
     pub limit: Option<i64>,
+}
+
+fn after_seq() -> Object {
+    doc::integer(0, i64::MAX).build()
+}
+
+/// A reaction's path: the conversation, the message and the emoji.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ReactionPath {
+    /// conversation id
+    id: Uuid,
+    /// message id
+    mid: Uuid,
+    /// the reaction: 1–16 characters, no control characters
+    #[param(schema_with = emoji)]
+    emoji: String,
+}
+
+fn emoji() -> Object {
+    doc::text(1, MAX_EMOJI, Text::Exact).build()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -357,7 +450,8 @@ pub struct MessageItem {
 /// A conversation's messages in ascending `seq` (members only).
 #[utoipa::path(get, path = "/v1/conversations/{id}/messages", tag = "messaging",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "conversation id"), MessagesParams),
+    params(("id" = Uuid, Path, description = "conversation id"), MessagesParams,
+        MinPosition<ConversationReads>),
     responses(
         (status = 200, body = PageBody<MessageItem>),
         (status = 400, body = ErrorBody),
@@ -370,7 +464,7 @@ async fn messages(
     actor: Actor,
     Path(id): Path<Uuid>,
     Query(q): Query<MessagesParams>,
-    min: MinPosition,
+    min: MinPosition<ConversationReads>,
 ) -> Result<Json<PageBody<MessageItem>>, AppError> {
     state.conversations.as_member(id, actor.user_id).await?;
     let limit = q.limit.unwrap_or(20);
@@ -384,7 +478,7 @@ async fn messages(
             "after_seq must not be negative",
         ));
     }
-    min.wait(&state, &[(NAME, CONSUMES)]).await?;
+    min.wait(&state).await?;
     let (rows, more) = view::messages(&state.db.any, id, after, limit).await?;
     let next_cursor = if more {
         rows.last().map(|r| r.seq.to_string())
@@ -414,7 +508,9 @@ async fn messages(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditBody {
+    #[schema(schema_with = ciphertext)]
     pub ciphertext: String,
+    #[schema(schema_with = id_text)]
     pub session_id: String,
 }
 
@@ -479,9 +575,7 @@ async fn recall(
 #[utoipa::path(put, path = "/v1/conversations/{id}/messages/{mid}/reactions/{emoji}",
     tag = "messaging",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "conversation id"),
-           ("mid" = Uuid, Path, description = "message id"),
-           ("emoji" = String, Path, description = "the reaction")),
+    params(ReactionPath),
     responses(
         (status = 200, body = Version),
         (status = 400, body = ErrorBody),
@@ -505,9 +599,7 @@ async fn react(
 #[utoipa::path(delete, path = "/v1/conversations/{id}/messages/{mid}/reactions/{emoji}",
     tag = "messaging",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "conversation id"),
-           ("mid" = Uuid, Path, description = "message id"),
-           ("emoji" = String, Path, description = "the reaction")),
+    params(ReactionPath),
     responses(
         (status = 200, body = Version),
         (status = 401, body = ErrorBody),
@@ -529,6 +621,8 @@ async fn unreact(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadBody {
+    /// The last message read (≥ 0, at most the conversation's last `seq`).
+    #[schema(schema_with = after_seq)]
     pub up_to_seq: i64,
 }
 

@@ -237,10 +237,32 @@ impl ListFilter for NoFilter {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Page size, 1–100 (default 20); other values are a 400.
-    #[param(minimum = 1, maximum = 100)]
+    #[param(schema_with = page_limit)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page of the same list.
+    #[param(schema_with = page_cursor)]
     pub cursor: Option<String>,
+}
+
+/// The page size of a list whose cursor is its own (declared by its filter).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitParam {
+    /// Page size, 1–100 (default 20); other values are a 400.
+    #[param(schema_with = page_limit)]
+    pub limit: Option<u32>,
+}
+
+/// `limit`: 1..=[`nova_queries::page::MAX_LIMIT`], as `PageRequest::parse` checks it.
+pub fn page_limit() -> utoipa::openapi::schema::Object {
+    super::openapi::integer(1, i64::from(nova_queries::page::MAX_LIMIT))
+        .description(Some("page size (default 20); other values are a 400"))
+        .build()
+}
+
+/// `cursor` of the lists that share [`nova_queries::Cursor`].
+fn page_cursor() -> utoipa::openapi::schema::Object {
+    super::openapi::cursor("nova-cursor").build()
 }
 
 impl<S: Send + Sync, F: ListFilter> FromRequestParts<S> for PageQuery<F> {
@@ -362,10 +384,70 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<String>, AppError> {
 }
 
 /// `X-Nova-Min-Position: <domain>:<position>` — the read waits until the view has applied that
-/// position (read-your-writes on demand), and the client that sent it.
-pub struct MinPosition {
+/// position (read-your-writes on demand), and the client that sent it. `V` names the views the
+/// read is answered from: the header is checked against them, and the OpenAPI parameter lists
+/// exactly their domains (`params(MinPosition<V>)`).
+pub struct MinPosition<V> {
     pub wanted: Option<(Domain, i64)>,
     client: IpAddr,
+    views: std::marker::PhantomData<V>,
+}
+
+/// The views a read is answered from, as a type (see [`MinPosition`]); declared with
+/// [`views!`](crate::views).
+pub trait Views: Send + Sync + 'static {
+    const VIEWS: &'static [View<'static>];
+
+    /// The domains the views read, each once, in order.
+    fn domains() -> Vec<Domain> {
+        let mut out: Vec<Domain> = Vec::new();
+        for (_, ds) in Self::VIEWS {
+            for d in *ds {
+                if !out.contains(d) {
+                    out.push(*d);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `views!(Name: (projection, domains), …)` declares a [`Views`] type.
+#[macro_export]
+macro_rules! views {
+    ($(#[$meta:meta])* $name:ident: $(($projection:expr, $domains:expr)),+ $(,)?) => {
+        $(#[$meta])*
+        pub struct $name;
+        impl $crate::http::extract::Views for $name {
+            const VIEWS: &'static [$crate::http::extract::View<'static>] =
+                &[$(($projection, $domains)),+];
+        }
+    };
+}
+
+/// The header's name as the OpenAPI document declares it.
+pub const MIN_POSITION_HEADER: &str = "X-Nova-Min-Position";
+
+impl<V: Views> IntoParams for MinPosition<V> {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        let domains = V::domains();
+        let names: Vec<&str> = domains.iter().map(|d| d.as_str()).collect();
+        vec![ParameterBuilder::new()
+            .name(MIN_POSITION_HEADER)
+            .parameter_in(ParameterIn::Header)
+            .required(utoipa::openapi::Required::False)
+            .description(Some(format!(
+                "`<domain>:<position>` from a command's `X-Nova-Position` ({}): the read waits \
+                 (at most 5 s, then 503) until its view has applied it. A domain this read is \
+                 not answered from, or a position not yet written, is a 400.",
+                names.join(", ")
+            )))
+            .schema(Some(super::openapi::min_position(&domains)))
+            .build()]
+    }
 }
 
 /// Most reads one client address may hold waiting for a projection at once; more answer 429.
@@ -428,29 +510,38 @@ pub fn client_addr_of(extensions: &axum::http::Extensions) -> IpAddr {
         .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
+impl<S: Send + Sync, V: Views> FromRequestParts<S> for MinPosition<V> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
         let client = client_addr(parts);
+        let views = std::marker::PhantomData;
         let Some(v) = parts.headers.get(MIN_POSITION) else {
             return Ok(MinPosition {
                 wanted: None,
                 client,
+                views,
             });
         };
-        let s = v.to_str().map_err(|_| bad_min_position())?;
-        let (d, p) = s.split_once(':').ok_or_else(bad_min_position)?;
-        let domain = Domain::parse(d.trim()).ok_or_else(bad_min_position)?;
-        let position = p.trim().parse::<i64>().map_err(|_| bad_min_position())?;
-        if position < 0 {
-            return Err(bad_min_position());
-        }
         Ok(MinPosition {
-            wanted: Some((domain, position)),
+            wanted: Some(parse_min_position(v)?),
             client,
+            views,
         })
     }
+}
+
+/// `<domain>:<position>`, exactly as the OpenAPI pattern says: a domain name, a colon and 1–18
+/// digits, nothing around them.
+fn parse_min_position(v: &HeaderValue) -> Result<(Domain, i64), AppError> {
+    let s = v.to_str().map_err(|_| bad_min_position())?;
+    let (d, p) = s.split_once(':').ok_or_else(bad_min_position)?;
+    let domain = Domain::parse(d).ok_or_else(bad_min_position)?;
+    if p.is_empty() || p.len() > 18 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_min_position());
+    }
+    let position = p.parse::<i64>().map_err(|_| bad_min_position())?;
+    Ok((domain, position))
 }
 
 fn bad_min_position() -> AppError {
@@ -464,14 +555,15 @@ fn bad_min_position() -> AppError {
 /// A view a read is answered from: the projection and the domains it consumes.
 pub type View<'a> = (&'a str, &'a [Domain]);
 
-impl MinPosition {
-    /// Waits until the view of `views` that consumes the header's domain has applied the
+impl<V: Views> MinPosition<V> {
+    /// Waits until the view of `V` that consumes the header's domain has applied the
     /// position. Checked before any wait: the domain must be one these views read, and the
     /// position must have been written (a position beyond the domain's head could never be
     /// reached, so waiting for it would only hold a request for 5 s); each client address may
     /// hold at most [`MAX_WAITS_PER_CLIENT`] waits at once. Handlers take their caller
     /// ([`Actor`]) before this, so an anonymous caller of a protected route never waits.
-    pub async fn wait(&self, state: &AppState, views: &[View<'_>]) -> Result<(), AppError> {
+    pub async fn wait(&self, state: &AppState) -> Result<(), AppError> {
+        let views = V::VIEWS;
         let Some((domain, position)) = self.wanted else {
             return Ok(());
         };

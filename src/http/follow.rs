@@ -131,17 +131,19 @@ async fn unblock(
     Ok(Answer::version(Domain::Follow, done))
 }
 
+crate::views!(
+    /// The follow lists: the follow graph, and the directory for who is active.
+    GraphReads: (follow_graph::NAME, &[Domain::Follow]), (user_directory::NAME, &[Domain::User])
+);
+
 /// Common part of the two lists: the user must be active, and the read honours
 /// `X-Nova-Min-Position` for both the follow graph and the user directory.
-async fn prepare(state: &AppState, id: Uuid, min: &MinPosition) -> Result<(), AppError> {
-    min.wait(
-        state,
-        &[
-            (follow_graph::NAME, &[Domain::Follow]),
-            (user_directory::NAME, &[Domain::User]),
-        ],
-    )
-    .await?;
+async fn prepare(
+    state: &AppState,
+    id: Uuid,
+    min: &MinPosition<GraphReads>,
+) -> Result<(), AppError> {
+    min.wait(state).await?;
     if !nova_queries::user::is_active(&state.db.any, id).await? {
         return Err(AppError::not_found("user"));
     }
@@ -153,7 +155,7 @@ async fn prepare(state: &AppState, id: Uuid, min: &MinPosition) -> Result<(), Ap
 #[utoipa::path(get, path = "/v1/users/{id}/followers", tag = "social_graph",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "user id"), PageParams,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. follow:42")),
+           MinPosition<GraphReads>),
     responses(
         (status = 200, body = PageBody<FollowEntry>),
         (status = 400, description = "malformed id, limit or cursor", body = ErrorBody),
@@ -166,7 +168,7 @@ async fn followers(
     _actor: Actor,
     Path(id): Path<Uuid>,
     PageQuery(page, _): PageQuery,
-    min: MinPosition,
+    min: MinPosition<GraphReads>,
 ) -> Result<Json<PageBody<FollowEntry>>, AppError> {
     prepare(&state, id, &min).await?;
     Ok(Json(
@@ -179,7 +181,7 @@ async fn followers(
 #[utoipa::path(get, path = "/v1/users/{id}/following", tag = "social_graph",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "user id"), PageParams,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. follow:42")),
+           MinPosition<GraphReads>),
     responses(
         (status = 200, body = PageBody<FollowEntry>),
         (status = 400, description = "malformed id, limit or cursor", body = ErrorBody),
@@ -192,7 +194,7 @@ async fn following(
     _actor: Actor,
     Path(id): Path<Uuid>,
     PageQuery(page, _): PageQuery,
-    min: MinPosition,
+    min: MinPosition<GraphReads>,
 ) -> Result<Json<PageBody<FollowEntry>>, AppError> {
     prepare(&state, id, &min).await?;
     Ok(Json(

@@ -86,10 +86,15 @@ pub struct NotificationPage {
     pub unread_count: i64,
 }
 
+crate::views!(
+    /// The notification view.
+    NotificationReads: (NAME, CONSUMES)
+);
+
 /// The caller's visible notifications, newest first, with the unread count.
 #[utoipa::path(get, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])),
     params(PageParams, UnreadFilter,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
+           MinPosition<NotificationReads>),
     responses(
         (status = 200, body = NotificationPage),
         (status = 400, description = "bad limit or cursor", body = ErrorBody),
@@ -100,9 +105,9 @@ async fn list(
     State(state): State<AppState>,
     actor: Actor,
     PageQuery(page, filter): PageQuery<UnreadFilter>,
-    min: MinPosition,
+    min: MinPosition<NotificationReads>,
 ) -> Result<Json<NotificationPage>, AppError> {
-    min.wait(&state, &[(NAME, CONSUMES)]).await?;
+    min.wait(&state).await?;
     // The caller's own settings (read marker, preferences) are always current.
     wait_for(&state, NAME, Domain::User, actor.last_position).await?;
     let list = notifications::list(
@@ -183,23 +188,29 @@ fn some_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> 
 #[serde(deny_unknown_fields)]
 pub struct PreferencesPatch {
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     follow: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     like: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     comment: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     mention: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     share: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     stream_started: Option<bool>,
 }
 
 /// The caller's notification preferences. Always reflects the caller's own latest writes.
 #[utoipa::path(get, path = "/v1/notifications/preferences", tag = "notifications",
     security(("bearer" = [])),
-    params(("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. user:42")),
+    params(MinPosition<NotificationReads>),
     responses(
         (status = 200, body = PreferencesBody),
         (status = 400, description = "bad X-Nova-Min-Position", body = ErrorBody),
@@ -209,9 +220,9 @@ pub struct PreferencesPatch {
 async fn get_preferences(
     State(state): State<AppState>,
     actor: Actor,
-    min: MinPosition,
+    min: MinPosition<NotificationReads>,
 ) -> Result<Json<PreferencesBody>, AppError> {
-    min.wait(&state, &[(NAME, CONSUMES)]).await?;
+    min.wait(&state).await?;
     wait_for(&state, NAME, Domain::User, actor.last_position).await?;
     let prefs = notifications::preferences(&state.db.any, actor.user_id).await?;
     Ok(Json(PreferencesBody::from(&prefs)))

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
 use super::extract::{
-    position_header, Actor, Answer, Ctx, Json, ListFilter, MinPosition, PageBody, PageParams,
+    position_header, Actor, Answer, Ctx, Json, LimitParam, ListFilter, MinPosition, PageBody,
     PageQuery, Path, Query, Version,
 };
 use super::AppState;
@@ -44,7 +44,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(on_publish_done))
 }
 
-const VIEW: &[(&str, &[Domain])] = &[(stream_view::NAME, &[Domain::Stream])];
+crate::views!(
+    /// The stream view.
+    StreamReads: (stream_view::NAME, &[Domain::Stream])
+);
 
 /// A new stream.
 #[derive(Deserialize, ToSchema)]
@@ -227,9 +230,16 @@ async fn leave(
 }
 
 /// The live list's own cursor (`(viewers, stream_id)` of the last item).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LiveFilter {
+    /// `next_cursor` of the previous page of the live list.
+    #[param(schema_with = live_cursor)]
     pub cursor: Option<String>,
+}
+
+fn live_cursor() -> utoipa::openapi::schema::Object {
+    super::openapi::cursor("nova-live-cursor").build()
 }
 
 impl ListFilter for LiveFilter {
@@ -264,8 +274,8 @@ impl From<LiveRow> for LiveItem {
 /// Streams live now, most viewers first.
 #[utoipa::path(get, path = "/v1/streams/live", tag = "streams",
     security(("bearer" = [])),
-    params(PageParams,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. stream:42")),
+    params(LimitParam, LiveFilter,
+           MinPosition<StreamReads>),
     responses(
         (status = 200, body = PageBody<LiveItem>),
         (status = 400, description = "malformed limit or cursor", body = ErrorBody),
@@ -276,7 +286,7 @@ async fn live(
     State(state): State<AppState>,
     _actor: Actor,
     PageQuery(page, filter): PageQuery<LiveFilter>,
-    min: MinPosition,
+    min: MinPosition<StreamReads>,
 ) -> Result<Json<PageBody<LiveItem>>, AppError> {
     let after = filter
         .cursor
@@ -289,7 +299,7 @@ async fn live(
             })
         })
         .transpose()?;
-    min.wait(&state, VIEW).await?;
+    min.wait(&state).await?;
     Ok(Json(
         view::live(&state.db.any, page.limit, after).await?.into(),
     ))
@@ -325,7 +335,7 @@ pub struct StreamBody {
 #[utoipa::path(get, path = "/v1/streams/{id}", tag = "streams",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "stream id"),
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. stream:42")),
+           MinPosition<StreamReads>),
     responses(
         (status = 200, body = StreamBody),
         (status = 400, body = ErrorBody),
@@ -337,9 +347,9 @@ async fn get_stream(
     State(state): State<AppState>,
     _actor: Actor,
     Path(id): Path<Uuid>,
-    min: MinPosition,
+    min: MinPosition<StreamReads>,
 ) -> Result<Json<StreamBody>, AppError> {
-    min.wait(&state, VIEW).await?;
+    min.wait(&state).await?;
     let row = view::get(&state.db.any, id)
         .await?
         .ok_or_else(|| AppError::not_found("stream"))?;

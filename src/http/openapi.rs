@@ -1,0 +1,289 @@
+//! The OpenAPI document's shared declarations (ADR 0026). The document must say exactly what the
+//! server accepts and answers, so what validates is what is declared:
+//!
+//! - **Field schemas** are built here from the validators' own constants (`USERNAME_MAX`,
+//!   `CONTENT_MAX`, `FORMAT_CHARS`, …) and attached with `#[schema(schema_with = …)]` /
+//!   `#[param(schema_with = …)]`: a limit changed in the command layer changes the document.
+//! - **Edge answers** — the statuses the extractors and layers give every route (400 for a bad
+//!   parameter or body, 401 without a valid token, 413/415 for bodies, 429 from the rate limit
+//!   and the wait bound, 503 when a dependency is down) — are added to every operation by
+//!   [`EdgeResponses`], from what the operation declares (parameters, a JSON body, security),
+//!   instead of being repeated (and forgotten) per route. Routes list only their own answers
+//!   (403/404/409/422 and their success).
+//! - **Server-issued values** (list cursors, `X-Nova-Min-Position`) carry a `format` naming
+//!   what they are; only values the server handed out are accepted.
+
+use nova_commands::user::{FORMAT_CHARS, URL_MAX, URL_PATTERN};
+use nova_event_schemas::Domain;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
+use utoipa::Modify;
+
+/// What `char::is_control` matches (Unicode general category Cc), as the body of a regex
+/// character class: written with `\uXXXX` escapes, which ECMA-262, Python and Rust regexes all
+/// read alike.
+pub const CONTROL_CLASS: &str = r"\u0000-\u001F\u007F-\u009F";
+
+/// [`CONTROL_CLASS`] without line feed, carriage return and tab.
+pub const CONTROL_BUT_BREAKS_CLASS: &str = r"\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F";
+
+/// [`CONTROL_CLASS`] without line feed and tab (a stream description).
+pub const CONTROL_BUT_LF_TAB_CLASS: &str = r"\u0000-\u0008\u000B-\u001F\u007F-\u009F";
+
+/// The class body of [`FORMAT_CHARS`] (invisible formatting characters): `\uXXXX` escapes in
+/// the basic plane, the characters themselves beyond it (ECMA-262 without the `u` flag has no
+/// escape for them; a literal character reads the same everywhere).
+pub fn format_class() -> String {
+    let one = |c: char| {
+        if (c as u32) <= 0xFFFF {
+            format!("\\u{:04X}", c as u32)
+        } else {
+            c.to_string()
+        }
+    };
+    FORMAT_CHARS
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                one(a)
+            } else {
+                format!("{}-{}", one(a), one(b))
+            }
+        })
+        .collect()
+}
+
+/// How a text field treats white space and control characters.
+#[derive(Clone, Copy)]
+pub enum Text {
+    /// Taken as sent; no control characters.
+    Exact,
+    /// Taken as sent; no control characters, not only white space.
+    Printable,
+    /// Trimmed by the server, then 1..=max and not only white space; no control characters.
+    Trimmed,
+    /// As [`Text::Trimmed`], with line breaks (`\n`, `\r`) and tabs allowed.
+    TrimmedMultiline,
+    /// As [`Text::Trimmed`], with line feeds and tabs allowed.
+    TrimmedLfTab,
+    /// Optional profile text: trimmed, may be empty (= cleared); neither control nor invisible
+    /// formatting characters.
+    Profile,
+}
+
+/// What `str::trim` strips (`char::is_whitespace`, Unicode White_Space), as a class body.
+pub const WHITE_SPACE_CLASS: &str =
+    r"\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+
+/// A string schema: at most `max` characters (code points, as `chars().count()` counts them;
+/// `min` for [`Text::Exact`]) and the pattern of `kind`. For trimmed kinds the pattern admits
+/// white space around the text (the server strips it) and the text itself must fit the class.
+pub fn text(min: usize, max: usize, kind: Text) -> ObjectBuilder {
+    let ws = WHITE_SPACE_CLASS;
+    // Trimmed, then at least one character, none of `class` inside.
+    let not_blank =
+        |class: &str| format!("^[{ws}]*[^{class}{ws}](?:[^{class}]*[^{class}{ws}])?[{ws}]*$");
+    let (pattern, min) = match kind {
+        Text::Exact => (format!("^[^{CONTROL_CLASS}]*$"), min),
+        Text::Printable => (
+            format!("^[^{CONTROL_CLASS}]*[^{CONTROL_CLASS}{ws}][^{CONTROL_CLASS}]*$"),
+            1,
+        ),
+        Text::Trimmed => (not_blank(CONTROL_CLASS), 1),
+        Text::TrimmedMultiline => (not_blank(CONTROL_BUT_BREAKS_CLASS), 1),
+        Text::TrimmedLfTab => (not_blank(CONTROL_BUT_LF_TAB_CLASS), 1),
+        Text::Profile => {
+            let class = format!("{CONTROL_CLASS}{}", format_class());
+            // May be only white space (= cleared).
+            (format!("^[{ws}]*(?:[^{class}]*[^{class}{ws}])?[{ws}]*$"), 0)
+        }
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length((min > 0).then_some(min))
+        .max_length(Some(max))
+        .pattern(Some(pattern))
+}
+
+/// `schema` that also accepts `null`.
+pub fn nullable(schema: ObjectBuilder) -> ObjectBuilder {
+    schema.schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+}
+
+/// A string of `min..=max` characters.
+pub fn string(min: usize, max: usize) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length((min > 0).then_some(min))
+        .max_length(Some(max))
+}
+
+/// A string of `min..=max` characters matching `pattern` (anchored by the caller).
+pub fn pattern(min: usize, max: usize, pattern: &str) -> ObjectBuilder {
+    string(min, max).pattern(Some(pattern))
+}
+
+/// An http(s) URL as the URL validators accept it (`nova_commands::user::URL_PATTERN`, at
+/// most `URL_MAX` characters), with the white space around it that the server trims.
+pub fn url() -> ObjectBuilder {
+    let ws = WHITE_SPACE_CLASS;
+    pattern(1, URL_MAX, &format!("^[{ws}]*(?:{})[{ws}]*$", url_body()))
+}
+
+/// A profile picture URL: a URL as [`url`], or only white space (= cleared).
+pub fn url_or_blank() -> ObjectBuilder {
+    let ws = WHITE_SPACE_CLASS;
+    pattern(0, URL_MAX, &format!("^[{ws}]*(?:{})?[{ws}]*$", url_body()))
+}
+
+fn url_body() -> &'static str {
+    URL_PATTERN.trim_start_matches('^').trim_end_matches('$')
+}
+
+/// An integer `min..=max`.
+pub fn integer(min: i64, max: i64) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(min as f64))
+        .maximum(Some(max as f64))
+}
+
+/// A list cursor: opaque text the server handed out as `next_cursor` (hex, at most
+/// [`nova_queries::cursor::MAX_CURSOR`] characters); anything else is a 400.
+pub fn cursor(format: &'static str) -> ObjectBuilder {
+    pattern(1, nova_queries::cursor::MAX_CURSOR, "^(?:[0-9A-Fa-f]{2})+$")
+        .format(Some(SchemaFormat::Custom(format.to_owned())))
+        .description(Some(
+            "`next_cursor` of the previous page of the same list; any other value is a 400",
+        ))
+}
+
+/// The `X-Nova-Min-Position` value for a read answered from `domains`: `<domain>:<position>`
+/// with a position the server has written (the `X-Nova-Position` of a command's answer).
+pub fn min_position(domains: &[Domain]) -> ObjectBuilder {
+    let names: Vec<&str> = domains.iter().map(|d| d.as_str()).collect();
+    pattern(3, 64, &format!("^(?:{}):[0-9]{{1,18}}$", names.join("|")))
+        .format(Some(SchemaFormat::Custom("nova-position".to_owned())))
+}
+
+fn error_body() -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name("ErrorBody"))
+}
+
+fn error(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new().schema(Some(error_body())).build(),
+    )
+}
+
+fn retry_after(response: ResponseBuilder) -> ResponseBuilder {
+    response.header(
+        "Retry-After",
+        HeaderBuilder::new()
+            .schema(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .description(Some("seconds after which a retry may succeed"))
+            .build(),
+    )
+}
+
+/// Adds the answers the HTTP edge gives to every operation that can reach it (see the module
+/// comment); an answer a route documents itself is kept.
+pub struct EdgeResponses;
+
+impl Modify for EdgeResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let limited = path.starts_with("/v1/");
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                edge_responses(op, limited);
+            }
+        }
+    }
+}
+
+fn edge_responses(op: &mut Operation, limited: bool) {
+    let params = op.parameters.as_deref().unwrap_or_default();
+    let has_params = !params.is_empty();
+    let waits = params
+        .iter()
+        .any(|p| p.parameter_in == ParameterIn::Header && p.name == "X-Nova-Min-Position");
+    let body = op.request_body.as_ref();
+    let json_body = body.is_some_and(|b| {
+        matches!(b.required, Some(utoipa::openapi::Required::True))
+            && b.content.contains_key("application/json")
+    });
+    let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    let mut add = |status: &str, response: ResponseBuilder| {
+        op.responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::T(response.build()));
+    };
+    if has_params || body.is_some() {
+        add(
+            "400",
+            error(
+                "malformed request: `invalid_json`, `invalid_body`, `invalid_field` (details name \
+                 the field), `invalid_path`, `invalid_query` or `invalid_header`",
+            ),
+        );
+    }
+    if secured {
+        add(
+            "401",
+            error("`unauthorized` (no token) or `invalid_token` (invalid, expired or revoked)"),
+        );
+    }
+    if body.is_some() {
+        add(
+            "413",
+            error("`payload_too_large`: the body is over the limit"),
+        );
+    }
+    if json_body {
+        add(
+            "415",
+            error("`unsupported_media_type`: the body must be sent as `application/json`"),
+        );
+    }
+    if limited || waits {
+        add(
+            "429",
+            retry_after(error(
+                "`rate_limited` (the caller's quota is spent; `RateLimit` headers), or \
+                 `too_many_waits` (too many reads of this client wait for a projection)",
+            )),
+        );
+    }
+    if limited {
+        add(
+            "503",
+            retry_after(error(
+                "a dependency is unavailable, the server is busy, or a projection has not \
+                 reached `X-Nova-Min-Position` in time",
+            )),
+        );
+    }
+}
+
+/// The `Object` of `builder`, for `schema_with` functions.
+pub fn build(builder: ObjectBuilder) -> Object {
+    builder.build()
+}
