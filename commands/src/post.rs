@@ -433,7 +433,8 @@ fn validate_text(field: &'static str, value: String, max: usize) -> Result<Strin
     if v.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
-    if v.chars().count() > max {
+    // As sent: the OpenAPI document's `maxLength` counts the white space the trim removes.
+    if value.chars().count() > max {
         return Err(invalid(field, format!("must be at most {max} characters")));
     }
     if v.chars()
@@ -453,13 +454,13 @@ fn validate_media(urls: Vec<String>) -> Result<Vec<String>> {
     }
     urls.into_iter()
         .map(|u| {
-            let u = u.trim().to_owned();
             if u.chars().count() > URL_MAX {
                 return Err(invalid(
                     "media_urls",
                     format!("each URL must be at most {URL_MAX} characters"),
                 ));
             }
+            let u = u.trim().to_owned();
             // No credentials: the URL is shown to everyone who reads the post.
             let ok = crate::user::valid_url(&u);
             if !ok {
@@ -472,7 +473,7 @@ fn validate_media(urls: Vec<String>) -> Result<Vec<String>> {
 
 fn validate_collection(name: String) -> Result<String> {
     let v = name.trim();
-    if v.is_empty() || v.chars().count() > COLLECTION_MAX {
+    if v.is_empty() || name.chars().count() > COLLECTION_MAX {
         return Err(invalid(
             "collection",
             format!("must be 1 to {COLLECTION_MAX} characters"),

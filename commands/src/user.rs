@@ -816,10 +816,11 @@ fn validate_optional_text(
     max: usize,
 ) -> Result<Option<String>> {
     let Some(v) = value else { return Ok(None) };
-    let v = v.trim().to_owned();
+    // As sent: the OpenAPI document's `maxLength` counts the white space the trim removes.
     if v.chars().count() > max {
         return Err(invalid(field, format!("must be at most {max} characters")));
     }
+    let v = v.trim().to_owned();
     if v.chars().any(|c| c.is_control() || is_format_char(c)) {
         return Err(invalid(
             field,

@@ -15,6 +15,7 @@ use nova_event_schemas::Domain;
 use nova_projections::conversation_view::NAME;
 use nova_queries::conversation as view;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema,
     SchemaFormat, Type,
@@ -391,16 +392,32 @@ async fn send(
     ))
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct MessagesParams {
     /// Messages after this seq (default 0).
-    #[param(schema_with = after_seq)]
     pub after_seq: Option<i64>,
     /// 1–100 (default 20).
-    #[param(schema_with = super::extract::page_limit)]
     pub limit: Option<i64>,
+}
+
+impl IntoParams for MessagesParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            doc::query(
+                "after_seq",
+                false,
+                "messages after this seq (default 0)",
+                after_seq(),
+            ),
+            doc::query(
+                "limit",
+                false,
+                "1–100 (default 20)",
+                super::extract::page_limit(),
+            ),
+        ]
+    }
 }
 
 fn after_seq() -> Object {
@@ -408,17 +425,20 @@ fn after_seq() -> Object {
 }
 
 /// A reaction's path: the conversation, the message and the emoji.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-struct ReactionPath {
-    /// conversation id
-    id: Uuid,
-    /// message id
-    mid: Uuid,
-    /// the reaction: 1–16 characters, no control characters
-    #[param(schema_with = emoji)]
-    emoji: String,
+struct ReactionPath;
+
+impl IntoParams for ReactionPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            doc::path("id", "conversation id", doc::uuid()),
+            doc::path("mid", "message id", doc::uuid()),
+            doc::path(
+                "emoji",
+                "the reaction: 1–16 characters, no control characters",
+                emoji(),
+            ),
+        ]
+    }
 }
 
 fn emoji() -> Object {
@@ -622,6 +642,7 @@ async fn unreact(
 #[serde(deny_unknown_fields)]
 pub struct ReadBody {
     /// The last message read (≥ 0, at most the conversation's last `seq`).
+    #[serde(deserialize_with = "super::extract::integer")]
     #[schema(schema_with = after_seq)]
     pub up_to_seq: i64,
 }

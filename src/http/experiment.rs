@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{
     ArrayBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
 };
-use utoipa::openapi::{Ref, RefOr};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -70,7 +69,7 @@ fn weight() -> Object {
 fn variants() -> Schema {
     Schema::Array(
         ArrayBuilder::new()
-            .items(RefOr::Ref(Ref::from_schema_name("VariantBody")))
+            .items(<VariantBody as utoipa::PartialSchema>::schema())
             .min_items(Some(2))
             .max_items(Some(MAX_VARIANTS))
             .build(),
@@ -81,7 +80,7 @@ fn variants_or_null() -> Schema {
     Schema::Array(
         ArrayBuilder::new()
             .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
-            .items(RefOr::Ref(Ref::from_schema_name("VariantBody")))
+            .items(<VariantBody as utoipa::PartialSchema>::schema())
             .min_items(Some(2))
             .max_items(Some(MAX_VARIANTS))
             .build(),

@@ -66,7 +66,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
 }
 
 /// The body of a request, which must be a JSON object when present; `None` when it is empty
-/// (or only white space).
+/// (or only white space) or the JSON `null` (what the document's optional body allows).
 async fn object_body<S: Send + Sync>(
     req: axum::extract::Request,
     state: &S,
@@ -84,6 +84,9 @@ async fn object_body<S: Send + Sync>(
                 AppError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
             }
         })?;
+    if bytes.trim_ascii() == b"null" {
+        return Ok(None);
+    }
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => Ok(None),
         Some(b'{') => Ok(Some(bytes)),
@@ -308,6 +311,29 @@ impl<T, R: Into<T>> From<Page<R>> for PageBody<T> {
             items: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next_cursor,
         }
+    }
+}
+
+/// A JSON integer field as JSON Schema's `integer` means it: any number without a fractional
+/// part (`83.0`, `1e2`), within `i64`. serde would refuse `83.0` for an `i64`, although the
+/// document (`type: integer`) calls it valid.
+pub fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        // 2^63 is exactly representable: anything below it (and at least -2^63) fits.
+        Some(f)
+            if f.fract() == 0.0
+                && f >= -9.223_372_036_854_776e18
+                && f < 9.223_372_036_854_776e18 =>
+        {
+            Ok(f as i64)
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "invalid value: {n}, expected an integer"
+        ))),
     }
 }
 

@@ -9,6 +9,7 @@ use nova_projections::notification;
 use nova_projections::search as index;
 use nova_queries::search::{self, HitDoc, SearchRequest, MAX_Q_CHARS};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -25,19 +26,37 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// `?q=&type=&cursor=` (the search's own cursor).
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
 pub struct SearchFilter {
-    /// The query: 1–200 characters, not only blanks (required).
-    #[param(required = true, schema_with = query_text)]
     pub q: Option<String>,
-    /// `users` or `posts`; both when absent.
     #[serde(rename = "type")]
-    #[param(rename = "type", schema_with = kind)]
     pub kind: Option<String>,
-    /// `next_cursor` of the previous page of the same search.
-    #[param(schema_with = search_cursor)]
     pub cursor: Option<String>,
+}
+
+impl IntoParams for SearchFilter {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            doc::query(
+                "q",
+                true,
+                "the query: 1–200 characters, not only blanks",
+                query_text(),
+            ),
+            doc::query(
+                "type",
+                false,
+                "`users` or `posts`; both when absent",
+                kind(),
+            ),
+            doc::query(
+                "cursor",
+                false,
+                "`next_cursor` of the previous page of the same search",
+                search_cursor(),
+            ),
+        ]
+    }
 }
 
 fn query_text() -> Object {

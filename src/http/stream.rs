@@ -12,6 +12,7 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
 use axum::http::{header, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse, Response};
+use nova_commands::stream::{MAX_DESCRIPTION, MAX_TITLE};
 use nova_event_schemas::Domain;
 use nova_projections::stream_view;
 use nova_queries::stream::{self as view, LiveCursor, LiveRow};
@@ -29,6 +30,7 @@ use super::extract::{
     position_header, Actor, Answer, Ctx, Json, LimitParam, ListFilter, MinPosition, PageBody,
     PageQuery, Path, Query, Version,
 };
+use super::openapi::{self as doc, Text};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -53,10 +55,20 @@ crate::views!(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateStream {
-    /// 1–200 characters.
+    /// 1–200 characters, not blank, no control characters (trimmed).
+    #[schema(schema_with = title)]
     pub title: String,
-    /// Up to 2000 characters.
+    /// 1–2000 characters, not blank; line feeds and tabs allowed (trimmed).
+    #[schema(schema_with = description)]
     pub description: Option<String>,
+}
+
+fn title() -> utoipa::openapi::schema::Object {
+    doc::text(1, MAX_TITLE, Text::Trimmed).build()
+}
+
+fn description() -> utoipa::openapi::schema::Object {
+    doc::nullable(doc::text(1, MAX_DESCRIPTION, Text::TrimmedLfTab)).build()
 }
 
 #[derive(Serialize, ToSchema)]
