@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use common::*;
 use nova_event_schemas::user::Role;
+use nova_event_schemas::Domain;
 use nova_infra::db::Engine;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -171,6 +172,8 @@ impl World {
             json!({"content": "a comment"}),
         )
         .await;
+        // The conversation's members must be in the directory (its existence check).
+        caught_up(app, nova_projections::user_directory::NAME, Domain::User).await;
         let conv = post(
             "/v1/conversations",
             &author_token,

@@ -75,6 +75,18 @@ fn refused(e: ConversationError) -> ConversationCommandError {
     CommandError::Refused(e)
 }
 
+/// Opaque, but not empty and without U+0000: PostgreSQL's JSONB (the event payload) cannot
+/// hold it, so it would fail the append instead of being refused.
+fn check_ciphertext(ciphertext: &str) -> Result<()> {
+    if ciphertext.is_empty() || ciphertext.contains('\0') {
+        return Err(CommandError::invalid(
+            "ciphertext",
+            "must not be empty or contain U+0000",
+        ));
+    }
+    Ok(())
+}
+
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
     // Characters, not bytes: the OpenAPI document's `maxLength` counts characters.
     if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
@@ -303,9 +315,7 @@ impl ConversationCommands {
         sender: Uuid,
         m: Outgoing,
     ) -> Result<Sent> {
-        if m.ciphertext.is_empty() {
-            return Err(CommandError::invalid("ciphertext", "must not be empty"));
-        }
+        check_ciphertext(&m.ciphertext)?;
         if m.ciphertext.len() > MAX_CIPHERTEXT {
             return Err(refused(ConversationError::TooLarge));
         }
@@ -361,9 +371,7 @@ impl ConversationCommands {
         session_id: String,
         ciphertext: String,
     ) -> Result<Done> {
-        if ciphertext.is_empty() {
-            return Err(CommandError::invalid("ciphertext", "must not be empty"));
-        }
+        check_ciphertext(&ciphertext)?;
         if ciphertext.len() > MAX_CIPHERTEXT {
             return Err(refused(ConversationError::TooLarge));
         }

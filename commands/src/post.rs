@@ -471,7 +471,9 @@ fn validate_media(urls: Vec<String>) -> Result<Vec<String>> {
         .collect()
 }
 
-fn validate_collection(name: String) -> Result<String> {
+/// A collection name: at most [`COLLECTION_MAX`] characters as sent, then trimmed, not blank,
+/// without control characters. Also checks the bookmark list's `collection` filter.
+pub fn validate_collection(name: String) -> Result<String> {
     let v = name.trim();
     if v.is_empty() || name.chars().count() > COLLECTION_MAX {
         return Err(invalid(

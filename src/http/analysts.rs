@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use nova_event_schemas::Domain;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::path::{Parameter, ParameterIn};
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::openapi::schema::Object;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -57,7 +57,7 @@ impl IntoParams for EventsQuery {
                 "type",
                 false,
                 "stored event type, e.g. `registered`",
-                ObjectBuilder::new().schema_type(Type::String),
+                doc::pattern(1, MAX_EVENT_TYPE, EVENT_TYPE_PATTERN),
             ),
             doc::query("aggregate_id", false, "one aggregate's events", doc::uuid()),
             doc::query(
@@ -76,6 +76,18 @@ impl IntoParams for EventsQuery {
             ),
         ]
     }
+}
+
+/// Event type names (`snake_case`), as the `type` filter takes them: anything else could not
+/// name an event, and is a 400 before it reaches the store.
+const EVENT_TYPE_PATTERN: &str = "^[a-z][a-z0-9_]*$";
+const MAX_EVENT_TYPE: usize = 64;
+
+fn valid_event_type(t: &str) -> bool {
+    t.len() <= MAX_EVENT_TYPE
+        && t.starts_with(|c: char| c.is_ascii_lowercase())
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn domain() -> Object {
@@ -148,6 +160,15 @@ async fn events(
     actor.require_analyst()?;
     let domain = Domain::parse(&q.domain)
         .ok_or_else(|| AppError::invalid_field("domain", "unknown domain"))?;
+    if q.event_type
+        .as_deref()
+        .is_some_and(|t| !valid_event_type(t))
+    {
+        return Err(AppError::invalid_field(
+            "type",
+            "an event type is 1–64 characters of a-z, 0-9 and _, starting with a letter",
+        ));
+    }
     if q.limit.is_some_and(|l| l < 1) {
         return Err(AppError::invalid_field("limit", "must be at least 1"));
     }

@@ -332,9 +332,10 @@ pub struct NewMessageBody {
     pub client_message_id: String,
 }
 
-/// Opaque, not empty; longer than `MAX_CIPHERTEXT` bytes is a 413.
+/// Opaque, not empty, without U+0000 (no store keeps it); longer than `MAX_CIPHERTEXT` bytes
+/// is a 413.
 fn ciphertext() -> Object {
-    doc::string(1, MAX_CIPHERTEXT).build()
+    doc::pattern(1, MAX_CIPHERTEXT, r"^[^\u0000]*$").build()
 }
 
 /// Device, session and client message ids: 1–128 characters, no control characters.

@@ -39,7 +39,7 @@ use super::error::AppError;
 use super::AppState;
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
-const MAX_KEY_LEN: usize = 255;
+pub const MAX_KEY_LEN: usize = 255;
 /// Default of [`Settings::takeover`]: a claimed key whose first request never answered (its
 /// process died) can be taken over after this.
 pub const DEFAULT_TAKEOVER: Duration = Duration::from_secs(60);
@@ -48,7 +48,9 @@ pub const RETENTION_MS: i64 = 24 * 3600 * 1000;
 /// Response headers worth replaying.
 const REPLAYED: [&str; 3] = ["content-type", "x-nova-position", "location"];
 /// Routes (as matched) whose answers carry secrets: tokens, stream keys.
-const NOT_STORED: [&str; 4] = [
+/// Commands whose answers are never stored (they carry secrets, or are never repeated); the
+/// header is ignored on them and the OpenAPI document does not offer it.
+pub const NOT_STORED: [&str; 4] = [
     "/v1/sessions",
     "/v1/sessions/refresh",
     "/v1/streams",
@@ -129,7 +131,9 @@ async fn handle(
     let key = key
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+        .filter(|k| {
+            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+        })
         .ok_or_else(|| {
             AppError::new(
                 StatusCode::BAD_REQUEST,

@@ -14,6 +14,8 @@
 //!   what they are; only values the server handed out are accepted.
 
 use nova_commands::user::{FORMAT_CHARS, URL_MAX, URL_PATTERN};
+
+use super::idempotency::{MAX_KEY_LEN, NOT_STORED};
 use nova_event_schemas::Domain;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
@@ -68,6 +70,8 @@ pub enum Text {
     TrimmedMultiline,
     /// As [`Text::Trimmed`], with line feeds and tabs allowed.
     TrimmedLfTab,
+    /// Trimmed, may be blank; no control characters.
+    TrimmedOrBlank,
     /// Optional profile text: trimmed, may be empty (= cleared); neither control nor invisible
     /// formatting characters.
     Profile,
@@ -94,6 +98,10 @@ pub fn text(min: usize, max: usize, kind: Text) -> ObjectBuilder {
         Text::Trimmed => (not_blank(CONTROL_CLASS), 1),
         Text::TrimmedMultiline => (not_blank(CONTROL_BUT_BREAKS_CLASS), 1),
         Text::TrimmedLfTab => (not_blank(CONTROL_BUT_LF_TAB_CLASS), 1),
+        Text::TrimmedOrBlank => (
+            format!("^[{ws}]*(?:[^{CONTROL_CLASS}]*[^{CONTROL_CLASS}{ws}])?[{ws}]*$"),
+            0,
+        ),
         Text::Profile => {
             let class = format!("{CONTROL_CLASS}{}", format_class());
             // May be only white space (= cleared).
@@ -266,23 +274,40 @@ impl Modify for EdgeResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let limited = path.starts_with("/v1/");
-            for op in [
-                &mut item.get,
+            let stored = limited && !NOT_STORED.contains(&path.as_str());
+            edge_responses_of(&mut item.get, limited, false);
+            for command in [
                 &mut item.put,
                 &mut item.post,
                 &mut item.delete,
                 &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                edge_responses(op, limited);
+            ] {
+                edge_responses_of(command, limited, stored);
             }
         }
     }
 }
 
-fn edge_responses(op: &mut Operation, limited: bool) {
+fn edge_responses_of(op: &mut Option<Operation>, limited: bool, idempotent: bool) {
+    if let Some(op) = op {
+        edge_responses(op, limited, idempotent);
+    }
+}
+
+/// The header of a retried command (API.md "Conventions", ADR 0012).
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+fn edge_responses(op: &mut Operation, limited: bool, idempotent: bool) {
+    if idempotent {
+        op.parameters.get_or_insert_with(Vec::new).push(param(
+            ParameterIn::Header,
+            IDEMPOTENCY_KEY,
+            false,
+            "a retried request with the same key and body answers the first answer and \
+             changes nothing (1–255 visible ASCII characters)",
+            pattern(1, MAX_KEY_LEN, "^[!-~]*$"),
+        ));
+    }
     let params = op.parameters.as_deref().unwrap_or_default();
     let has_params = !params.is_empty();
     let waits = params
@@ -334,6 +359,16 @@ fn edge_responses(op: &mut Operation, limited: bool) {
                 "`rate_limited` (the caller's quota is spent; `RateLimit` headers), or \
                  `too_many_waits` (too many reads of this client wait for a projection)",
             )),
+        );
+    }
+    if idempotent {
+        add(
+            "409",
+            error("`idempotency_in_progress`: a request with this `Idempotency-Key` is running"),
+        );
+        add(
+            "422",
+            error("`idempotency_key_reused`: this `Idempotency-Key` came with another request"),
         );
     }
     if limited {

@@ -9,6 +9,7 @@ use nova_event_schemas::Domain;
 use nova_projections::{post_view, user_directory};
 use nova_queries::post::{self as posts, BookmarkRow, CollectionFilter, CommentRow, PostRow};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{ArrayBuilder, Object, Schema, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -497,11 +498,22 @@ async fn unbookmark(
     Ok(Answer::version(Domain::Post, done))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
 pub struct BookmarkParams {
-    /// Absent: every bookmark; empty: the default list only; a name: that collection.
+    /// Absent: every bookmark; blank: the default list only; a name: that collection.
     collection: Option<String>,
+}
+
+impl IntoParams for BookmarkParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![doc::query(
+            "collection",
+            false,
+            "absent: every bookmark; blank: the default list only; a name (as a bookmark's \
+             `collection`): that collection",
+            doc::text(0, COLLECTION_MAX, Text::TrimmedOrBlank),
+        )]
+    }
 }
 
 impl ListFilter for BookmarkParams {
@@ -542,10 +554,14 @@ async fn list_bookmarks(
     PageQuery(page, q): PageQuery<BookmarkParams>,
     min: MinPosition<PostReads>,
 ) -> Result<Json<PageBody<BookmarkBody>>, AppError> {
+    // A name is checked as a bookmark's is (a name no bookmark can have, e.g. with control
+    // characters, is a 400 — and never reaches the database, which may refuse it).
     let filter = match q.collection {
         None => CollectionFilter::All,
-        Some(c) if c.trim().is_empty() => CollectionFilter::Default,
-        Some(c) => CollectionFilter::Named(c.trim().to_owned()),
+        Some(c) if c.trim().is_empty() && c.chars().count() <= COLLECTION_MAX => {
+            CollectionFilter::Default
+        }
+        Some(c) => CollectionFilter::Named(nova_commands::post::validate_collection(c)?),
     };
     min.wait(&state).await?;
     let page = posts::bookmarks(&state.db.any, actor.user_id, &filter, &page).await?;
