@@ -26,6 +26,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,11 +102,47 @@ fn hmac_with(key: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let is_command = matches!(
-        *req.method(),
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
+/// The commands that honour `Idempotency-Key`: the operations the OpenAPI document declares it
+/// on (`openapi::EdgeResponses`: every `/v1` command but [`NOT_STORED`]), so the document and
+/// the middleware cannot disagree. A request with a method its route does not serve is not
+/// one of them: it gets its 405, and its key is not claimed.
+#[derive(Clone, Default)]
+pub struct Commands(Arc<HashSet<(Method, String)>>);
+
+impl Commands {
+    pub fn of(doc: &utoipa::openapi::OpenApi) -> Commands {
+        let mut set = HashSet::new();
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ] {
+                let declared = op.as_ref().is_some_and(|op| {
+                    op.parameters
+                        .iter()
+                        .flatten()
+                        .any(|p| p.name.eq_ignore_ascii_case(HEADER.as_str()))
+                });
+                if declared {
+                    set.insert((method, path.clone()));
+                }
+            }
+        }
+        Commands(Arc::new(set))
+    }
+
+    fn contains(&self, method: &Method, route: &str) -> bool {
+        self.0.contains(&(method.clone(), route.to_owned()))
+    }
+}
+
+pub async fn middleware(
+    State((state, commands)): State<(AppState, Commands)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(key) = req.headers().get(HEADER).cloned() else {
         return next.run(req).await;
     };
@@ -113,7 +150,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| req.uri().path(), |m| m.as_str());
-    if !is_command || NOT_STORED.contains(&route) {
+    if !commands.contains(req.method(), route) {
         return next.run(req).await;
     }
     match handle(state, key, req, next).await {

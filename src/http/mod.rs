@@ -133,7 +133,9 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_router().split_for_parts();
-    let doc = std::sync::Arc::new(finish(doc));
+    let doc = finish(doc);
+    let commands = idempotency::Commands::of(&doc);
+    let doc = std::sync::Arc::new(doc);
     let mut api = api.route(
         "/openapi.json",
         axum::routing::get(move || {
@@ -147,7 +149,7 @@ pub fn router(state: AppState) -> Router {
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), commands),
             idempotency::middleware,
         ))
         // Outside idempotency (a refused request stores nothing), inside metrics (429s are
