@@ -66,7 +66,8 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
 }
 
 /// The body of a request, which must be a JSON object when present; `None` when it is empty
-/// (or only white space) or the JSON `null` (what the document's optional body allows).
+/// or the JSON `null` (what the document's optional body allows). White space alone is not
+/// JSON: a 400, like any other text that is not an object.
 async fn object_body<S: Send + Sync>(
     req: axum::extract::Request,
     state: &S,
@@ -84,11 +85,15 @@ async fn object_body<S: Send + Sync>(
                 AppError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
             }
         })?;
-    if bytes.trim_ascii() == b"null" {
+    if bytes.is_empty() || bytes.trim_ascii() == b"null" {
         return Ok(None);
     }
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => Ok(None),
+        None => Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is only white space; send a JSON object or nothing",
+        )),
         Some(b'{') => Ok(Some(bytes)),
         Some(_) => Err(AppError::new(
             StatusCode::BAD_REQUEST,
@@ -98,8 +103,8 @@ async fn object_body<S: Send + Sync>(
     }
 }
 
-/// An optional JSON object body (e.g. a bookmark's collection): an empty body is `None`; a
-/// present one is read like [`Json`], with the same errors.
+/// An optional JSON object body (e.g. a bookmark's collection): an empty body or `null` is
+/// `None`; a present one is read like [`Json`], with the same errors.
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<S, T> FromRequest<S> for OptionalJson<T>
