@@ -147,8 +147,6 @@ pub struct EventPage {
     params(EventsQuery),
     responses(
         (status = 200, body = EventPage, description = "a page, or NDJSON (one ExportedEvent a line)"),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
     ))]
 async fn events(
@@ -306,7 +304,6 @@ impl IntoParams for StateQuery {
     responses(
         (status = 200, body = StateAt),
         (status = 400, description = "unknown domain, bad id, version < 1, or both version and as_of", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, description = "unknown aggregate, version beyond the last, nothing recorded by as_of, or a domain without aggregates yet", body = ErrorBody),
     ))]

@@ -121,8 +121,6 @@ pub struct ConversationId {
     responses(
         (status = 201, body = ConversationId),
         (status = 200, description = "the existing direct conversation", body = ConversationId),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "a member is not an active user", body = ErrorBody),
         (status = 422, description = "blocked", body = ErrorBody),
     ))]
@@ -197,8 +195,6 @@ impl From<view::ConversationRow> for ConversationItem {
     params(PageParams, RequestsFilter, MinPosition<ConversationReads>),
     responses(
         (status = 200, body = PageBody<ConversationItem>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn list(
     State(state): State<AppState>,
@@ -223,7 +219,6 @@ async fn list(
     params(("id" = Uuid, Path, description = "conversation id")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "no_request", body = ErrorBody),
@@ -246,7 +241,6 @@ async fn accept(
     params(("id" = Uuid, Path, description = "conversation id")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "no_request", body = ErrorBody),
@@ -276,7 +270,6 @@ pub struct NewMember {
     request_body = NewMember,
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not a member or not an admin", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "blocked, direct_membership", body = ErrorBody),
@@ -301,7 +294,6 @@ async fn add_member(
            ("user_id" = Uuid, Path, description = "the member")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -356,11 +348,8 @@ pub struct SentMessage {
     request_body = NewMessageBody,
     responses(
         (status = 201, body = SentMessage),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not a member", body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody),
         (status = 422, description = "blocked, request_declined", body = ErrorBody),
     ))]
 async fn send(
@@ -475,8 +464,6 @@ pub struct MessageItem {
         MinPosition<ConversationReads>),
     responses(
         (status = 200, body = PageBody<MessageItem>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not a member", body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -543,8 +530,6 @@ pub struct EditBody {
     request_body = EditBody,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not a member, not the sender", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "message_recalled", body = ErrorBody),
@@ -576,7 +561,6 @@ async fn edit(
            ("mid" = Uuid, Path, description = "message id")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not a member, not the sender", body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -599,8 +583,6 @@ async fn recall(
     params(ReactionPath),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -623,7 +605,6 @@ async fn react(
     params(ReactionPath),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -655,8 +636,6 @@ pub struct ReadBody {
     request_body = ReadBody,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "beyond_last_message", body = ErrorBody),

@@ -140,7 +140,6 @@ pub struct Created {
     responses(
         (status = 201, body = Created),
         (status = 400, description = "invalid key, variants, weights, coverage or seed", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 409, description = "the key exists", body = ErrorBody),
     ))]
@@ -190,8 +189,6 @@ pub struct UpdateExperiment {
     request_body = UpdateExperiment,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "experiment_stopped, variants_changed", body = ErrorBody),
@@ -219,7 +216,6 @@ async fn update(
     params(("key" = String, Path, description = "experiment key")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "experiment_stopped", body = ErrorBody),
@@ -240,7 +236,6 @@ async fn start(
     params(("key" = String, Path, description = "experiment key")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "experiment_not_started", body = ErrorBody),
@@ -269,7 +264,6 @@ pub struct AssignmentBody {
     params(("key" = String, Path, description = "experiment key")),
     responses(
         (status = 200, body = AssignmentBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn assignment(
@@ -313,8 +307,6 @@ pub struct Counted {
     request_body = Conversion,
     responses(
         (status = 200, body = Counted),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "experiment_not_running", body = ErrorBody),
     ))]
@@ -418,7 +410,6 @@ crate::views!(
            MinPosition<ResultReads>),
     responses(
         (status = 200, body = ResultsBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]

@@ -60,7 +60,6 @@ crate::views!(
     responses(
         (status = 200, body = PageBody<FeedItem>),
         (status = 400, description = "invalid limit, cursor or header", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the feed is lagging or unavailable", body = ErrorBody),
     ))]
 async fn home(

@@ -55,7 +55,6 @@ impl From<FollowRow> for FollowEntry {
     responses(
         (status = 200, description = "following; the relationship's version", body = Version),
         (status = 400, description = "malformed id", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown or deactivated user", body = ErrorBody),
         (status = 422, description = "self_follow, or blocked (either user blocks the other)",
             body = ErrorBody),
@@ -75,8 +74,6 @@ async fn follow(
     params(("id" = Uuid, Path, description = "the user to unfollow; may since have been deactivated")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 422, description = "self_follow", body = ErrorBody),
     ))]
 async fn unfollow(
@@ -98,8 +95,6 @@ async fn unfollow(
     params(("id" = Uuid, Path, description = "the user to block")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown or deactivated user", body = ErrorBody),
         (status = 422, description = "self_block", body = ErrorBody),
     ))]
@@ -118,8 +113,6 @@ async fn block(
     params(("id" = Uuid, Path, description = "the user to unblock; may since have been deactivated")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 422, description = "self_block", body = ErrorBody),
     ))]
 async fn unblock(
@@ -159,7 +152,6 @@ async fn prepare(
     responses(
         (status = 200, body = PageBody<FollowEntry>),
         (status = 400, description = "malformed id, limit or cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown or deactivated user", body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
@@ -185,7 +177,6 @@ async fn followers(
     responses(
         (status = 200, body = PageBody<FollowEntry>),
         (status = 400, description = "malformed id, limit or cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown or deactivated user", body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]

@@ -134,7 +134,6 @@ pub struct DeviceId {
         (status = 201, body = DeviceId),
         (status = 200, description = "already registered with these keys", body = DeviceId),
         (status = 400, description = "malformed base64 or id, bad signature", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 409, description = "device_exists: registered with other keys", body = ErrorBody),
     ))]
 async fn put_device(
@@ -167,7 +166,6 @@ async fn put_device(
     params(DevicePath),
     responses(
         (status = 200, body = DeviceId),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device", body = ErrorBody),
     ))]
 async fn delete_device(
@@ -205,7 +203,6 @@ pub struct Devices {
     params(("id" = Uuid, Path, description = "user id")),
     responses(
         (status = 200, body = Devices),
-        (status = 401, body = ErrorBody),
     ))]
 async fn devices(
     State(state): State<AppState>,
@@ -303,7 +300,6 @@ pub struct KeyCounts {
     responses(
         (status = 200, body = KeyCounts),
         (status = 400, description = "malformed key, id or base64, bad signature", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device", body = ErrorBody),
         (status = 409, description = "key_exists: an id uploaded before with another key", body = ErrorBody),
         (status = 422, description = "too_many_one_time_keys", body = ErrorBody),
@@ -363,8 +359,6 @@ pub struct ClaimedKey {
     request_body = ClaimKey,
     responses(
         (status = 200, body = ClaimedKey),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device, no_one_time_key", body = ErrorBody),
     ))]
 async fn claim(
@@ -421,8 +415,6 @@ pub struct Sent {
     request_body = SendToDevice,
     responses(
         (status = 200, body = Sent),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device", body = ErrorBody),
         (status = 413, description = "a content or the body is too large", body = ErrorBody),
     ))]
@@ -487,8 +479,6 @@ pub struct PendingItems {
     params(FetchParams),
     responses(
         (status = 200, body = PendingItems),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device (not one of the caller's)", body = ErrorBody),
     ))]
 async fn fetch(
@@ -538,7 +528,6 @@ pub struct Acked {
     responses(
         (status = 200, body = Acked),
         (status = 400, description = "up_to beyond what the device was sent", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device", body = ErrorBody),
     ))]
 async fn ack(

@@ -98,7 +98,6 @@ crate::views!(
     responses(
         (status = 200, body = NotificationPage),
         (status = 400, description = "bad limit or cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
 async fn list(
@@ -136,8 +135,6 @@ pub struct MarkReadRequest {
     security(("bearer" = [])), request_body = MarkReadRequest,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "no such notification of the caller's", body = ErrorBody),
     ))]
 async fn mark_read(
@@ -214,7 +211,6 @@ pub struct PreferencesPatch {
     responses(
         (status = 200, body = PreferencesBody),
         (status = 400, description = "bad X-Nova-Min-Position", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
 async fn get_preferences(
@@ -235,7 +231,6 @@ async fn get_preferences(
     responses(
         (status = 200, body = PreferencesBody),
         (status = 400, description = "unknown kind or non-boolean value", body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn put_preferences(
     State(state): State<AppState>,

@@ -2,26 +2,28 @@
 //! server accepts and answers, so what validates is what is declared:
 //!
 //! - **Field schemas** are built here from the validators' own constants (`USERNAME_MAX`,
-//!   `CONTENT_MAX`, `FORMAT_CHARS`, …) and attached with `#[schema(schema_with = …)]` /
-//!   `#[param(schema_with = …)]`: a limit changed in the command layer changes the document.
+//!   `CONTENT_MAX`, `FORMAT_CHARS`, `URL_PATTERN`, …) and attached with
+//!   `#[schema(schema_with = …)]`, or to parameters in hand-written `IntoParams` impls with
+//!   [`query`]/[`path`] (`#[param(schema_with)]` drops `required` and the description): a limit
+//!   changed in the command layer changes the document.
 //! - **Edge answers** — the statuses the extractors and layers give every route (400 for a bad
 //!   parameter or body, 401 without a valid token, 413/415 for bodies, 429 from the rate limit
 //!   and the wait bound, 503 when a dependency is down) — are added to every operation by
 //!   [`EdgeResponses`], from what the operation declares (parameters, a JSON body, security),
-//!   instead of being repeated (and forgotten) per route. Routes list only their own answers
-//!   (403/404/409/422 and their success).
+//!   instead of being repeated (and forgotten) per route, and `Idempotency-Key` on every stored
+//!   command. Routes list only their own answers (403/404/409/422 and their success).
 //! - **Server-issued values** (list cursors, `X-Nova-Min-Position`) carry a `format` naming
 //!   what they are; only values the server handed out are accepted.
 
 use nova_commands::user::{FORMAT_CHARS, URL_MAX, URL_PATTERN};
-
-use super::idempotency::{MAX_KEY_LEN, NOT_STORED};
 use nova_event_schemas::Domain;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder, Schema};
 use utoipa::Modify;
+
+use super::idempotency::{MAX_KEY_LEN, NOT_STORED};
 
 /// What `char::is_control` matches (Unicode general category Cc), as the body of a regex
 /// character class: written with `\uXXXX` escapes, which ECMA-262, Python and Rust regexes all

@@ -140,8 +140,6 @@ crate::views!(
     request_body = CreatePostRequest,
     responses(
         (status = 201, body = PostCreated),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn create_post(
     State(state): State<AppState>,
@@ -165,10 +163,7 @@ async fn create_post(
            MinPosition<PostReads>),
     responses(
         (status = 200, body = PostBody),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ))]
 async fn get_post(
     State(state): State<AppState>,
@@ -200,8 +195,6 @@ pub struct EditPostRequest {
     request_body = EditPostRequest,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "post_deleted", body = ErrorBody),
@@ -224,8 +217,6 @@ async fn edit_post(
     params(("id" = Uuid, Path, description = "post id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -244,8 +235,6 @@ async fn delete_post(
            MinPosition<AuthorReads>),
     responses(
         (status = 200, body = PageBody<PostBody>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "no such (active) user", body = ErrorBody),
     ))]
 async fn author_posts(
@@ -307,8 +296,6 @@ impl From<CommentRow> for CommentBody {
     request_body = CommentRequest,
     responses(
         (status = 201, body = CommentCreated),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "post_deleted", body = ErrorBody),
     ))]
@@ -335,8 +322,6 @@ async fn add_comment(
            MinPosition<PostReads>),
     responses(
         (status = 200, body = PageBody<CommentBody>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn list_comments(
@@ -361,8 +346,6 @@ async fn list_comments(
            ("comment_id" = Uuid, Path, description = "comment id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -383,8 +366,6 @@ async fn delete_comment(
     params(("id" = Uuid, Path, description = "post id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "post_deleted", body = ErrorBody),
     ))]
@@ -402,8 +383,6 @@ async fn like(
     params(("id" = Uuid, Path, description = "post id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn unlike(
@@ -425,8 +404,6 @@ pub struct ShareCreated {
     params(("id" = Uuid, Path, description = "post id")),
     responses(
         (status = 201, body = ShareCreated),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "post_deleted", body = ErrorBody),
     ))]
@@ -458,8 +435,6 @@ pub struct BookmarkRequest {
     request_body(content = Option<BookmarkRequest>, description = "optional"),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "post_deleted", body = ErrorBody),
     ))]
@@ -482,8 +457,6 @@ async fn bookmark(
     params(("id" = Uuid, Path, description = "post id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn unbookmark(
@@ -545,8 +518,6 @@ impl From<BookmarkRow> for BookmarkBody {
            MinPosition<PostReads>),
     responses(
         (status = 200, body = PageBody<BookmarkBody>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn list_bookmarks(
     State(state): State<AppState>,

@@ -179,7 +179,6 @@ crate::views!(
     responses(
         (status = 200, body = SearchBody),
         (status = 400, description = "invalid q, type, limit, cursor or header", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the index is lagging or unavailable", body = ErrorBody),
     ))]
 async fn find(

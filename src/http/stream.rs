@@ -103,7 +103,6 @@ fn with_key<T: Serialize>(status: StatusCode, position: Option<i64>, body: T) ->
     responses(
         (status = 201, body = CreatedStream),
         (status = 400, description = "invalid title or description", body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn create(
     State(state): State<AppState>,
@@ -135,8 +134,6 @@ async fn create(
     params(("id" = Uuid, Path, description = "stream id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not the broadcaster", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "stream_ended, stream_disabled", body = ErrorBody),
@@ -156,8 +153,6 @@ async fn start(
     params(("id" = Uuid, Path, description = "stream id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not the broadcaster", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "stream_not_live", body = ErrorBody),
@@ -177,8 +172,6 @@ async fn end(
     params(("id" = Uuid, Path, description = "stream id")),
     responses(
         (status = 200, body = RotatedKey),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not the broadcaster", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "stream_ended, stream_disabled", body = ErrorBody),
@@ -208,8 +201,6 @@ async fn rotate_key(
     params(("id" = Uuid, Path, description = "stream id")),
     responses(
         (status = 204, description = "counted"),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "stream_not_live, stream_ended", body = ErrorBody),
     ))]
@@ -228,8 +219,6 @@ async fn join(
     params(("id" = Uuid, Path, description = "stream id")),
     responses(
         (status = 204, description = "no longer counted"),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn leave(
@@ -291,7 +280,6 @@ impl From<LiveRow> for LiveItem {
     responses(
         (status = 200, body = PageBody<LiveItem>),
         (status = 400, description = "malformed limit or cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
 async fn live(
@@ -350,8 +338,6 @@ pub struct StreamBody {
            MinPosition<StreamReads>),
     responses(
         (status = 200, body = StreamBody),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]

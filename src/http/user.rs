@@ -144,7 +144,6 @@ impl From<ProfileRow> for Profile {
 #[utoipa::path(get, path = "/v1/users/me", tag = "identity", security(("bearer" = [])),
     responses(
         (status = 200, body = Profile),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the directory is lagging", body = ErrorBody),
     ))]
 async fn me(State(state): State<AppState>, actor: Actor) -> Result<Json<Profile>, AppError> {
@@ -173,9 +172,7 @@ crate::views!(
            MinPosition<ProfileReads>),
     responses(
         (status = 200, body = Profile),
-        (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ))]
 async fn profile(
     State(state): State<AppState>,
@@ -226,8 +223,6 @@ pub struct UpdatedProfile {
     request_body = UpdateProfileRequest,
     responses(
         (status = 200, body = UpdatedProfile),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn update_me(
     State(state): State<AppState>,
@@ -263,7 +258,7 @@ async fn update_me(
 /// Deactivate the caller's account (soft delete). All sessions end; the profile disappears
 /// from public reads; other domains clean up through the `user.deactivated` event.
 #[utoipa::path(delete, path = "/v1/users/me", tag = "identity", security(("bearer" = [])),
-    responses((status = 200, body = Version), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Version)))]
 async fn deactivate_me(
     State(state): State<AppState>,
     actor: Actor,
@@ -299,8 +294,6 @@ fn any_username() -> Object {
     request_body = ChangePasswordRequest,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "wrong current password", body = ErrorBody),
         (status = 429, description = "account_locked", body = ErrorBody),
         (status = 503, description = "busy", body = ErrorBody),
@@ -360,7 +353,6 @@ fn token_response(t: IssuedTokens) -> impl IntoResponse {
 #[utoipa::path(post, path = "/v1/sessions", tag = "identity", request_body = LoginRequest,
     responses(
         (status = 200, body = TokenPair),
-        (status = 400, body = ErrorBody),
         (status = 401, description = "invalid_credentials", body = ErrorBody),
         (status = 429, description = "account_locked", body = ErrorBody),
         (status = 503, description = "busy: too many password checks in progress; retry after Retry-After", body = ErrorBody),
@@ -388,7 +380,6 @@ pub struct RefreshRequest {
 #[utoipa::path(post, path = "/v1/sessions/refresh", tag = "identity", request_body = RefreshRequest,
     responses(
         (status = 200, body = TokenPair),
-        (status = 400, body = ErrorBody),
         (status = 401, description = "invalid_refresh_token or refresh_token_reused", body = ErrorBody),
     ))]
 async fn refresh(
@@ -402,7 +393,7 @@ async fn refresh(
 
 /// Log out: revokes this session's refresh token and access.
 #[utoipa::path(delete, path = "/v1/sessions/current", tag = "identity", security(("bearer" = [])),
-    responses((status = 200, body = Version), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Version)))]
 async fn logout(State(state): State<AppState>, actor: Actor) -> Result<Answer<Version>, AppError> {
     let done = state.users.logout(&actor.ctx, actor.who).await?;
     Ok(Answer::version(Domain::User, done))
