@@ -327,15 +327,10 @@ pub fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> 
     if let Some(i) = n.as_i64() {
         return Ok(i);
     }
+    // 2^63 is exactly representable: anything below it (and at least -2^63) fits an i64.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
     match n.as_f64() {
-        // 2^63 is exactly representable: anything below it (and at least -2^63) fits.
-        Some(f)
-            if f.fract() == 0.0
-                && f >= -9.223_372_036_854_776e18
-                && f < 9.223_372_036_854_776e18 =>
-        {
-            Ok(f as i64)
-        }
+        Some(f) if f.fract() == 0.0 && (-TWO_63..TWO_63).contains(&f) => Ok(f as i64),
         _ => Err(serde::de::Error::custom(format!(
             "invalid value: {n}, expected an integer"
         ))),
@@ -676,4 +671,48 @@ pub fn position_header(domain: Domain, position: Option<i64>) -> Option<(HeaderN
     HeaderValue::from_str(&format!("{domain}:{p}"))
         .ok()
         .map(|v| (POSITION, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct N {
+        #[serde(deserialize_with = "integer")]
+        n: i64,
+    }
+
+    fn n(json: &str) -> Option<i64> {
+        serde_json::from_str::<N>(json).ok().map(|v| v.n)
+    }
+
+    #[test]
+    fn integers_are_what_json_schema_calls_integers() {
+        assert_eq!(n(r#"{"n": 83}"#), Some(83));
+        assert_eq!(n(r#"{"n": 83.0}"#), Some(83));
+        assert_eq!(n(r#"{"n": 1e2}"#), Some(100));
+        assert_eq!(
+            n(r#"{"n": 3866827788523042.0}"#),
+            Some(3_866_827_788_523_042)
+        );
+        assert_eq!(n(r#"{"n": -9223372036854775808}"#), Some(i64::MIN));
+        assert_eq!(n(r#"{"n": 83.5}"#), None);
+        assert_eq!(n(r#"{"n": 9223372036854775808}"#), None);
+        assert_eq!(n(r#"{"n": 1e300}"#), None);
+        assert_eq!(n(r#"{"n": "1"}"#), None);
+    }
+
+    #[test]
+    fn min_positions_parse_exactly_as_documented() {
+        let parse = |s: &str| parse_min_position(&HeaderValue::from_str(s).unwrap()).ok();
+        assert_eq!(parse("post:42"), Some((Domain::Post, 42)));
+        assert_eq!(parse("user:0"), Some((Domain::User, 0)));
+        for bad in [
+            "post: 42", "post:+42", "post:-1", "Post:1", "post:", "post", "post:1:2",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        assert_eq!(parse(&format!("post:{}", "9".repeat(19))), None);
+    }
 }

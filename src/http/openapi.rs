@@ -388,3 +388,99 @@ fn edge_responses(op: &mut Operation, limited: bool, idempotent: bool) {
 pub fn build(builder: ObjectBuilder) -> Object {
     builder.build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::extract::{MinPosition, Views};
+    use utoipa::IntoParams;
+
+    fn regex(p: &str) -> regex::Regex {
+        regex::Regex::new(p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    fn patterns(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::String(p)) = m.get("pattern") {
+                    out.push(p.clone());
+                }
+                m.values().for_each(|v| patterns(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| patterns(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_pattern_of_the_document_compiles() {
+        let doc = serde_json::to_value(crate::http::openapi()).unwrap();
+        let mut found = Vec::new();
+        patterns(&doc, &mut found);
+        assert!(found.len() > 20, "{found:?}");
+        for p in found {
+            regex(&p);
+        }
+    }
+
+    fn pattern_of(schema: ObjectBuilder) -> regex::Regex {
+        let v = serde_json::to_value(schema.build()).unwrap();
+        regex(v["pattern"].as_str().unwrap())
+    }
+
+    #[test]
+    fn the_url_pattern_is_what_the_validator_accepts() {
+        let published = pattern_of(url());
+        for (u, ok) in [
+            ("https://example.com/a.png", true),
+            ("http://a.io/1?x=2#y", true),
+            ("http://cdn-1.example.com:8080/p", true),
+            ("  https://example.com/a  ", true),
+            ("https://user:secret@img.example/p.png", false),
+            ("http://1.2.3.4/", false),
+            ("ftp://example.com/", false),
+            ("http://", false),
+            ("http://-a.com/", false),
+            ("http://a.com:99999/", false),
+            ("http://a.com/ü", false),
+        ] {
+            assert_eq!(published.is_match(u), ok, "pattern, {u}");
+            assert_eq!(
+                nova_commands::user::valid_url(u.trim()),
+                ok,
+                "validator, {u}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_patterns_admit_the_white_space_the_server_trims() {
+        let trimmed = pattern_of(text(1, 10, Text::Trimmed));
+        assert!(trimmed.is_match("\t hello \n"));
+        assert!(!trimmed.is_match(" \t "));
+        assert!(!trimmed.is_match("a\u{7}b"));
+        let multiline = pattern_of(text(1, 10, Text::TrimmedMultiline));
+        assert!(multiline.is_match("a\nb\r\nc\td"));
+        assert!(!multiline.is_match("a\u{0}b"));
+        let profile = pattern_of(text(0, 10, Text::Profile));
+        assert!(profile.is_match(""));
+        assert!(profile.is_match(" \u{85} "));
+        assert!(profile.is_match("Zoë 🌱"));
+        assert!(!profile.is_match("a\u{200B}b"));
+        assert!(!profile.is_match("a\u{E0041}b"));
+        assert!(nova_commands::user::is_format_char('\u{E0041}'));
+    }
+
+    crate::views!(TestReads: ("post_view", &[Domain::Post]), ("user_directory", &[Domain::User]));
+
+    #[test]
+    fn the_min_position_parameter_lists_the_views_domains() {
+        assert_eq!(TestReads::domains(), vec![Domain::Post, Domain::User]);
+        let params = MinPosition::<TestReads>::into_params(|| None);
+        let v = serde_json::to_value(&params[0]).unwrap();
+        assert_eq!(v["name"], "X-Nova-Min-Position");
+        let p = regex(v["schema"]["pattern"].as_str().unwrap());
+        assert!(p.is_match("post:0") && p.is_match("user:123456789012345678"));
+        assert!(!p.is_match("follow:1") && !p.is_match("post: 1") && !p.is_match("post:+1"));
+    }
+}
