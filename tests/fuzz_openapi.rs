@@ -6,7 +6,7 @@
 //! The run is bounded (`--max-examples`, a fixed seed) so that it fits in CI; the settings
 //! (who calls what, the few rules no schema can state) are in `tests/fuzz/schemathesis.toml`,
 //! the generators of server-issued values (cursors, positions) in `tests/fuzz/hooks.py`.
-//! `NOVA_FUZZ_EXAMPLES` and `NOVA_FUZZ_SEED` widen or vary a local run.
+//! `NOVA_FUZZ_EXAMPLES`, `NOVA_FUZZ_SEED` and `NOVA_FUZZ_PHASES` widen or vary a local run.
 //!
 //! Without `st` the test is skipped with a loud message, unless `CI=true`: there a missing
 //! Schemathesis is a failure (`.ci/run` installs it).
@@ -47,6 +47,11 @@ async fn fuzz_openapi(engine: Engine) {
     let report = std::env::temp_dir().join(format!("nova-fuzz-{}", Uuid::new_v4()));
     let examples = env_or("NOVA_FUZZ_EXAMPLES", EXAMPLES);
     let seed = env_or("NOVA_FUZZ_SEED", SEED);
+    // Stateful: sequences along the links Schemathesis infers (the document declares none).
+    let phases = env_or(
+        "NOVA_FUZZ_PHASES",
+        "examples,coverage,fuzzing,stateful".to_owned(),
+    );
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(&st);
     cmd.arg("--config-file")
@@ -54,7 +59,7 @@ async fn fuzz_openapi(engine: Engine) {
         .arg("run")
         .arg(app.url("/openapi.json"))
         .args(["--checks", "all"])
-        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--phases", &phases])
         .args(["--max-examples", &examples.to_string()])
         .args(["--seed", &seed.to_string()])
         // One worker: with two, Hypothesis' lambda descriptions (`ast.parse` in threads) crashed
