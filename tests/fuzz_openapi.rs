@@ -6,7 +6,8 @@
 //! The run is bounded (`--max-examples`, a fixed seed) so that it fits in CI; the settings
 //! (who calls what, the few rules no schema can state) are in `tests/fuzz/schemathesis.toml`,
 //! the generators of server-issued values (cursors, positions) in `tests/fuzz/hooks.py`.
-//! `NOVA_FUZZ_EXAMPLES`, `NOVA_FUZZ_SEED` and `NOVA_FUZZ_PHASES` widen or vary a local run.
+//! `NOVA_FUZZ_EXAMPLES`, `NOVA_FUZZ_SEED` and `NOVA_FUZZ_PHASES` widen or vary a local run;
+//! `NOVA_FUZZ_VERBOSE` prints Schemathesis' whole report (warnings included).
 //!
 //! Without `st` the test is skipped with a loud message, unless `CI=true`: there a missing
 //! Schemathesis is a failure (`.ci/run` installs it).
@@ -86,10 +87,11 @@ async fn fuzz_openapi(engine: Engine) {
     let _ = std::fs::remove_dir_all(&report);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // The summary always; the failures too when there are any.
-    let summary = stdout
-        .find("= SUMMARY =")
-        .map_or(stdout.as_ref(), |i| &stdout[i..]);
+    // The summary always (everything with NOVA_FUZZ_VERBOSE); the failures when there are any.
+    let summary = match stdout.find("= SUMMARY =") {
+        Some(i) if std::env::var_os("NOVA_FUZZ_VERBOSE").is_none() => &stdout[i..],
+        _ => stdout.as_ref(),
+    };
     println!(
         "Schemathesis on {engine:?} ({examples} examples per operation, seed {seed}, {:.0?}):\n{summary}",
         started.elapsed()

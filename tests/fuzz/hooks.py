@@ -51,3 +51,23 @@ schemathesis.openapi.format(
 schemathesis.openapi.format(
     "nova-position", st.sampled_from(DOMAINS).map(lambda d: f"{d}:0")
 )
+
+
+_IDEMPOTENCY_KEY = __import__("re").compile(r"^[!-~]{1,255}$")
+
+
+@schemathesis.hook
+def map_headers(context, headers):
+    """A valid `Idempotency-Key` made unique: generated keys repeat ("0", "00" …), and a key
+    reused with another request is answered 422 before the command runs, so most commands
+    would never be reached. Malformed keys (negative cases) are sent as generated; reuse itself
+    is tested in tests/identity.rs and tests/social_graph.rs."""
+    if headers:
+        for name, value in list(headers.items()):
+            if (
+                name.lower() == "idempotency-key"
+                and isinstance(value, str)
+                and _IDEMPOTENCY_KEY.match(value)
+            ):
+                headers[name] = __import__("uuid").uuid4().hex
+    return headers
