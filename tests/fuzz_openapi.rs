@@ -45,7 +45,9 @@ async fn fuzz_openapi(engine: Engine) {
     let world = World::new(&app).await;
 
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+    // Schemathesis' reports and its cache (`.schemathesis/`) go here, not into the checkout.
     let report = std::env::temp_dir().join(format!("nova-fuzz-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&report).unwrap();
     let examples = env_or("NOVA_FUZZ_EXAMPLES", EXAMPLES);
     let seed = env_or("NOVA_FUZZ_SEED", SEED);
     // Stateful: sequences along the links Schemathesis infers (the document declares none).
@@ -81,6 +83,7 @@ async fn fuzz_openapi(engine: Engine) {
         .env("NOVA_FUZZ_MESSAGE", world.message.to_string())
         .env("NOVA_FUZZ_STREAM", world.stream.to_string())
         .env("NOVA_FUZZ_EXPERIMENT", &world.experiment)
+        .current_dir(&report)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let out = cmd.output().await.expect("st runs");
