@@ -92,7 +92,10 @@ async fn fuzz_openapi(engine: Engine) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The summary always (everything with NOVA_FUZZ_VERBOSE); the failures when there are any.
     let summary = match stdout.find("= SUMMARY =") {
-        Some(i) if std::env::var_os("NOVA_FUZZ_VERBOSE").is_none() => &stdout[i..],
+        Some(i) if std::env::var_os("NOVA_FUZZ_VERBOSE").is_none() => {
+            // From the start of the banner's line.
+            &stdout[stdout[..i].rfind('\n').map_or(0, |n| n + 1)..]
+        }
         _ => stdout.as_ref(),
     };
     println!(
