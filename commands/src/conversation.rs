@@ -43,6 +43,8 @@ pub const MAX_NAME: usize = 100;
 pub const MAX_CIPHERTEXT: usize = 32 * 1024;
 /// Longest device, session or client message id, and emoji.
 pub const MAX_ID: usize = 128;
+/// Longest reaction (characters).
+pub const MAX_EMOJI: usize = 16;
 
 /// A message as the client sends it.
 #[derive(Debug, Clone)]
@@ -73,11 +75,24 @@ fn refused(e: ConversationError) -> ConversationCommandError {
     CommandError::Refused(e)
 }
 
+/// Opaque, but not empty and without U+0000: PostgreSQL's JSONB (the event payload) cannot
+/// hold it, so it would fail the append instead of being refused.
+fn check_ciphertext(ciphertext: &str) -> Result<()> {
+    if ciphertext.is_empty() || ciphertext.contains('\0') {
+        return Err(CommandError::invalid(
+            "ciphertext",
+            "must not be empty or contain U+0000",
+        ));
+    }
+    Ok(())
+}
+
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
-    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+    // Characters, not bytes: the OpenAPI document's `maxLength` counts characters.
+    if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
         return Err(CommandError::invalid(
             field,
-            format!("must be 1–{max} bytes of printable characters"),
+            format!("must be 1–{max} printable characters"),
         ));
     }
     Ok(())
@@ -300,9 +315,7 @@ impl ConversationCommands {
         sender: Uuid,
         m: Outgoing,
     ) -> Result<Sent> {
-        if m.ciphertext.is_empty() {
-            return Err(CommandError::invalid("ciphertext", "must not be empty"));
-        }
+        check_ciphertext(&m.ciphertext)?;
         if m.ciphertext.len() > MAX_CIPHERTEXT {
             return Err(refused(ConversationError::TooLarge));
         }
@@ -358,9 +371,7 @@ impl ConversationCommands {
         session_id: String,
         ciphertext: String,
     ) -> Result<Done> {
-        if ciphertext.is_empty() {
-            return Err(CommandError::invalid("ciphertext", "must not be empty"));
-        }
+        check_ciphertext(&ciphertext)?;
         if ciphertext.len() > MAX_CIPHERTEXT {
             return Err(refused(ConversationError::TooLarge));
         }
@@ -401,7 +412,10 @@ impl ConversationCommands {
         emoji: &str,
         on: bool,
     ) -> Result<Done> {
-        if emoji.is_empty() || emoji.chars().count() > 16 || emoji.chars().any(char::is_control) {
+        if emoji.is_empty()
+            || emoji.chars().count() > MAX_EMOJI
+            || emoji.chars().any(char::is_control)
+        {
             return Err(CommandError::invalid(
                 "emoji",
                 "must be 1–16 printable characters",

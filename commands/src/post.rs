@@ -442,7 +442,8 @@ fn validate_text(field: &'static str, value: String, max: usize) -> Result<Strin
     if v.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
-    if v.chars().count() > max {
+    // As sent: the OpenAPI document's `maxLength` counts the white space the trim removes.
+    if value.chars().count() > max {
         return Err(invalid(field, format!("must be at most {max} characters")));
     }
     if v.chars()
@@ -462,20 +463,15 @@ fn validate_media(urls: Vec<String>) -> Result<Vec<String>> {
     }
     urls.into_iter()
         .map(|u| {
-            let u = u.trim().to_owned();
             if u.chars().count() > URL_MAX {
                 return Err(invalid(
                     "media_urls",
                     format!("each URL must be at most {URL_MAX} characters"),
                 ));
             }
+            let u = u.trim().to_owned();
             // No credentials: the URL is shown to everyone who reads the post.
-            let ok = url::Url::parse(&u).is_ok_and(|p| {
-                matches!(p.scheme(), "http" | "https")
-                    && p.host().is_some()
-                    && p.username().is_empty()
-                    && p.password().is_none()
-            });
+            let ok = crate::user::valid_url(&u);
             if !ok {
                 return Err(invalid("media_urls", "each must be an http(s) URL"));
             }
@@ -484,9 +480,11 @@ fn validate_media(urls: Vec<String>) -> Result<Vec<String>> {
         .collect()
 }
 
-fn validate_collection(name: String) -> Result<String> {
+/// A collection name: at most [`COLLECTION_MAX`] characters as sent, then trimmed, not blank,
+/// without control characters. Also checks the bookmark list's `collection` filter.
+pub fn validate_collection(name: String) -> Result<String> {
     let v = name.trim();
-    if v.is_empty() || v.chars().count() > COLLECTION_MAX {
+    if v.is_empty() || name.chars().count() > COLLECTION_MAX {
         return Err(invalid(
             "collection",
             format!("must be 1 to {COLLECTION_MAX} characters"),

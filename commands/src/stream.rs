@@ -358,7 +358,8 @@ fn check_text(field: &'static str, text: &str, max: usize) -> Result<String> {
     let trimmed = text.trim();
     let controls_ok =
         |c: char| !c.is_control() || (field == "description" && (c == '\n' || c == '\t'));
-    if trimmed.is_empty() || trimmed.chars().count() > max || !trimmed.chars().all(controls_ok) {
+    // The length as sent (the OpenAPI document's `maxLength`), the rest after trimming.
+    if trimmed.is_empty() || text.chars().count() > max || !trimmed.chars().all(controls_ok) {
         return Err(CommandError::invalid(
             field,
             format!("must be 1–{max} characters, not blank, without control characters"),

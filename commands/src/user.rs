@@ -55,6 +55,34 @@ pub const DISPLAY_NAME_MAX: usize = 64;
 pub const STATUS_MAX: usize = 280;
 pub const URL_MAX: usize = 2048;
 
+/// The URLs a profile picture or a post's media may name: `http` or `https`, a host name (dot-
+/// separated labels of letters, digits and inner hyphens, the last starting with a letter — no
+/// IP literals, no user info), an optional port below 10000, then printable ASCII. Checked as
+/// is by [`valid_url`] and published as the pattern of the OpenAPI document: what the document
+/// calls a URL, the server accepts.
+pub const URL_PATTERN: &str = concat!(
+    "^https?://",
+    "(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)*",
+    "[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+    "(?::[0-9]{1,4})?",
+    "(?:[/?#][!-~]*)?$",
+);
+
+/// Whether `url` (already trimmed) is one [`URL_PATTERN`] admits and `url` parses.
+pub fn valid_url(url: &str) -> bool {
+    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(URL_PATTERN).unwrap_or_else(|e| unreachable!("URL_PATTERN: {e}"))
+    });
+    url.chars().count() <= URL_MAX
+        && PATTERN.is_match(url)
+        && url::Url::parse(url).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+        })
+}
+
 /// Why a user command failed: the one command error, with the user domain's refusals.
 pub type UserCommandError = CommandError<UserError>;
 
@@ -843,10 +871,11 @@ fn validate_optional_text(
     max: usize,
 ) -> Result<Option<String>> {
     let Some(v) = value else { return Ok(None) };
-    let v = v.trim().to_owned();
+    // As sent: the OpenAPI document's `maxLength` counts the white space the trim removes.
     if v.chars().count() > max {
         return Err(invalid(field, format!("must be at most {max} characters")));
     }
+    let v = v.trim().to_owned();
     if v.chars().any(|c| c.is_control() || is_format_char(c)) {
         return Err(invalid(
             field,
@@ -860,43 +889,43 @@ fn validate_optional_text(
 /// bidirectional overrides and isolates, the byte-order mark, tags …) and the line and
 /// paragraph separators: invisible in a rendered name, they let one name pass for another.
 pub fn is_format_char(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{0600}'..='\u{0605}'
-            | '\u{061C}'
-            | '\u{06DD}'
-            | '\u{070F}'
-            | '\u{0890}'..='\u{0891}'
-            | '\u{08E2}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206F}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{110BD}'
-            | '\u{110CD}'
-            | '\u{13430}'..='\u{1343F}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0001}'
-            | '\u{E0020}'..='\u{E007F}'
-    )
+    FORMAT_CHARS
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
 }
+
+/// The ranges [`is_format_char`] matches; the OpenAPI document's patterns are built from the
+/// same list, so what it calls valid is what the validator accepts.
+pub const FORMAT_CHARS: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{2028}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
 
 fn validate_picture_url(value: Option<String>) -> Result<Option<String>> {
     let Some(v) = validate_optional_text("profile_picture_url", value, URL_MAX)? else {
         return Ok(None);
     };
     // No credentials in the URL: they would be shown to everyone who reads the profile.
-    let ok = url::Url::parse(&v).is_ok_and(|u| {
-        matches!(u.scheme(), "http" | "https")
-            && u.host().is_some()
-            && u.username().is_empty()
-            && u.password().is_none()
-    });
+    let ok = valid_url(&v);
     if !ok {
         return Err(invalid("profile_picture_url", "must be an http(s) URL"));
     }

@@ -41,6 +41,9 @@ use crate::{Projection, ProjectionError};
 
 pub const NAME: &str = "feed";
 
+/// The domains the feed consumes (users for deactivations, follows, posts).
+pub const DOMAINS: &[Domain] = &[Domain::User, Domain::Follow, Domain::Post];
+
 /// Followers at which an author switches, for good, from fan-out on write to read-time merge.
 pub const FANOUT_THRESHOLD: i64 = 1000;
 
@@ -403,7 +406,7 @@ impl Projection for Feed {
     }
 
     fn domains(&self) -> &'static [Domain] {
-        &[Domain::User, Domain::Follow, Domain::Post]
+        DOMAINS
     }
 
     fn tables(&self) -> Vec<String> {

@@ -13,6 +13,9 @@ pub struct Cursor {
     pub id: Uuid,
 }
 
+/// Longest cursor text any list accepts (longer ones are refused unread).
+pub const MAX_CURSOR: usize = 256;
+
 impl Cursor {
     pub fn new(at: Timestamp, id: Uuid) -> Cursor {
         Cursor { at: ts(at.0), id }
@@ -27,7 +30,7 @@ impl Cursor {
     /// canonical timestamp form is accepted: cursors are compared as text with stored values,
     /// so another spelling of the same instant would silently skip or repeat rows.
     pub fn decode(text: &str) -> Option<Cursor> {
-        if text.len() > 256 {
+        if text.len() > MAX_CURSOR {
             return None;
         }
         let raw = String::from_utf8(hex::decode(text).ok()?).ok()?;

@@ -100,7 +100,7 @@ impl SearchCursor {
     }
 
     pub fn decode(text: &str) -> Option<SearchCursor> {
-        if text.len() > 256 {
+        if text.len() > crate::cursor::MAX_CURSOR {
             return None;
         }
         let raw = String::from_utf8(hex::decode(text).ok()?).ok()?;

@@ -62,7 +62,7 @@ impl LiveCursor {
 
     /// `None` for anything [`LiveCursor::encode`] did not produce.
     pub fn decode(text: &str) -> Option<LiveCursor> {
-        if text.len() > 256 {
+        if text.len() > crate::cursor::MAX_CURSOR {
             return None;
         }
         let raw = String::from_utf8(hex::decode(text).ok()?).ok()?;

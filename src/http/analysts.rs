@@ -3,12 +3,14 @@
 //! (ADR 0024). Role `analyst` or `admin`.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use nova_event_schemas::Domain;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::Object;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,6 +18,7 @@ use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
 use super::extract::{Actor, Json, Path, Query as NovaQuery};
+use super::openapi as doc;
 use super::AppState;
 use crate::export::{self, ExportFilter};
 use crate::timetravel::{self, At, StateAt, StateError};
@@ -30,21 +33,86 @@ const NDJSON: &str = "application/x-ndjson";
 /// Largest JSON page.
 const MAX_LIMIT: i64 = 1000;
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
 pub struct EventsQuery {
-    /// `user`, `follow`, `post`, … (required: positions are per domain).
     domain: String,
-    /// Stored event type, e.g. `registered`.
     #[serde(rename = "type")]
     event_type: Option<String>,
     aggregate_id: Option<Uuid>,
-    /// Position, exclusive.
     after: Option<i64>,
-    /// RFC 3339 instant, inclusive.
     until: Option<DateTime<Utc>>,
-    /// Events in a JSON page (default 100, at most 1000); in NDJSON, the total (default all).
     limit: Option<i64>,
+}
+
+impl IntoParams for EventsQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            doc::query(
+                "domain",
+                true,
+                "positions are per domain, so the domain is required",
+                domain(),
+            ),
+            doc::query(
+                "type",
+                false,
+                "stored event type, e.g. `registered`",
+                doc::pattern(1, MAX_EVENT_TYPE, EVENT_TYPE_PATTERN),
+            ),
+            doc::query("aggregate_id", false, "one aggregate's events", doc::uuid()),
+            doc::query(
+                "after",
+                false,
+                "position, exclusive (below 0: from the start)",
+                doc::integer(i64::MIN, i64::MAX),
+            ),
+            doc::query("until", false, "RFC 3339 instant, inclusive", instant()),
+            doc::query(
+                "limit",
+                false,
+                "events in a JSON page (default 100, at most 1000: larger asks are cut); in \
+                 NDJSON, the total (default all)",
+                doc::integer(1, i64::MAX),
+            ),
+        ]
+    }
+}
+
+/// Event type names (`snake_case`), as the `type` filter takes them: anything else could not
+/// name an event, and is a 400 before it reaches the store.
+const EVENT_TYPE_PATTERN: &str = "^[a-z][a-z0-9_]*$";
+const MAX_EVENT_TYPE: usize = 64;
+
+fn valid_event_type(t: &str) -> bool {
+    t.len() <= MAX_EVENT_TYPE
+        && t.starts_with(|c: char| c.is_ascii_lowercase())
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn domain() -> Object {
+    doc::domain(&Domain::ALL).build()
+}
+
+fn instant() -> Object {
+    doc::instant().build()
+}
+
+/// At least 1; a JSON page holds at most [`MAX_LIMIT`] (larger asks are cut to it).
+fn version() -> Object {
+    doc::integer(1, i64::MAX).build()
+}
+
+/// An aggregate's path: its domain and id.
+struct AggregatePath;
+
+impl IntoParams for AggregatePath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            doc::path("domain", "the aggregate's domain", domain()),
+            doc::path("id", "aggregate id", doc::uuid()),
+        ]
+    }
 }
 
 /// One event as exported.
@@ -79,19 +147,26 @@ pub struct EventPage {
     params(EventsQuery),
     responses(
         (status = 200, body = EventPage, description = "a page, or NDJSON (one ExportedEvent a line)"),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
     ))]
 async fn events(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    NovaQuery(q): NovaQuery<EventsQuery>,
 ) -> Result<Response, AppError> {
     actor.require_analyst()?;
     let domain = Domain::parse(&q.domain)
         .ok_or_else(|| AppError::invalid_field("domain", "unknown domain"))?;
+    if q.event_type
+        .as_deref()
+        .is_some_and(|t| !valid_event_type(t))
+    {
+        return Err(AppError::invalid_field(
+            "type",
+            "an event type is 1–64 characters of a-z, 0-9 and _, starting with a letter",
+        ));
+    }
     if q.limit.is_some_and(|l| l < 1) {
         return Err(AppError::invalid_field("limit", "must be at least 1"));
     }
@@ -191,15 +266,31 @@ fn stream(state: AppState, filter: ExportFilter, limit: Option<i64>) -> Response
     ([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(pages)).into_response()
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateQuery {
-    /// The state after this version (1 = the first event); not with `as_of`.
     version: Option<i64>,
-    /// The state after the last event recorded at or before this RFC 3339 instant; not with
-    /// `version`.
     as_of: Option<DateTime<Utc>>,
+}
+
+impl IntoParams for StateQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            doc::query(
+                "version",
+                false,
+                "the state after this version (1 = the first event); not with `as_of`",
+                version(),
+            ),
+            doc::query(
+                "as_of",
+                false,
+                "the state after the last event recorded at or before this RFC 3339 instant; \
+                 not with `version`",
+                instant(),
+            ),
+        ]
+    }
 }
 
 /// An aggregate's state at a version or an instant (neither: its current state), folded by the
@@ -207,14 +298,12 @@ pub struct StateQuery {
 #[utoipa::path(get, path = "/v1/aggregates/{domain}/{id}/state", tag = "analysts",
     security(("bearer" = [])),
     params(
-        ("domain" = String, Path, description = "`user`, `follow`, `post`, `experiment`, …"),
-        ("id" = Uuid, Path, description = "aggregate id"),
+        AggregatePath,
         StateQuery,
     ),
     responses(
         (status = 200, body = StateAt),
         (status = 400, description = "unknown domain, bad id, version < 1, or both version and as_of", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, description = "unknown aggregate, version beyond the last, nothing recorded by as_of, or a domain without aggregates yet", body = ErrorBody),
     ))]

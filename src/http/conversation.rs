@@ -8,11 +8,19 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use nova_aggregates::conversation::Kind;
-use nova_commands::conversation::Outgoing;
+use nova_commands::conversation::{
+    Outgoing, MAX_CIPHERTEXT, MAX_EMOJI, MAX_ID, MAX_MEMBERS, MAX_NAME,
+};
 use nova_event_schemas::Domain;
 use nova_projections::conversation_view::NAME;
 use nova_queries::conversation as view;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema,
+    SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,6 +31,7 @@ use super::extract::{
     Actor, Answer, Json, ListFilter, MinPosition, PageBody, PageParams, PageQuery, Path, Query,
     Version,
 };
+use super::openapi::{self as doc, Text};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -40,17 +49,64 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 const CONSUMES: &[Domain] = &[Domain::Conversation];
 
-#[derive(Deserialize, ToSchema)]
+crate::views!(
+    /// The conversation view.
+    ConversationReads: (NAME, CONSUMES)
+);
+
+/// A new conversation; its schema is written out below (`direct` and `group` take different
+/// members and names).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewConversation {
     /// `direct` or `group`.
-    #[schema(value_type = String)]
     pub kind: Kind,
     /// The other members (direct: exactly one).
     pub member_ids: Vec<Uuid>,
     /// Groups only.
     pub name: Option<String>,
 }
+
+impl utoipa::PartialSchema for NewConversation {
+    fn schema() -> RefOr<Schema> {
+        let members = |min: usize, max: usize| {
+            ArrayBuilder::new()
+                .items(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                )
+                .min_items(Some(min))
+                .max_items(Some(max))
+        };
+        let kind = |k: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([k]))
+        };
+        let direct = ObjectBuilder::new()
+            .property("kind", kind("direct"))
+            .property("member_ids", members(1, 1))
+            .required("kind")
+            .required("member_ids")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .description(Some("a direct conversation: the one other member"));
+        let group = ObjectBuilder::new()
+            .property("kind", kind("group"))
+            .property("member_ids", members(1, MAX_MEMBERS - 1))
+            .property(
+                "name",
+                doc::nullable(doc::text(1, MAX_NAME, Text::Printable)),
+            )
+            .required("kind")
+            .required("member_ids")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .description(Some("a group: 1–255 other members and an optional name"));
+        OneOfBuilder::new().item(direct).item(group).into()
+    }
+}
+
+impl ToSchema for NewConversation {}
 
 #[derive(Serialize, ToSchema)]
 pub struct ConversationId {
@@ -65,8 +121,6 @@ pub struct ConversationId {
     responses(
         (status = 201, body = ConversationId),
         (status = 200, description = "the existing direct conversation", body = ConversationId),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "a member is not an active user", body = ErrorBody),
         (status = 422, description = "blocked", body = ErrorBody),
     ))]
@@ -138,19 +192,17 @@ impl From<view::ConversationRow> for ConversationItem {
 /// The caller's conversations, latest activity first, with unread counts.
 #[utoipa::path(get, path = "/v1/conversations", tag = "messaging",
     security(("bearer" = [])),
-    params(PageParams, RequestsFilter),
+    params(PageParams, RequestsFilter, MinPosition<ConversationReads>),
     responses(
         (status = 200, body = PageBody<ConversationItem>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn list(
     State(state): State<AppState>,
     actor: Actor,
     PageQuery(page, filter): PageQuery<RequestsFilter>,
-    min: MinPosition,
+    min: MinPosition<ConversationReads>,
 ) -> Result<Json<PageBody<ConversationItem>>, AppError> {
-    min.wait(&state, &[(NAME, CONSUMES)]).await?;
+    min.wait(&state).await?;
     let rows = view::list(
         &state.db.any,
         actor.user_id,
@@ -167,7 +219,6 @@ async fn list(
     params(("id" = Uuid, Path, description = "conversation id")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "no_request", body = ErrorBody),
@@ -190,7 +241,6 @@ async fn accept(
     params(("id" = Uuid, Path, description = "conversation id")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "no_request", body = ErrorBody),
@@ -220,7 +270,6 @@ pub struct NewMember {
     request_body = NewMember,
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not a member or not an admin", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "blocked, direct_membership", body = ErrorBody),
@@ -245,7 +294,6 @@ async fn add_member(
            ("user_id" = Uuid, Path, description = "the member")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -264,12 +312,27 @@ async fn remove_member(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessageBody {
-    /// The client's ciphertext (opaque to the server), at most 32 KiB.
+    /// The client's ciphertext (opaque to the server), at most 32 KiB (of UTF-8).
+    #[schema(schema_with = ciphertext)]
     pub ciphertext: String,
+    #[schema(schema_with = id_text)]
     pub sender_device_id: String,
+    #[schema(schema_with = id_text)]
     pub session_id: String,
     /// The same id again answers the first message.
+    #[schema(schema_with = id_text)]
     pub client_message_id: String,
+}
+
+/// Opaque, not empty, without U+0000 (no store keeps it); longer than `MAX_CIPHERTEXT` bytes
+/// is a 413.
+fn ciphertext() -> Object {
+    doc::pattern(1, MAX_CIPHERTEXT, r"^[^\u0000]*$").build()
+}
+
+/// Device, session and client message ids: 1–128 characters, no control characters.
+fn id_text() -> Object {
+    doc::text(1, MAX_ID, Text::Exact).build()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -285,11 +348,8 @@ pub struct SentMessage {
     request_body = NewMessageBody,
     responses(
         (status = 201, body = SentMessage),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not a member", body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody),
         (status = 422, description = "blocked, request_declined", body = ErrorBody),
     ))]
 async fn send(
@@ -322,14 +382,57 @@ async fn send(
     ))
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct MessagesParams {
     /// Messages after this seq (default 0).
     pub after_seq: Option<i64>,
     /// 1–100 (default 20).
     pub limit: Option<i64>,
+}
+
+impl IntoParams for MessagesParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            doc::query(
+                "after_seq",
+                false,
+                "messages after this seq (default 0)",
+                after_seq(),
+            ),
+            doc::query(
+                "limit",
+                false,
+                "1–100 (default 20)",
+                super::extract::page_limit(),
+            ),
+        ]
+    }
+}
+
+fn after_seq() -> Object {
+    doc::integer(0, i64::MAX).build()
+}
+
+/// A reaction's path: the conversation, the message and the emoji.
+struct ReactionPath;
+
+impl IntoParams for ReactionPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            doc::path("id", "conversation id", doc::uuid()),
+            doc::path("mid", "message id", doc::uuid()),
+            doc::path(
+                "emoji",
+                "the reaction: 1–16 characters, no control characters",
+                emoji(),
+            ),
+        ]
+    }
+}
+
+fn emoji() -> Object {
+    doc::text(1, MAX_EMOJI, Text::Exact).build()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -357,11 +460,10 @@ pub struct MessageItem {
 /// A conversation's messages in ascending `seq` (members only).
 #[utoipa::path(get, path = "/v1/conversations/{id}/messages", tag = "messaging",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "conversation id"), MessagesParams),
+    params(("id" = Uuid, Path, description = "conversation id"), MessagesParams,
+        MinPosition<ConversationReads>),
     responses(
         (status = 200, body = PageBody<MessageItem>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not a member", body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -370,7 +472,7 @@ async fn messages(
     actor: Actor,
     Path(id): Path<Uuid>,
     Query(q): Query<MessagesParams>,
-    min: MinPosition,
+    min: MinPosition<ConversationReads>,
 ) -> Result<Json<PageBody<MessageItem>>, AppError> {
     state.conversations.as_member(id, actor.user_id).await?;
     let limit = q.limit.unwrap_or(20);
@@ -384,7 +486,7 @@ async fn messages(
             "after_seq must not be negative",
         ));
     }
-    min.wait(&state, &[(NAME, CONSUMES)]).await?;
+    min.wait(&state).await?;
     let (rows, more) = view::messages(&state.db.any, id, after, limit).await?;
     let next_cursor = if more {
         rows.last().map(|r| r.seq.to_string())
@@ -414,7 +516,9 @@ async fn messages(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditBody {
+    #[schema(schema_with = ciphertext)]
     pub ciphertext: String,
+    #[schema(schema_with = id_text)]
     pub session_id: String,
 }
 
@@ -426,8 +530,6 @@ pub struct EditBody {
     request_body = EditBody,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not a member, not the sender", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "message_recalled", body = ErrorBody),
@@ -459,7 +561,6 @@ async fn edit(
            ("mid" = Uuid, Path, description = "message id")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not a member, not the sender", body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -479,13 +580,9 @@ async fn recall(
 #[utoipa::path(put, path = "/v1/conversations/{id}/messages/{mid}/reactions/{emoji}",
     tag = "messaging",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "conversation id"),
-           ("mid" = Uuid, Path, description = "message id"),
-           ("emoji" = String, Path, description = "the reaction")),
+    params(ReactionPath),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -505,12 +602,9 @@ async fn react(
 #[utoipa::path(delete, path = "/v1/conversations/{id}/messages/{mid}/reactions/{emoji}",
     tag = "messaging",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "conversation id"),
-           ("mid" = Uuid, Path, description = "message id"),
-           ("emoji" = String, Path, description = "the reaction")),
+    params(ReactionPath),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -529,6 +623,9 @@ async fn unreact(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadBody {
+    /// The last message read (≥ 0, at most the conversation's last `seq`).
+    #[serde(deserialize_with = "super::extract::integer")]
+    #[schema(schema_with = after_seq)]
     pub up_to_seq: i64,
 }
 
@@ -539,8 +636,6 @@ pub struct ReadBody {
     request_body = ReadBody,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "beyond_last_message", body = ErrorBody),

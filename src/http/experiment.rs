@@ -6,18 +6,22 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use nova_commands::experiment::NewExperiment;
+use nova_commands::experiment::{NewExperiment, MAX_NAME, MAX_SEED, MAX_VARIANTS};
 use nova_event_schemas::experiment::Variant;
 use nova_event_schemas::Domain;
 use nova_projections::experiment_results;
 use nova_queries::experiment as view;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{AppError, ErrorBody};
 use super::extract::{Actor, Answer, Json, MinPosition, Path, Version};
+use super::openapi::{self as doc, Text};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,8 +39,65 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantBody {
+    /// 1–64 characters of A-Z, a-z, 0-9, `_`, `-`, `.`; distinct within the experiment.
+    #[schema(schema_with = variant_name)]
     pub name: String,
+    /// Percent, ≥ 0; the weights of an experiment sum to 100.
+    #[schema(schema_with = weight)]
     pub weight: f64,
+}
+
+/// Keys and metric names, as `check_name` takes them.
+fn key_name() -> Object {
+    doc::pattern(1, MAX_NAME, "^[a-z0-9][a-z0-9_.-]*$").build()
+}
+
+fn variant_name() -> Object {
+    doc::pattern(1, MAX_NAME, "^[A-Za-z0-9_.-]*$").build()
+}
+
+fn weight() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+        .minimum(Some(0))
+        .maximum(Some(100))
+        .build()
+}
+
+/// 2–20 variants.
+fn variants() -> Schema {
+    Schema::Array(
+        ArrayBuilder::new()
+            .items(<VariantBody as utoipa::PartialSchema>::schema())
+            .min_items(Some(2))
+            .max_items(Some(MAX_VARIANTS))
+            .build(),
+    )
+}
+
+fn variants_or_null() -> Schema {
+    Schema::Array(
+        ArrayBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+            .items(<VariantBody as utoipa::PartialSchema>::schema())
+            .min_items(Some(2))
+            .max_items(Some(MAX_VARIANTS))
+            .build(),
+    )
+}
+
+fn coverage() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Number, Type::Null]))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+        .minimum(Some(0))
+        .maximum(Some(1))
+        .build()
+}
+
+fn seed() -> Object {
+    doc::nullable(doc::text(1, MAX_SEED, Text::Exact)).build()
 }
 
 impl From<VariantBody> for Variant {
@@ -52,12 +113,17 @@ impl From<VariantBody> for Variant {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateExperiment {
-    /// 1–64 characters of a-z, 0-9, `_`, `-`, `.`.
+    /// 1–64 characters of a-z, 0-9, `_`, `-`, `.`, starting with a letter or digit.
+    #[schema(schema_with = key_name)]
     pub key: String,
+    /// 2–20 variants; weights sum to 100.
+    #[schema(schema_with = variants)]
     pub variants: Vec<VariantBody>,
     /// Fraction of users in the experiment (0–1, default 1).
+    #[schema(schema_with = coverage)]
     pub coverage: Option<f64>,
-    /// Hash seed (default: the key).
+    /// Hash seed, 1–128 characters without control characters (default: the key).
+    #[schema(schema_with = seed)]
     pub seed: Option<String>,
 }
 
@@ -74,7 +140,6 @@ pub struct Created {
     responses(
         (status = 201, body = Created),
         (status = 400, description = "invalid key, variants, weights, coverage or seed", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 409, description = "the key exists", body = ErrorBody),
     ))]
@@ -111,7 +176,9 @@ async fn create(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateExperiment {
+    #[schema(schema_with = variants_or_null)]
     pub variants: Option<Vec<VariantBody>>,
+    #[schema(schema_with = coverage)]
     pub coverage: Option<f64>,
 }
 
@@ -122,8 +189,6 @@ pub struct UpdateExperiment {
     request_body = UpdateExperiment,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "experiment_stopped, variants_changed", body = ErrorBody),
@@ -151,7 +216,6 @@ async fn update(
     params(("key" = String, Path, description = "experiment key")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "experiment_stopped", body = ErrorBody),
@@ -172,7 +236,6 @@ async fn start(
     params(("key" = String, Path, description = "experiment key")),
     responses(
         (status = 200, body = Version),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "experiment_not_started", body = ErrorBody),
@@ -201,7 +264,6 @@ pub struct AssignmentBody {
     params(("key" = String, Path, description = "experiment key")),
     responses(
         (status = 200, body = AssignmentBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn assignment(
@@ -226,7 +288,8 @@ async fn assignment(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Conversion {
-    /// 1–64 characters of a-z, 0-9, `_`, `-`, `.`.
+    /// 1–64 characters of a-z, 0-9, `_`, `-`, `.`, starting with a letter or digit.
+    #[schema(schema_with = key_name)]
     pub metric: String,
 }
 
@@ -244,8 +307,6 @@ pub struct Counted {
     request_body = Conversion,
     responses(
         (status = 200, body = Counted),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "experiment_not_running", body = ErrorBody),
     ))]
@@ -336,15 +397,19 @@ impl From<view::Results> for ResultsBody {
     }
 }
 
+crate::views!(
+    /// The experiment results view.
+    ResultReads: (experiment_results::NAME, &[Domain::Experiment])
+);
+
 /// The experiment's results, from the `experiment_results` view (honours
 /// `X-Nova-Min-Position: experiment:<pos>`).
 #[utoipa::path(get, path = "/v1/experiments/{key}/results", tag = "experiments",
     security(("bearer" = [])),
     params(("key" = String, Path, description = "experiment key"),
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. experiment:42")),
+           MinPosition<ResultReads>),
     responses(
         (status = 200, body = ResultsBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
@@ -352,10 +417,9 @@ async fn results(
     State(state): State<AppState>,
     _actor: Actor,
     Path(key): Path<String>,
-    min: MinPosition,
+    min: MinPosition<ResultReads>,
 ) -> Result<Json<ResultsBody>, AppError> {
-    min.wait(&state, &[(experiment_results::NAME, &[Domain::Experiment])])
-        .await?;
+    min.wait(&state).await?;
     match view::results(&state.db.any, &key).await? {
         Some(r) => Ok(Json(r.into())),
         None => Err(AppError::not_found("experiment")),

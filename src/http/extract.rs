@@ -66,7 +66,8 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
 }
 
 /// The body of a request, which must be a JSON object when present; `None` when it is empty
-/// (or only white space).
+/// or the JSON `null` (what the document's optional body allows). White space alone is not
+/// JSON: a 400, like any other text that is not an object.
 async fn object_body<S: Send + Sync>(
     req: axum::extract::Request,
     state: &S,
@@ -84,8 +85,15 @@ async fn object_body<S: Send + Sync>(
                 AppError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
             }
         })?;
+    if bytes.is_empty() || bytes.trim_ascii() == b"null" {
+        return Ok(None);
+    }
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => Ok(None),
+        None => Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is only white space; send a JSON object or nothing",
+        )),
         Some(b'{') => Ok(Some(bytes)),
         Some(_) => Err(AppError::new(
             StatusCode::BAD_REQUEST,
@@ -95,8 +103,8 @@ async fn object_body<S: Send + Sync>(
     }
 }
 
-/// An optional JSON object body (e.g. a bookmark's collection): an empty body is `None`; a
-/// present one is read like [`Json`], with the same errors.
+/// An optional JSON object body (e.g. a bookmark's collection): an empty body or `null` is
+/// `None`; a present one is read like [`Json`], with the same errors.
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<S, T> FromRequest<S> for OptionalJson<T>
@@ -237,10 +245,32 @@ impl ListFilter for NoFilter {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Page size, 1–100 (default 20); other values are a 400.
-    #[param(minimum = 1, maximum = 100)]
+    #[param(schema_with = page_limit)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page of the same list.
+    #[param(schema_with = page_cursor)]
     pub cursor: Option<String>,
+}
+
+/// The page size of a list whose cursor is its own (declared by its filter).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitParam {
+    /// Page size, 1–100 (default 20); other values are a 400.
+    #[param(schema_with = page_limit)]
+    pub limit: Option<u32>,
+}
+
+/// `limit`: 1..=[`nova_queries::page::MAX_LIMIT`], as `PageRequest::parse` checks it.
+pub fn page_limit() -> utoipa::openapi::schema::Object {
+    super::openapi::integer(1, i64::from(nova_queries::page::MAX_LIMIT))
+        .description(Some("page size (default 20); other values are a 400"))
+        .build()
+}
+
+/// `cursor` of the lists that share [`nova_queries::Cursor`].
+fn page_cursor() -> utoipa::openapi::schema::Object {
+    super::openapi::cursor("nova-cursor").build()
 }
 
 impl<S: Send + Sync, F: ListFilter> FromRequestParts<S> for PageQuery<F> {
@@ -286,6 +316,24 @@ impl<T, R: Into<T>> From<Page<R>> for PageBody<T> {
             items: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next_cursor,
         }
+    }
+}
+
+/// A JSON integer field as JSON Schema's `integer` means it: any number without a fractional
+/// part (`83.0`, `1e2`), within `i64`. serde would refuse `83.0` for an `i64`, although the
+/// document (`type: integer`) calls it valid.
+pub fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    // 2^63 is exactly representable: anything below it (and at least -2^63) fits an i64.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (-TWO_63..TWO_63).contains(&f) => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "invalid value: {n}, expected an integer"
+        ))),
     }
 }
 
@@ -362,10 +410,70 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<String>, AppError> {
 }
 
 /// `X-Nova-Min-Position: <domain>:<position>` — the read waits until the view has applied that
-/// position (read-your-writes on demand), and the client that sent it.
-pub struct MinPosition {
+/// position (read-your-writes on demand), and the client that sent it. `V` names the views the
+/// read is answered from: the header is checked against them, and the OpenAPI parameter lists
+/// exactly their domains (`params(MinPosition<V>)`).
+pub struct MinPosition<V> {
     pub wanted: Option<(Domain, i64)>,
     client: IpAddr,
+    views: std::marker::PhantomData<V>,
+}
+
+/// The views a read is answered from, as a type (see [`MinPosition`]); declared with
+/// [`views!`](crate::views).
+pub trait Views: Send + Sync + 'static {
+    const VIEWS: &'static [View<'static>];
+
+    /// The domains the views read, each once, in order.
+    fn domains() -> Vec<Domain> {
+        let mut out: Vec<Domain> = Vec::new();
+        for (_, ds) in Self::VIEWS {
+            for d in *ds {
+                if !out.contains(d) {
+                    out.push(*d);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `views!(Name: (projection, domains), …)` declares a [`Views`] type.
+#[macro_export]
+macro_rules! views {
+    ($(#[$meta:meta])* $name:ident: $(($projection:expr, $domains:expr)),+ $(,)?) => {
+        $(#[$meta])*
+        pub struct $name;
+        impl $crate::http::extract::Views for $name {
+            const VIEWS: &'static [$crate::http::extract::View<'static>] =
+                &[$(($projection, $domains)),+];
+        }
+    };
+}
+
+/// The header's name as the OpenAPI document declares it.
+pub const MIN_POSITION_HEADER: &str = "X-Nova-Min-Position";
+
+impl<V: Views> IntoParams for MinPosition<V> {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        let domains = V::domains();
+        let names: Vec<&str> = domains.iter().map(|d| d.as_str()).collect();
+        vec![ParameterBuilder::new()
+            .name(MIN_POSITION_HEADER)
+            .parameter_in(ParameterIn::Header)
+            .required(utoipa::openapi::Required::False)
+            .description(Some(format!(
+                "`<domain>:<position>` from a command's `X-Nova-Position` ({}): the read waits \
+                 (at most 5 s, then 503) until its view has applied it. A domain this read is \
+                 not answered from, or a position not yet written, is a 400.",
+                names.join(", ")
+            )))
+            .schema(Some(super::openapi::min_position(&domains)))
+            .build()]
+    }
 }
 
 /// Most reads one client address may hold waiting for a projection at once; more answer 429.
@@ -428,29 +536,38 @@ pub fn client_addr_of(extensions: &axum::http::Extensions) -> IpAddr {
         .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
+impl<S: Send + Sync, V: Views> FromRequestParts<S> for MinPosition<V> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
         let client = client_addr(parts);
+        let views = std::marker::PhantomData;
         let Some(v) = parts.headers.get(MIN_POSITION) else {
             return Ok(MinPosition {
                 wanted: None,
                 client,
+                views,
             });
         };
-        let s = v.to_str().map_err(|_| bad_min_position())?;
-        let (d, p) = s.split_once(':').ok_or_else(bad_min_position)?;
-        let domain = Domain::parse(d.trim()).ok_or_else(bad_min_position)?;
-        let position = p.trim().parse::<i64>().map_err(|_| bad_min_position())?;
-        if position < 0 {
-            return Err(bad_min_position());
-        }
         Ok(MinPosition {
-            wanted: Some((domain, position)),
+            wanted: Some(parse_min_position(v)?),
             client,
+            views,
         })
     }
+}
+
+/// `<domain>:<position>`, exactly as the OpenAPI pattern says: a domain name, a colon and 1–18
+/// digits, nothing around them.
+fn parse_min_position(v: &HeaderValue) -> Result<(Domain, i64), AppError> {
+    let s = v.to_str().map_err(|_| bad_min_position())?;
+    let (d, p) = s.split_once(':').ok_or_else(bad_min_position)?;
+    let domain = Domain::parse(d).ok_or_else(bad_min_position)?;
+    if p.is_empty() || p.len() > 18 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_min_position());
+    }
+    let position = p.parse::<i64>().map_err(|_| bad_min_position())?;
+    Ok((domain, position))
 }
 
 fn bad_min_position() -> AppError {
@@ -464,14 +581,15 @@ fn bad_min_position() -> AppError {
 /// A view a read is answered from: the projection and the domains it consumes.
 pub type View<'a> = (&'a str, &'a [Domain]);
 
-impl MinPosition {
-    /// Waits until the view of `views` that consumes the header's domain has applied the
+impl<V: Views> MinPosition<V> {
+    /// Waits until the view of `V` that consumes the header's domain has applied the
     /// position. Checked before any wait: the domain must be one these views read, and the
     /// position must have been written (a position beyond the domain's head could never be
     /// reached, so waiting for it would only hold a request for 5 s); each client address may
     /// hold at most [`MAX_WAITS_PER_CLIENT`] waits at once. Handlers take their caller
     /// ([`Actor`]) before this, so an anonymous caller of a protected route never waits.
-    pub async fn wait(&self, state: &AppState, views: &[View<'_>]) -> Result<(), AppError> {
+    pub async fn wait(&self, state: &AppState) -> Result<(), AppError> {
+        let views = V::VIEWS;
         let Some((domain, position)) = self.wanted else {
             return Ok(());
         };
@@ -553,4 +671,48 @@ pub fn position_header(domain: Domain, position: Option<i64>) -> Option<(HeaderN
     HeaderValue::from_str(&format!("{domain}:{p}"))
         .ok()
         .map(|v| (POSITION, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct N {
+        #[serde(deserialize_with = "integer")]
+        n: i64,
+    }
+
+    fn n(json: &str) -> Option<i64> {
+        serde_json::from_str::<N>(json).ok().map(|v| v.n)
+    }
+
+    #[test]
+    fn integers_are_what_json_schema_calls_integers() {
+        assert_eq!(n(r#"{"n": 83}"#), Some(83));
+        assert_eq!(n(r#"{"n": 83.0}"#), Some(83));
+        assert_eq!(n(r#"{"n": 1e2}"#), Some(100));
+        assert_eq!(
+            n(r#"{"n": 3866827788523042.0}"#),
+            Some(3_866_827_788_523_042)
+        );
+        assert_eq!(n(r#"{"n": -9223372036854775808}"#), Some(i64::MIN));
+        assert_eq!(n(r#"{"n": 83.5}"#), None);
+        assert_eq!(n(r#"{"n": 9223372036854775808}"#), None);
+        assert_eq!(n(r#"{"n": 1e300}"#), None);
+        assert_eq!(n(r#"{"n": "1"}"#), None);
+    }
+
+    #[test]
+    fn min_positions_parse_exactly_as_documented() {
+        let parse = |s: &str| parse_min_position(&HeaderValue::from_str(s).unwrap()).ok();
+        assert_eq!(parse("post:42"), Some((Domain::Post, 42)));
+        assert_eq!(parse("user:0"), Some((Domain::User, 0)));
+        for bad in [
+            "post: 42", "post:+42", "post:-1", "Post:1", "post:", "post", "post:1:2",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        assert_eq!(parse(&format!("post:{}", "9".repeat(19))), None);
+    }
 }

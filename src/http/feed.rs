@@ -1,8 +1,7 @@
 //! Routes of the `feed` area (API.md "Read views"): the caller's home timeline.
 
 use axum::extract::State;
-use nova_projections::feed::{self, Feed};
-use nova_projections::Projection;
+use nova_projections::feed;
 use nova_queries::feed::{self as feeds, FeedRow};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -44,6 +43,11 @@ impl From<FeedRow> for FeedItem {
     }
 }
 
+crate::views!(
+    /// The home timeline.
+    FeedReads: (feed::NAME, feed::DOMAINS)
+);
+
 /// The caller's home timeline: posts of followed users and the caller's own, newest first.
 ///
 /// Pages are stable while new posts arrive: `next_cursor` points strictly before the last item
@@ -51,24 +55,21 @@ impl From<FeedRow> for FeedItem {
 #[utoipa::path(get, path = "/v1/feed", tag = "feed", security(("bearer" = [])),
     params(
         PageParams,
-        ("X-Nova-Min-Position" = Option<String>, Header,
-            description = "wait until the feed has applied this position, e.g. post:42"),
+        MinPosition<FeedReads>,
     ),
     responses(
         (status = 200, body = PageBody<FeedItem>),
         (status = 400, description = "invalid limit, cursor or header", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the feed is lagging or unavailable", body = ErrorBody),
     ))]
 async fn home(
     State(state): State<AppState>,
     actor: Actor,
     PageQuery(page, _): PageQuery,
-    min: MinPosition,
+    min: MinPosition<FeedReads>,
 ) -> Result<Json<PageBody<FeedItem>>, AppError> {
     // Bad input is a 400 even while the projection lags: the extractors run first.
-    min.wait(&state, &[(feed::NAME, Feed::default().domains())])
-        .await?;
+    min.wait(&state).await?;
     Ok(Json(
         feeds::page(&state.db.any, actor.user_id, &page)
             .await?

@@ -55,7 +55,6 @@ impl From<FollowRow> for FollowEntry {
     responses(
         (status = 200, description = "following; the relationship's version", body = Version),
         (status = 400, description = "malformed id", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown or deactivated user", body = ErrorBody),
         (status = 422, description = "self_follow, or blocked (either user blocks the other)",
             body = ErrorBody),
@@ -75,8 +74,6 @@ async fn follow(
     params(("id" = Uuid, Path, description = "the user to unfollow; may since have been deactivated")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 422, description = "self_follow", body = ErrorBody),
     ))]
 async fn unfollow(
@@ -98,8 +95,6 @@ async fn unfollow(
     params(("id" = Uuid, Path, description = "the user to block")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown or deactivated user", body = ErrorBody),
         (status = 422, description = "self_block", body = ErrorBody),
     ))]
@@ -118,8 +113,6 @@ async fn block(
     params(("id" = Uuid, Path, description = "the user to unblock; may since have been deactivated")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 422, description = "self_block", body = ErrorBody),
     ))]
 async fn unblock(
@@ -131,17 +124,19 @@ async fn unblock(
     Ok(Answer::version(Domain::Follow, done))
 }
 
+crate::views!(
+    /// The follow lists: the follow graph, and the directory for who is active.
+    GraphReads: (follow_graph::NAME, &[Domain::Follow]), (user_directory::NAME, &[Domain::User])
+);
+
 /// Common part of the two lists: the user must be active, and the read honours
 /// `X-Nova-Min-Position` for both the follow graph and the user directory.
-async fn prepare(state: &AppState, id: Uuid, min: &MinPosition) -> Result<(), AppError> {
-    min.wait(
-        state,
-        &[
-            (follow_graph::NAME, &[Domain::Follow]),
-            (user_directory::NAME, &[Domain::User]),
-        ],
-    )
-    .await?;
+async fn prepare(
+    state: &AppState,
+    id: Uuid,
+    min: &MinPosition<GraphReads>,
+) -> Result<(), AppError> {
+    min.wait(state).await?;
     if !nova_queries::user::is_active(&state.db.any, id).await? {
         return Err(AppError::not_found("user"));
     }
@@ -153,11 +148,10 @@ async fn prepare(state: &AppState, id: Uuid, min: &MinPosition) -> Result<(), Ap
 #[utoipa::path(get, path = "/v1/users/{id}/followers", tag = "social_graph",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "user id"), PageParams,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. follow:42")),
+           MinPosition<GraphReads>),
     responses(
         (status = 200, body = PageBody<FollowEntry>),
         (status = 400, description = "malformed id, limit or cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown or deactivated user", body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
@@ -166,7 +160,7 @@ async fn followers(
     _actor: Actor,
     Path(id): Path<Uuid>,
     PageQuery(page, _): PageQuery,
-    min: MinPosition,
+    min: MinPosition<GraphReads>,
 ) -> Result<Json<PageBody<FollowEntry>>, AppError> {
     prepare(&state, id, &min).await?;
     Ok(Json(
@@ -179,11 +173,10 @@ async fn followers(
 #[utoipa::path(get, path = "/v1/users/{id}/following", tag = "social_graph",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "user id"), PageParams,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. follow:42")),
+           MinPosition<GraphReads>),
     responses(
         (status = 200, body = PageBody<FollowEntry>),
         (status = 400, description = "malformed id, limit or cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown or deactivated user", body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
@@ -192,7 +185,7 @@ async fn following(
     _actor: Actor,
     Path(id): Path<Uuid>,
     PageQuery(page, _): PageQuery,
-    min: MinPosition,
+    min: MinPosition<GraphReads>,
 ) -> Result<Json<PageBody<FollowEntry>>, AppError> {
     prepare(&state, id, &min).await?;
     Ok(Json(

@@ -26,6 +26,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ use super::error::AppError;
 use super::AppState;
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
-const MAX_KEY_LEN: usize = 255;
+pub const MAX_KEY_LEN: usize = 255;
 /// Default of [`Settings::takeover`]: a claimed key whose first request never answered (its
 /// process died) can be taken over after this.
 pub const DEFAULT_TAKEOVER: Duration = Duration::from_secs(60);
@@ -48,7 +49,9 @@ pub const RETENTION_MS: i64 = 24 * 3600 * 1000;
 /// Response headers worth replaying.
 const REPLAYED: [&str; 3] = ["content-type", "x-nova-position", "location"];
 /// Routes (as matched) whose answers carry secrets: tokens, stream keys.
-const NOT_STORED: [&str; 4] = [
+/// Commands whose answers are never stored (they carry secrets, or are never repeated); the
+/// header is ignored on them and the OpenAPI document does not offer it.
+pub const NOT_STORED: [&str; 4] = [
     "/v1/sessions",
     "/v1/sessions/refresh",
     "/v1/streams",
@@ -99,11 +102,47 @@ fn hmac_with(key: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let is_command = matches!(
-        *req.method(),
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
+/// The commands that honour `Idempotency-Key`: the operations the OpenAPI document declares it
+/// on (`openapi::EdgeResponses`: every `/v1` command but [`NOT_STORED`]), so the document and
+/// the middleware cannot disagree. A request with a method its route does not serve is not
+/// one of them: it gets its 405, and its key is not claimed.
+#[derive(Clone, Default)]
+pub struct Commands(Arc<HashSet<(Method, String)>>);
+
+impl Commands {
+    pub fn of(doc: &utoipa::openapi::OpenApi) -> Commands {
+        let mut set = HashSet::new();
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ] {
+                let declared = op.as_ref().is_some_and(|op| {
+                    op.parameters
+                        .iter()
+                        .flatten()
+                        .any(|p| p.name.eq_ignore_ascii_case(HEADER.as_str()))
+                });
+                if declared {
+                    set.insert((method, path.clone()));
+                }
+            }
+        }
+        Commands(Arc::new(set))
+    }
+
+    fn contains(&self, method: &Method, route: &str) -> bool {
+        self.0.contains(&(method.clone(), route.to_owned()))
+    }
+}
+
+pub async fn middleware(
+    State((state, commands)): State<(AppState, Commands)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(key) = req.headers().get(HEADER).cloned() else {
         return next.run(req).await;
     };
@@ -111,7 +150,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| req.uri().path(), |m| m.as_str());
-    if !is_command || NOT_STORED.contains(&route) {
+    if !commands.contains(req.method(), route) {
         return next.run(req).await;
     }
     match handle(state, key, req, next).await {
@@ -129,7 +168,9 @@ async fn handle(
     let key = key
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+        .filter(|k| {
+            !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+        })
         .ok_or_else(|| {
             AppError::new(
                 StatusCode::BAD_REQUEST,

@@ -8,11 +8,16 @@ use std::collections::HashSet;
 use std::fmt;
 
 use axum::extract::State;
-use nova_commands::conversation::keys::{self as ks, Outgoing, SignedKey};
+use nova_commands::conversation::keys::{
+    self as ks, Outgoing, SignedKey, MAX_FETCH, MAX_ID_LEN, MAX_KEYS_PER_UPLOAD,
+    MAX_MESSAGES_PER_REQUEST,
+};
 use nova_event_schemas::Domain;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,6 +25,7 @@ use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
 use super::extract::{Actor, Answer, Json, Path, Query};
+use super::openapi as doc;
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -37,12 +43,81 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct DeviceKeys {
     /// Unpadded base64 of the 32-byte curve25519 identity key.
+    #[schema(schema_with = key32)]
     pub curve25519: String,
     /// Unpadded base64 of the 32-byte ed25519 signing key.
+    #[schema(schema_with = key32)]
     pub ed25519: String,
     /// Unpadded base64 ed25519 signature over the canonical JSON (sorted keys, no spaces) of
     /// `{"curve25519": …, "ed25519": …}`.
+    #[schema(schema_with = signature64)]
     pub signature: String,
+}
+
+/// Device and key ids, as `check_id` takes them.
+fn key_id() -> Object {
+    doc::pattern(1, MAX_ID_LEN, "^[A-Za-z0-9_.+/=:-]*$").build()
+}
+
+/// Unpadded standard base64 of 32 bytes, as the server decodes it: 43 characters, the last
+/// carrying no stray bits.
+fn key32() -> Object {
+    doc::pattern(43, 43, "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]$").build()
+}
+
+/// Unpadded standard base64 of a 64-byte ed25519 signature: 86 characters.
+fn signature64() -> Object {
+    doc::pattern(86, 86, "^[A-Za-z0-9+/]{85}[AQgw]$").build()
+}
+
+/// `{key_id: {key, signature}}`: `max` keys at most, `null` for none.
+fn key_map(min: usize, max: usize) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .property_names(Some(key_id()))
+        .additional_properties(Some(<SignedKeyBody as utoipa::PartialSchema>::schema()))
+        .min_properties((min > 0).then_some(min))
+        .max_properties(Some(max))
+}
+
+fn one_time_keys() -> Object {
+    key_map(0, MAX_KEYS_PER_UPLOAD).build()
+}
+
+fn fallback_key() -> Object {
+    key_map(1, 1).build()
+}
+
+/// 1–100 messages.
+fn messages() -> Schema {
+    Schema::Array(
+        ArrayBuilder::new()
+            .items(<OutgoingBody as utoipa::PartialSchema>::schema())
+            .min_items(Some(1))
+            .max_items(Some(MAX_MESSAGES_PER_REQUEST))
+            .build(),
+    )
+}
+
+fn key_id_or_null() -> Object {
+    doc::nullable(doc::pattern(1, MAX_ID_LEN, "^[A-Za-z0-9_.+/=:-]*$")).build()
+}
+
+fn fetch_limit() -> Object {
+    doc::integer(1, MAX_FETCH).build()
+}
+
+fn position() -> Object {
+    doc::integer(i64::MIN, i64::MAX).build()
+}
+
+/// A device id in a path.
+struct DevicePath;
+
+impl utoipa::IntoParams for DevicePath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![doc::path("device_id", "the caller's device id", key_id())]
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -53,13 +128,12 @@ pub struct DeviceId {
 /// Register a device's identity keys (201; 200 when the same keys were registered already).
 #[utoipa::path(put, path = "/v1/keys/devices/{device_id}", tag = "keys",
     security(("bearer" = [])),
-    params(("device_id" = String, Path, description = "the caller's device id")),
+    params(DevicePath),
     request_body = DeviceKeys,
     responses(
         (status = 201, body = DeviceId),
         (status = 200, description = "already registered with these keys", body = DeviceId),
         (status = 400, description = "malformed base64 or id, bad signature", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 409, description = "device_exists: registered with other keys", body = ErrorBody),
     ))]
 async fn put_device(
@@ -89,10 +163,9 @@ async fn put_device(
 /// Remove one of the caller's devices with its keys and pending messages.
 #[utoipa::path(delete, path = "/v1/keys/devices/{device_id}", tag = "keys",
     security(("bearer" = [])),
-    params(("device_id" = String, Path, description = "the caller's device id")),
+    params(DevicePath),
     responses(
         (status = 200, body = DeviceId),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device", body = ErrorBody),
     ))]
 async fn delete_device(
@@ -130,7 +203,6 @@ pub struct Devices {
     params(("id" = Uuid, Path, description = "user id")),
     responses(
         (status = 200, body = Devices),
-        (status = 401, body = ErrorBody),
     ))]
 async fn devices(
     State(state): State<AppState>,
@@ -158,8 +230,10 @@ async fn devices(
 #[serde(deny_unknown_fields)]
 pub struct SignedKeyBody {
     /// Unpadded base64 of a 32-byte curve25519 key.
+    #[schema(schema_with = key32)]
     pub key: String,
     /// Unpadded base64 ed25519 signature of canonical `{"key": <key>}` by the device's key.
+    #[schema(schema_with = signature64)]
     pub signature: String,
 }
 
@@ -203,12 +277,13 @@ impl<'de> Deserialize<'de> for KeyMap {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadKeys {
+    #[schema(schema_with = key_id)]
     pub device_id: String,
     /// `{key_id: {key, signature}}`, at most 100; claimed in the order given.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = one_time_keys)]
     pub keys: Option<KeyMap>,
     /// Exactly one `{key_id: {key, signature}}`; replaces the device's fallback key.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = fallback_key)]
     pub fallback: Option<KeyMap>,
 }
 
@@ -225,7 +300,6 @@ pub struct KeyCounts {
     responses(
         (status = 200, body = KeyCounts),
         (status = 400, description = "malformed key, id or base64, bad signature", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device", body = ErrorBody),
         (status = 409, description = "key_exists: an id uploaded before with another key", body = ErrorBody),
         (status = 422, description = "too_many_one_time_keys", body = ErrorBody),
@@ -264,6 +338,7 @@ async fn upload(
 #[serde(deny_unknown_fields)]
 pub struct ClaimKey {
     pub user_id: Uuid,
+    #[schema(schema_with = key_id)]
     pub device_id: String,
 }
 
@@ -284,8 +359,6 @@ pub struct ClaimedKey {
     request_body = ClaimKey,
     responses(
         (status = 200, body = ClaimedKey),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device, no_one_time_key", body = ErrorBody),
     ))]
 async fn claim(
@@ -312,6 +385,7 @@ async fn claim(
 #[serde(deny_unknown_fields)]
 pub struct OutgoingBody {
     pub user_id: Uuid,
+    #[schema(schema_with = key_id)]
     pub device_id: String,
     /// Opaque JSON (e.g. an Olm envelope), at most 16 KiB serialized.
     #[schema(value_type = Object)]
@@ -323,8 +397,10 @@ pub struct OutgoingBody {
 #[serde(deny_unknown_fields)]
 pub struct SendToDevice {
     /// 1–100 messages.
+    #[schema(schema_with = messages)]
     pub messages: Vec<OutgoingBody>,
     /// The sending device (one of the caller's), shown to the recipients.
+    #[schema(schema_with = key_id_or_null)]
     pub sender_device_id: Option<String>,
 }
 
@@ -339,8 +415,6 @@ pub struct Sent {
     request_body = SendToDevice,
     responses(
         (status = 200, body = Sent),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device", body = ErrorBody),
         (status = 413, description = "a content or the body is too large", body = ErrorBody),
     ))]
@@ -366,14 +440,22 @@ async fn send(
 }
 
 /// Which device's queue to read.
-#[derive(Deserialize, utoipa::IntoParams)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct FetchParams {
     /// One of the caller's devices.
     pub device_id: String,
     /// 1–100 (default 100).
     pub limit: Option<i64>,
+}
+
+impl utoipa::IntoParams for FetchParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            doc::query("device_id", true, "one of the caller's devices", key_id()),
+            doc::query("limit", false, "1–100 (default 100)", fetch_limit()),
+        ]
+    }
 }
 
 /// A pending message.
@@ -397,8 +479,6 @@ pub struct PendingItems {
     params(FetchParams),
     responses(
         (status = 200, body = PendingItems),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device (not one of the caller's)", body = ErrorBody),
     ))]
 async fn fetch(
@@ -428,8 +508,11 @@ async fn fetch(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ack {
+    #[schema(schema_with = key_id)]
     pub device_id: String,
     /// The last position the device has processed.
+    #[serde(deserialize_with = "super::extract::integer")]
+    #[schema(schema_with = position)]
     pub up_to: i64,
 }
 
@@ -445,7 +528,6 @@ pub struct Acked {
     responses(
         (status = 200, body = Acked),
         (status = 400, description = "up_to beyond what the device was sent", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "unknown_device", body = ErrorBody),
     ))]
 async fn ack(

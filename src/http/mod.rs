@@ -35,6 +35,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod metrics;
 pub mod notification;
+pub mod openapi;
 pub mod ops;
 pub mod post;
 pub mod ratelimit;
@@ -100,9 +101,16 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The OpenAPI document, generated from the handlers' annotations.
+/// The OpenAPI document, generated from the handlers' annotations, with the answers of the
+/// shared edge added to every operation ([`openapi::EdgeResponses`], ADR 0026).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    finish(api_router().split_for_parts().1)
+}
+
+fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    // After the merge: a modifier of `ApiDoc` would run before the routes are added.
+    openapi::EdgeResponses.modify(&mut doc);
+    doc
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
@@ -125,6 +133,8 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_router().split_for_parts();
+    let doc = finish(doc);
+    let commands = idempotency::Commands::of(&doc);
     let doc = std::sync::Arc::new(doc);
     let mut api = api.route(
         "/openapi.json",
@@ -139,7 +149,7 @@ pub fn router(state: AppState) -> Router {
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), commands),
             idempotency::middleware,
         ))
         // Outside idempotency (a refused request stores nothing), inside metrics (429s are

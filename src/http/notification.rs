@@ -7,8 +7,7 @@ use axum::extract::State;
 use nova_commands::user::notifications::Preferences;
 use nova_event_schemas::user::NotificationKind;
 use nova_event_schemas::Domain;
-use nova_projections::notification::{NotificationView, NAME};
-use nova_projections::Projection;
+use nova_projections::notification::NAME;
 use nova_queries::notification::{self as notifications, NotificationRow};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -29,10 +28,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_preferences, put_preferences))
 }
 
-/// The domains the notification view consumes: a min-position in any of them is waited for.
-fn consumes() -> &'static [Domain] {
-    NotificationView::default().domains()
-}
+/// The domains the notification view consumes: a min-position in any of them is waited for
+/// (held equal to the projection's own list by a test below).
+const CONSUMES: &[Domain] = &[
+    Domain::User,
+    Domain::Follow,
+    Domain::Post,
+    Domain::Stream,
+    Domain::Conversation,
+];
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -92,23 +96,27 @@ pub struct NotificationPage {
     pub unread_count: i64,
 }
 
+crate::views!(
+    /// The notification view.
+    NotificationReads: (NAME, CONSUMES)
+);
+
 /// The caller's visible notifications, newest first, with the unread count.
 #[utoipa::path(get, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])),
     params(PageParams, UnreadFilter,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
+           MinPosition<NotificationReads>),
     responses(
         (status = 200, body = NotificationPage),
         (status = 400, description = "bad limit or cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
 async fn list(
     State(state): State<AppState>,
     actor: Actor,
     PageQuery(page, filter): PageQuery<UnreadFilter>,
-    min: MinPosition,
+    min: MinPosition<NotificationReads>,
 ) -> Result<Json<NotificationPage>, AppError> {
-    min.wait(&state, &[(NAME, consumes())]).await?;
+    min.wait(&state).await?;
     // The caller's own settings (read marker, preferences) are always current.
     wait_for(&state, NAME, Domain::User, actor.last_position).await?;
     let list = notifications::list(
@@ -137,8 +145,6 @@ pub struct MarkReadRequest {
     security(("bearer" = [])), request_body = MarkReadRequest,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "no such notification of the caller's", body = ErrorBody),
     ))]
 async fn mark_read(
@@ -192,37 +198,43 @@ fn some_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> 
 #[serde(deny_unknown_fields)]
 pub struct PreferencesPatch {
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     follow: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     like: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     comment: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     mention: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     share: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     stream_started: Option<bool>,
     #[serde(default, deserialize_with = "some_bool")]
+    #[schema(value_type = bool)]
     message: Option<bool>,
 }
 
 /// The caller's notification preferences. Always reflects the caller's own latest writes.
 #[utoipa::path(get, path = "/v1/notifications/preferences", tag = "notifications",
     security(("bearer" = [])),
-    params(("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. user:42")),
+    params(MinPosition<NotificationReads>),
     responses(
         (status = 200, body = PreferencesBody),
         (status = 400, description = "bad X-Nova-Min-Position", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
 async fn get_preferences(
     State(state): State<AppState>,
     actor: Actor,
-    min: MinPosition,
+    min: MinPosition<NotificationReads>,
 ) -> Result<Json<PreferencesBody>, AppError> {
-    min.wait(&state, &[(NAME, consumes())]).await?;
+    min.wait(&state).await?;
     wait_for(&state, NAME, Domain::User, actor.last_position).await?;
     let prefs = notifications::preferences(&state.db.any, actor.user_id).await?;
     Ok(Json(PreferencesBody::from(&prefs)))
@@ -235,7 +247,6 @@ async fn get_preferences(
     responses(
         (status = 200, body = PreferencesBody),
         (status = 400, description = "unknown kind or non-boolean value", body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn put_preferences(
     State(state): State<AppState>,
@@ -263,4 +274,20 @@ async fn put_preferences(
         done.position,
         PreferencesBody::from(&prefs),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::extract::Views;
+    use nova_projections::notification::NotificationView;
+    use nova_projections::Projection;
+
+    #[test]
+    fn min_positions_name_every_domain_the_view_reads() {
+        assert_eq!(
+            NotificationReads::domains(),
+            NotificationView::default().domains()
+        );
+    }
 }

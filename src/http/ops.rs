@@ -88,7 +88,6 @@ pub struct ProjectionList {
 #[utoipa::path(get, path = "/v1/projections", tag = "ops", security(("bearer" = [])),
     responses(
         (status = 200, body = ProjectionList),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
     ))]
 async fn projections(
@@ -132,7 +131,6 @@ pub struct RebuildStarted {
     params(("name" = String, Path, description = "projection name")),
     responses(
         (status = 202, body = RebuildStarted),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "a rebuild is already running", body = ErrorBody),

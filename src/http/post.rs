@@ -4,10 +4,13 @@
 //! `X-Nova-Position: post:<n>`; reads honour `X-Nova-Min-Position`.
 
 use axum::extract::State;
+use nova_commands::post::{COLLECTION_MAX, COMMENT_MAX, CONTENT_MAX, MEDIA_MAX};
 use nova_event_schemas::Domain;
 use nova_projections::{post_view, user_directory};
 use nova_queries::post::{self as posts, BookmarkRow, CollectionFilter, CommentRow, PostRow};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ArrayBuilder, Object, Schema, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -18,6 +21,7 @@ use super::extract::{
     Actor, Answer, Json, ListFilter, MinPosition, OptionalJson, PageBody, PageParams, PageQuery,
     Path, Version,
 };
+use super::openapi::{self as doc, Text};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -37,10 +41,49 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreatePostRequest {
     /// 1–5000 characters (not only whitespace). `@username` mentions are recognised.
+    #[schema(schema_with = post_content)]
     content: String,
     /// Up to 4 http(s) URLs of at most 2048 characters.
     #[serde(default)]
+    #[schema(schema_with = media_urls)]
     media_urls: Vec<String>,
+}
+
+fn post_content() -> Object {
+    doc::text(1, CONTENT_MAX, Text::TrimmedMultiline).build()
+}
+
+fn media_urls() -> Schema {
+    Schema::Array(
+        ArrayBuilder::new()
+            .items(doc::url())
+            .max_items(Some(MEDIA_MAX))
+            .build(),
+    )
+}
+
+/// Absent or `null`: unchanged.
+fn edit_content() -> Object {
+    doc::nullable(doc::text(1, CONTENT_MAX, Text::TrimmedMultiline)).build()
+}
+
+/// Absent or `null`: unchanged; `[]` removes all media.
+fn edit_media_urls() -> Schema {
+    Schema::Array(
+        ArrayBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+            .items(doc::url())
+            .max_items(Some(MEDIA_MAX))
+            .build(),
+    )
+}
+
+fn comment_content() -> Object {
+    doc::text(1, COMMENT_MAX, Text::TrimmedMultiline).build()
+}
+
+fn collection() -> Object {
+    doc::nullable(doc::text(1, COLLECTION_MAX, Text::Trimmed)).build()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -82,13 +125,21 @@ impl From<PostRow> for PostBody {
     }
 }
 
+crate::views!(
+    /// Posts, comments and bookmarks.
+    PostReads: (post_view::NAME, &[Domain::Post])
+);
+
+crate::views!(
+    /// An author's posts: the posts, and the directory for whether the author is active.
+    AuthorReads: (post_view::NAME, &[Domain::Post]), (user_directory::NAME, &[Domain::User])
+);
+
 /// Create a post.
 #[utoipa::path(post, path = "/v1/posts", tag = "content", security(("bearer" = [])),
     request_body = CreatePostRequest,
     responses(
         (status = 201, body = PostCreated),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn create_post(
     State(state): State<AppState>,
@@ -109,22 +160,18 @@ async fn create_post(
 /// A post with its like, comment and share counts. Deleted and hidden posts are not found.
 #[utoipa::path(get, path = "/v1/posts/{id}", tag = "content", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "post id"),
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
+           MinPosition<PostReads>),
     responses(
         (status = 200, body = PostBody),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ))]
 async fn get_post(
     State(state): State<AppState>,
     _actor: Actor,
     Path(id): Path<Uuid>,
-    min: MinPosition,
+    min: MinPosition<PostReads>,
 ) -> Result<Json<PostBody>, AppError> {
-    min.wait(&state, &[(post_view::NAME, &[Domain::Post])])
-        .await?;
+    min.wait(&state).await?;
     posts::visible_post(&state.db.any, id)
         .await?
         .map(|p| Json(p.into()))
@@ -134,9 +181,11 @@ async fn get_post(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditPostRequest {
-    /// Absent: unchanged.
+    /// Absent or `null`: unchanged.
+    #[schema(schema_with = edit_content)]
     content: Option<String>,
-    /// Absent: unchanged; `[]` removes all media.
+    /// Absent or `null`: unchanged; `[]` removes all media.
+    #[schema(schema_with = edit_media_urls)]
     media_urls: Option<Vec<String>>,
 }
 
@@ -146,8 +195,6 @@ pub struct EditPostRequest {
     request_body = EditPostRequest,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "post_deleted", body = ErrorBody),
@@ -170,8 +217,6 @@ async fn edit_post(
     params(("id" = Uuid, Path, description = "post id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -187,11 +232,9 @@ async fn delete_post(
 /// An author's visible posts, newest first.
 #[utoipa::path(get, path = "/v1/users/{id}/posts", tag = "content", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "author's user id"), PageParams,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42 or user:7")),
+           MinPosition<AuthorReads>),
     responses(
         (status = 200, body = PageBody<PostBody>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, description = "no such (active) user", body = ErrorBody),
     ))]
 async fn author_posts(
@@ -199,16 +242,9 @@ async fn author_posts(
     _actor: Actor,
     Path(id): Path<Uuid>,
     PageQuery(page, _): PageQuery,
-    min: MinPosition,
+    min: MinPosition<AuthorReads>,
 ) -> Result<Json<PageBody<PostBody>>, AppError> {
-    min.wait(
-        &state,
-        &[
-            (post_view::NAME, &[Domain::Post]),
-            (user_directory::NAME, &[Domain::User]),
-        ],
-    )
-    .await?;
+    min.wait(&state).await?;
     // An unknown or deactivated author has no public posts (as `GET /v1/users/{id}` has no
     // profile): 404, not an empty page.
     if !nova_queries::user::is_active(&state.db.any, id).await? {
@@ -222,6 +258,7 @@ async fn author_posts(
 #[serde(deny_unknown_fields)]
 pub struct CommentRequest {
     /// 1–2000 characters. `@username` mentions are recognised.
+    #[schema(schema_with = comment_content)]
     content: String,
 }
 
@@ -259,8 +296,6 @@ impl From<CommentRow> for CommentBody {
     request_body = CommentRequest,
     responses(
         (status = 201, body = CommentCreated),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "post_deleted", body = ErrorBody),
     ))]
@@ -284,11 +319,9 @@ async fn add_comment(
 /// A visible post's comments, oldest first.
 #[utoipa::path(get, path = "/v1/posts/{id}/comments", tag = "content", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "post id"), PageParams,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
+           MinPosition<PostReads>),
     responses(
         (status = 200, body = PageBody<CommentBody>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn list_comments(
@@ -296,10 +329,9 @@ async fn list_comments(
     _actor: Actor,
     Path(id): Path<Uuid>,
     PageQuery(page, _): PageQuery,
-    min: MinPosition,
+    min: MinPosition<PostReads>,
 ) -> Result<Json<PageBody<CommentBody>>, AppError> {
-    min.wait(&state, &[(post_view::NAME, &[Domain::Post])])
-        .await?;
+    min.wait(&state).await?;
     if posts::visible_post(&state.db.any, id).await?.is_none() {
         return Err(AppError::not_found("post"));
     }
@@ -314,8 +346,6 @@ async fn list_comments(
            ("comment_id" = Uuid, Path, description = "comment id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -336,8 +366,6 @@ async fn delete_comment(
     params(("id" = Uuid, Path, description = "post id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "post_deleted", body = ErrorBody),
     ))]
@@ -355,8 +383,6 @@ async fn like(
     params(("id" = Uuid, Path, description = "post id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn unlike(
@@ -378,8 +404,6 @@ pub struct ShareCreated {
     params(("id" = Uuid, Path, description = "post id")),
     responses(
         (status = 201, body = ShareCreated),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "post_deleted", body = ErrorBody),
     ))]
@@ -400,6 +424,7 @@ async fn share(
 #[serde(deny_unknown_fields)]
 pub struct BookmarkRequest {
     /// 1–64 characters; absent or `null`: the default list.
+    #[schema(schema_with = collection)]
     collection: Option<String>,
 }
 
@@ -410,8 +435,6 @@ pub struct BookmarkRequest {
     request_body(content = Option<BookmarkRequest>, description = "optional"),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "post_deleted", body = ErrorBody),
     ))]
@@ -434,8 +457,6 @@ async fn bookmark(
     params(("id" = Uuid, Path, description = "post id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn unbookmark(
@@ -450,11 +471,22 @@ async fn unbookmark(
     Ok(Answer::version(Domain::Post, done))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
 pub struct BookmarkParams {
-    /// Absent: every bookmark; empty: the default list only; a name: that collection.
+    /// Absent: every bookmark; blank: the default list only; a name: that collection.
     collection: Option<String>,
+}
+
+impl IntoParams for BookmarkParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![doc::query(
+            "collection",
+            false,
+            "absent: every bookmark; blank: the default list only; a name (as a bookmark's \
+             `collection`): that collection",
+            doc::text(0, COLLECTION_MAX, Text::TrimmedOrBlank),
+        )]
+    }
 }
 
 impl ListFilter for BookmarkParams {
@@ -483,25 +515,26 @@ impl From<BookmarkRow> for BookmarkBody {
 /// The caller's bookmarks of visible posts, newest first.
 #[utoipa::path(get, path = "/v1/bookmarks", tag = "content", security(("bearer" = [])),
     params(BookmarkParams, PageParams,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. post:42")),
+           MinPosition<PostReads>),
     responses(
         (status = 200, body = PageBody<BookmarkBody>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn list_bookmarks(
     State(state): State<AppState>,
     actor: Actor,
     PageQuery(page, q): PageQuery<BookmarkParams>,
-    min: MinPosition,
+    min: MinPosition<PostReads>,
 ) -> Result<Json<PageBody<BookmarkBody>>, AppError> {
+    // A name is checked as a bookmark's is (a name no bookmark can have, e.g. with control
+    // characters, is a 400 — and never reaches the database, which may refuse it).
     let filter = match q.collection {
         None => CollectionFilter::All,
-        Some(c) if c.trim().is_empty() => CollectionFilter::Default,
-        Some(c) => CollectionFilter::Named(c.trim().to_owned()),
+        Some(c) if c.trim().is_empty() && c.chars().count() <= COLLECTION_MAX => {
+            CollectionFilter::Default
+        }
+        Some(c) => CollectionFilter::Named(nova_commands::post::validate_collection(c)?),
     };
-    min.wait(&state, &[(post_view::NAME, &[Domain::Post])])
-        .await?;
+    min.wait(&state).await?;
     let page = posts::bookmarks(&state.db.any, actor.user_id, &filter, &page).await?;
     Ok(Json(page.into()))
 }

@@ -7,33 +7,72 @@ use axum::extract::State;
 use nova_event_schemas::Domain;
 use nova_projections::notification;
 use nova_projections::search as index;
-use nova_queries::search::{self, HitDoc, SearchRequest};
+use nova_queries::search::{self, HitDoc, SearchRequest, MAX_Q_CHARS};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
-use super::extract::{Actor, Json, ListFilter, MinPosition, PageParams, PageQuery};
+use super::extract::{Actor, Json, LimitParam, ListFilter, MinPosition, PageQuery};
+use super::openapi as doc;
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(find))
 }
 
-/// `?q=&type=` (and the search's own cursor, documented with [`PageParams`]).
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+/// `?q=&type=&cursor=` (the search's own cursor).
+#[derive(Deserialize)]
 pub struct SearchFilter {
-    /// The query: 1–200 characters, not only blanks.
     pub q: Option<String>,
-    /// `users` or `posts`; both when absent.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
     pub kind: Option<String>,
-    #[param(ignore)]
     pub cursor: Option<String>,
+}
+
+impl IntoParams for SearchFilter {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            doc::query(
+                "q",
+                true,
+                "the query: 1–200 characters, not only blanks",
+                query_text(),
+            ),
+            doc::query(
+                "type",
+                false,
+                "`users` or `posts`; both when absent",
+                kind(),
+            ),
+            doc::query(
+                "cursor",
+                false,
+                "`next_cursor` of the previous page of the same search",
+                search_cursor(),
+            ),
+        ]
+    }
+}
+
+fn query_text() -> Object {
+    let ws = doc::WHITE_SPACE_CLASS;
+    doc::pattern(1, MAX_Q_CHARS, &format!(r"^[\s\S]*[^{ws}][\s\S]*$")).build()
+}
+
+fn kind() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["users", "posts"]))
+        .build()
+}
+
+fn search_cursor() -> Object {
+    doc::cursor("nova-search-cursor").build()
 }
 
 impl ListFilter for SearchFilter {
@@ -119,6 +158,11 @@ pub struct SearchBody {
     pub next_cursor: Option<String>,
 }
 
+crate::views!(
+    /// The search index, and the blocks (from the notification view) that hide posts.
+    SearchReads: (index::NAME, index::DOMAINS), (notification::NAME, &[Domain::Follow])
+);
+
 /// Search users (username, display name) and posts (content) with typo tolerance.
 ///
 /// A query word of 1–4 characters must match exactly, 5–8 tolerates one edit, 9 or more two (a
@@ -129,21 +173,19 @@ pub struct SearchBody {
 #[utoipa::path(get, path = "/v1/search", tag = "search", security(("bearer" = [])),
     params(
         SearchFilter,
-        PageParams,
-        ("X-Nova-Min-Position" = Option<String>, Header,
-            description = "wait until the index has applied this position, e.g. post:42"),
+        LimitParam,
+        MinPosition<SearchReads>,
     ),
     responses(
         (status = 200, body = SearchBody),
         (status = 400, description = "invalid q, type, limit, cursor or header", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the index is lagging or unavailable", body = ErrorBody),
     ))]
 async fn find(
     State(state): State<AppState>,
     actor: Actor,
     PageQuery(page, filter): PageQuery<SearchFilter>,
-    min: MinPosition,
+    min: MinPosition<SearchReads>,
 ) -> Result<Json<SearchBody>, AppError> {
     let req = SearchRequest::parse(
         filter.q.as_deref(),
@@ -152,12 +194,7 @@ async fn find(
         filter.cursor.as_deref(),
     )
     .map_err(|e| AppError::invalid_field(e.field(), e.to_string()))?;
-    const BLOCKS: &[Domain] = &[Domain::Follow];
-    min.wait(
-        &state,
-        &[(index::NAME, index::DOMAINS), (notification::NAME, BLOCKS)],
-    )
-    .await?;
+    min.wait(&state).await?;
     if matches!(min.wanted, Some((d, _)) if index::DOMAINS.contains(&d)) {
         // The projector may be another process: see its commit now, not at the next reload.
         state.search.refresh().map_err(AppError::unavailable)?;

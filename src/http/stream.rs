@@ -12,6 +12,7 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
 use axum::http::{header, StatusCode};
 use axum::response::{AppendHeaders, IntoResponse, Response};
+use nova_commands::stream::{MAX_DESCRIPTION, MAX_TITLE};
 use nova_event_schemas::Domain;
 use nova_projections::stream_view;
 use nova_queries::stream::{self as view, LiveCursor, LiveRow};
@@ -26,9 +27,10 @@ use uuid::Uuid;
 
 use super::error::{AppError, ErrorBody};
 use super::extract::{
-    position_header, Actor, Answer, Ctx, Json, ListFilter, MinPosition, PageBody, PageParams,
+    position_header, Actor, Answer, Ctx, Json, LimitParam, ListFilter, MinPosition, PageBody,
     PageQuery, Path, Query, Version,
 };
+use super::openapi::{self as doc, Text};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -44,16 +46,29 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(on_publish_done))
 }
 
-const VIEW: &[(&str, &[Domain])] = &[(stream_view::NAME, &[Domain::Stream])];
+crate::views!(
+    /// The stream view.
+    StreamReads: (stream_view::NAME, &[Domain::Stream])
+);
 
 /// A new stream.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateStream {
-    /// 1–200 characters.
+    /// 1–200 characters, not blank, no control characters (trimmed).
+    #[schema(schema_with = title)]
     pub title: String,
-    /// Up to 2000 characters.
+    /// 1–2000 characters, not blank; line feeds and tabs allowed (trimmed).
+    #[schema(schema_with = description)]
     pub description: Option<String>,
+}
+
+fn title() -> utoipa::openapi::schema::Object {
+    doc::text(1, MAX_TITLE, Text::Trimmed).build()
+}
+
+fn description() -> utoipa::openapi::schema::Object {
+    doc::nullable(doc::text(1, MAX_DESCRIPTION, Text::TrimmedLfTab)).build()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -88,7 +103,6 @@ fn with_key<T: Serialize>(status: StatusCode, position: Option<i64>, body: T) ->
     responses(
         (status = 201, body = CreatedStream),
         (status = 400, description = "invalid title or description", body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn create(
     State(state): State<AppState>,
@@ -120,8 +134,6 @@ async fn create(
     params(("id" = Uuid, Path, description = "stream id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not the broadcaster", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "stream_ended, stream_disabled", body = ErrorBody),
@@ -141,8 +153,6 @@ async fn start(
     params(("id" = Uuid, Path, description = "stream id")),
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not the broadcaster", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "stream_not_live", body = ErrorBody),
@@ -162,8 +172,6 @@ async fn end(
     params(("id" = Uuid, Path, description = "stream id")),
     responses(
         (status = 200, body = RotatedKey),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "not the broadcaster", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "stream_ended, stream_disabled", body = ErrorBody),
@@ -193,8 +201,6 @@ async fn rotate_key(
     params(("id" = Uuid, Path, description = "stream id")),
     responses(
         (status = 204, description = "counted"),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 422, description = "stream_not_live, stream_ended", body = ErrorBody),
     ))]
@@ -213,8 +219,6 @@ async fn join(
     params(("id" = Uuid, Path, description = "stream id")),
     responses(
         (status = 204, description = "no longer counted"),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
 async fn leave(
@@ -227,9 +231,16 @@ async fn leave(
 }
 
 /// The live list's own cursor (`(viewers, stream_id)` of the last item).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LiveFilter {
+    /// `next_cursor` of the previous page of the live list.
+    #[param(schema_with = live_cursor)]
     pub cursor: Option<String>,
+}
+
+fn live_cursor() -> utoipa::openapi::schema::Object {
+    super::openapi::cursor("nova-live-cursor").build()
 }
 
 impl ListFilter for LiveFilter {
@@ -264,19 +275,18 @@ impl From<LiveRow> for LiveItem {
 /// Streams live now, most viewers first.
 #[utoipa::path(get, path = "/v1/streams/live", tag = "streams",
     security(("bearer" = [])),
-    params(PageParams,
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. stream:42")),
+    params(LimitParam, LiveFilter,
+           MinPosition<StreamReads>),
     responses(
         (status = 200, body = PageBody<LiveItem>),
         (status = 400, description = "malformed limit or cursor", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
 async fn live(
     State(state): State<AppState>,
     _actor: Actor,
     PageQuery(page, filter): PageQuery<LiveFilter>,
-    min: MinPosition,
+    min: MinPosition<StreamReads>,
 ) -> Result<Json<PageBody<LiveItem>>, AppError> {
     let after = filter
         .cursor
@@ -289,7 +299,7 @@ async fn live(
             })
         })
         .transpose()?;
-    min.wait(&state, VIEW).await?;
+    min.wait(&state).await?;
     Ok(Json(
         view::live(&state.db.any, page.limit, after).await?.into(),
     ))
@@ -325,11 +335,9 @@ pub struct StreamBody {
 #[utoipa::path(get, path = "/v1/streams/{id}", tag = "streams",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "stream id"),
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. stream:42")),
+           MinPosition<StreamReads>),
     responses(
         (status = 200, body = StreamBody),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 503, description = "the view is lagging", body = ErrorBody),
     ))]
@@ -337,9 +345,9 @@ async fn get_stream(
     State(state): State<AppState>,
     _actor: Actor,
     Path(id): Path<Uuid>,
-    min: MinPosition,
+    min: MinPosition<StreamReads>,
 ) -> Result<Json<StreamBody>, AppError> {
-    min.wait(&state, VIEW).await?;
+    min.wait(&state).await?;
     let row = view::get(&state.db.any, id)
         .await?
         .ok_or_else(|| AppError::not_found("stream"))?;

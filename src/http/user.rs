@@ -4,12 +4,16 @@
 
 use axum::extract::State;
 use axum::response::{AppendHeaders, IntoResponse};
-use nova_commands::user::{IssuedTokens, ProfilePatch};
+use nova_commands::user::{
+    IssuedTokens, ProfilePatch, DISPLAY_NAME_MAX, PASSWORD_MAX, PASSWORD_MIN, STATUS_MAX,
+    USERNAME_MAX, USERNAME_MIN,
+};
 use nova_event_schemas::Domain;
 use nova_projections::{follow_graph, user_directory};
 use nova_queries::user::{self as users, ProfileRow};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::Object;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,6 +23,7 @@ use super::error::{AppError, ErrorBody};
 use super::extract::{
     position_header, wait_for, Actor, Answer, Ctx, Json, MinPosition, Path, Version,
 };
+use super::openapi::{self as doc, Text};
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,11 +40,35 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// 3–32 characters of `[a-z0-9_]`, unique regardless of case.
+    /// 3–32 characters of `[A-Za-z0-9_]`, unique regardless of case.
+    #[schema(schema_with = username)]
     username: String,
     /// 8–128 characters.
+    #[schema(schema_with = password)]
     password: String,
+    /// At most 64 characters, trimmed; blank or `null`: none.
+    #[schema(schema_with = display_name)]
     display_name: Option<String>,
+}
+
+fn username() -> Object {
+    doc::pattern(USERNAME_MIN, USERNAME_MAX, "^[A-Za-z0-9_]*$").build()
+}
+
+fn password() -> Object {
+    doc::string(PASSWORD_MIN, PASSWORD_MAX).build()
+}
+
+fn display_name() -> Object {
+    doc::nullable(doc::text(0, DISPLAY_NAME_MAX, Text::Profile)).build()
+}
+
+fn status() -> Object {
+    doc::nullable(doc::text(0, STATUS_MAX, Text::Profile)).build()
+}
+
+fn picture_url() -> Object {
+    doc::nullable(doc::url_or_blank()).build()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -115,7 +144,6 @@ impl From<ProfileRow> for Profile {
 #[utoipa::path(get, path = "/v1/users/me", tag = "identity", security(("bearer" = [])),
     responses(
         (status = 200, body = Profile),
-        (status = 401, body = ErrorBody),
         (status = 503, description = "the directory is lagging", body = ErrorBody),
     ))]
 async fn me(State(state): State<AppState>, actor: Actor) -> Result<Json<Profile>, AppError> {
@@ -132,30 +160,26 @@ async fn me(State(state): State<AppState>, actor: Actor) -> Result<Json<Profile>
         .ok_or_else(|| AppError::not_found("user"))
 }
 
+crate::views!(
+    /// A profile: the user directory and the follow graph's counts.
+    ProfileReads: (user_directory::NAME, &[Domain::User]), (follow_graph::NAME, &[Domain::Follow])
+);
+
 /// A user's public profile. Deactivated users are not found. `followers`/`following` come
 /// from the follow graph (`X-Nova-Min-Position: follow:<n>` waits for it).
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "identity",
     params(("id" = Uuid, Path, description = "user id"),
-           ("X-Nova-Min-Position" = Option<String>, Header, description = "e.g. user:42 or follow:7")),
+           MinPosition<ProfileReads>),
     responses(
         (status = 200, body = Profile),
-        (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody),
     ))]
 async fn profile(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
-    min: MinPosition,
+    min: MinPosition<ProfileReads>,
 ) -> Result<Json<Profile>, AppError> {
-    min.wait(
-        &state,
-        &[
-            (user_directory::NAME, &[Domain::User]),
-            (follow_graph::NAME, &[Domain::Follow]),
-        ],
-    )
-    .await?;
+    min.wait(&state).await?;
     users::active_profile(&state.db.any, id)
         .await?
         .map(|p| Json(p.into()))
@@ -170,17 +194,17 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProfileRequest {
-    /// Absent: unchanged; `null` or empty: cleared. At most 64 characters.
+    /// Absent: unchanged; `null` or blank: cleared. At most 64 characters, trimmed.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = display_name)]
     display_name: Option<Option<String>>,
-    /// At most 280 characters.
+    /// At most 280 characters, trimmed; `null` or blank: cleared.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = status)]
     status: Option<Option<String>>,
-    /// An http(s) URL.
+    /// An http(s) URL (`format: uri` as `URL_PATTERN` narrows it); `null` or blank: cleared.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = picture_url)]
     profile_picture_url: Option<Option<String>>,
 }
 
@@ -199,8 +223,6 @@ pub struct UpdatedProfile {
     request_body = UpdateProfileRequest,
     responses(
         (status = 200, body = UpdatedProfile),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ))]
 async fn update_me(
     State(state): State<AppState>,
@@ -236,7 +258,7 @@ async fn update_me(
 /// Deactivate the caller's account (soft delete). All sessions end; the profile disappears
 /// from public reads; other domains clean up through the `user.deactivated` event.
 #[utoipa::path(delete, path = "/v1/users/me", tag = "identity", security(("bearer" = [])),
-    responses((status = 200, body = Version), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Version)))]
 async fn deactivate_me(
     State(state): State<AppState>,
     actor: Actor,
@@ -248,9 +270,21 @@ async fn deactivate_me(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
+    #[schema(schema_with = any_password)]
     current_password: String,
     /// 8–128 characters.
+    #[schema(schema_with = password)]
     new_password: String,
+}
+
+/// A password as login takes it: at most 128 characters (no account has a longer one).
+fn any_password() -> Object {
+    doc::string(0, PASSWORD_MAX).build()
+}
+
+/// A username as login takes it: at most 32 characters (no account has a longer one).
+fn any_username() -> Object {
+    doc::string(0, USERNAME_MAX).build()
 }
 
 /// Change the caller's password; every other session is revoked. A wrong current password
@@ -260,8 +294,6 @@ pub struct ChangePasswordRequest {
     request_body = ChangePasswordRequest,
     responses(
         (status = 200, body = Version),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 403, description = "wrong current password", body = ErrorBody),
         (status = 429, description = "account_locked", body = ErrorBody),
         (status = 503, description = "busy", body = ErrorBody),
@@ -286,7 +318,9 @@ async fn change_password(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(schema_with = any_username)]
     username: String,
+    #[schema(schema_with = any_password)]
     password: String,
 }
 
@@ -319,7 +353,6 @@ fn token_response(t: IssuedTokens) -> impl IntoResponse {
 #[utoipa::path(post, path = "/v1/sessions", tag = "identity", request_body = LoginRequest,
     responses(
         (status = 200, body = TokenPair),
-        (status = 400, body = ErrorBody),
         (status = 401, description = "invalid_credentials", body = ErrorBody),
         (status = 429, description = "account_locked", body = ErrorBody),
         (status = 503, description = "busy: too many password checks in progress; retry after Retry-After", body = ErrorBody),
@@ -347,7 +380,6 @@ pub struct RefreshRequest {
 #[utoipa::path(post, path = "/v1/sessions/refresh", tag = "identity", request_body = RefreshRequest,
     responses(
         (status = 200, body = TokenPair),
-        (status = 400, body = ErrorBody),
         (status = 401, description = "invalid_refresh_token or refresh_token_reused", body = ErrorBody),
     ))]
 async fn refresh(
@@ -361,7 +393,7 @@ async fn refresh(
 
 /// Log out: revokes this session's refresh token and access.
 #[utoipa::path(delete, path = "/v1/sessions/current", tag = "identity", security(("bearer" = [])),
-    responses((status = 200, body = Version), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Version)))]
 async fn logout(State(state): State<AppState>, actor: Actor) -> Result<Answer<Version>, AppError> {
     let done = state.users.logout(&actor.ctx, actor.who).await?;
     Ok(Answer::version(Domain::User, done))
