@@ -97,32 +97,20 @@ async fn send(
     .await
 }
 
-async fn list(app: &TestApp, who: &U, query: &str, min: &str) -> Vec<Value> {
-    let (status, body, _) = call(
-        app,
-        who,
-        Method::GET,
-        &format!("/v1/conversations{query}"),
-        None,
-        Some(min),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+/// The `items` of a GET list answered 200, after the views have applied `min`.
+async fn items(app: &TestApp, who: &U, path: &str, min: &str) -> Vec<Value> {
+    let (status, body, _) = call(app, who, Method::GET, path, None, Some(min)).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
     body["items"].as_array().unwrap().clone()
 }
 
+async fn list(app: &TestApp, who: &U, query: &str, min: &str) -> Vec<Value> {
+    items(app, who, &format!("/v1/conversations{query}"), min).await
+}
+
 async fn messages(app: &TestApp, who: &U, conversation: Uuid, min: &str) -> Vec<Value> {
-    let (status, body, _) = call(
-        app,
-        who,
-        Method::GET,
-        &format!("/v1/conversations/{conversation}/messages?limit=100"),
-        None,
-        Some(min),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["items"].as_array().unwrap().clone()
+    let path = format!("/v1/conversations/{conversation}/messages?limit=100");
+    items(app, who, &path, min).await
 }
 
 async fn direct_conversations_requests_and_blocks(engine: Engine) {
@@ -631,23 +619,8 @@ async fn rebuild_equals_live(app: &TestApp) {
 /// `who`'s `message` notifications, after the notification view has applied `min`
 /// (`conversation:<n>` is a domain the view reads, so the header is honoured).
 async fn message_notifications(app: &TestApp, who: &U, min: &str) -> Vec<Value> {
-    let (status, body, _) = call(
-        app,
-        who,
-        Method::GET,
-        "/v1/notifications?limit=100",
-        None,
-        Some(min),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["kind"] == "message")
-        .cloned()
-        .collect()
+    let all = items(app, who, "/v1/notifications?limit=100", min).await;
+    all.into_iter().filter(|n| n["kind"] == "message").collect()
 }
 
 /// (actor, conversation) of each notification, oldest first.

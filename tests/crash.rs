@@ -132,6 +132,8 @@ async fn kill_dash_nine_loses_nothing_acknowledged() {
     );
 
     let db = Database::connect(&testdb.url).await.unwrap();
+    // Read events as the server does: personal fields opened with the user domain's keys.
+    nova::app::with_data_keys(&db);
     // Every acknowledged registration is stored exactly once.
     let registered: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(
         "SELECT aggregate_id, payload FROM user_events WHERE event_type = 'registered'",
@@ -273,6 +275,8 @@ async fn api_relay_and_projector_run_as_separate_processes() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
     let db = Database::connect(&testdb.url).await.unwrap();
+    // Read events as the server does: personal fields opened with the user domain's keys.
+    nova::app::with_data_keys(&db);
     // The relay process (not a fallback) delivered it: its checkpoint moves past the event.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while nova_infra::relay::Relay::checkpoint(&db.any, Domain::User)
@@ -420,6 +424,8 @@ async fn keyed_retries_after_kill_dash_nine_run_once(engine: Engine) {
     child = start();
     wait_healthy(&http, &base).await;
     let db = Database::connect(&testdb.url).await.unwrap();
+    // Read events as the server does: personal fields opened with the user domain's keys.
+    nova::app::with_data_keys(&db);
     let (unanswered,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM idempotency_keys WHERE status IS NULL")
             .fetch_one(&db.any)
@@ -516,6 +522,8 @@ async fn relay_failover_after_kill_dash_nine() {
     let testdb = TestDb::postgres().await;
     let nats = PrivateNats::start();
     let db = Database::connect(&testdb.url).await.unwrap();
+    // Read events as the server does: personal fields opened with the user domain's keys.
+    nova::app::with_data_keys(&db);
     db.migrate().await.unwrap();
     let relay = || {
         Command::new(env!("CARGO_BIN_EXE_nova"))

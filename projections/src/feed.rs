@@ -182,14 +182,8 @@ impl Feed {
         let Tables {
             posts, timeline, ..
         } = self.t();
-        sqlx::query(&format!("DELETE FROM {timeline} WHERE author_id = $1"))
-            .bind(user_id)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query(&format!("DELETE FROM {posts} WHERE author_id = $1"))
-            .bind(user_id)
-            .execute(&mut **tx)
-            .await?;
+        crate::delete_rows(tx, &timeline, "author_id", user_id).await?;
+        crate::delete_rows(tx, &posts, "author_id", user_id).await?;
         Ok(())
     }
 

@@ -192,6 +192,21 @@ async fn analyze(projection: &dyn Projection, pool: &AnyPool) {
         .increment(1);
 }
 
+/// Deletes the rows of `table` whose `column` is `id`: what a view drops of a person it must
+/// forget (ADR 0025).
+pub(crate) async fn delete_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    table: &str,
+    column: &str,
+    id: &str,
+) -> Result<(), ProjectionError> {
+    sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1"))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Applies the next batch. Returns whether anything was applied.
 pub async fn project_once(
     projection: &dyn Projection,

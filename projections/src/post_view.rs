@@ -60,14 +60,8 @@ impl PostView {
         .bind(user_id)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(&format!("DELETE FROM {comments} WHERE author_id = $1"))
-            .bind(user_id)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query(&format!("DELETE FROM {posts} WHERE author_id = $1"))
-            .bind(user_id)
-            .execute(&mut **tx)
-            .await?;
+        crate::delete_rows(tx, &comments, "author_id", user_id).await?;
+        crate::delete_rows(tx, &posts, "author_id", user_id).await?;
         Ok(())
     }
 

@@ -109,10 +109,7 @@ impl Projection for UserDirectory {
                 .await?;
             }
             UserEvent::Erased(_) => {
-                sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
-                    .bind(&user_id)
-                    .execute(&mut **tx)
-                    .await?;
+                crate::delete_rows(tx, &table, "user_id", &user_id).await?;
             }
             // Credentials and sessions are not part of the directory.
             UserEvent::UsernameClaimed(_)
