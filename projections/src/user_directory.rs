@@ -109,7 +109,7 @@ impl Projection for UserDirectory {
                 .await?;
             }
             UserEvent::Erased(_) => {
-                crate::delete_rows(tx, &table, "user_id", &user_id).await?;
+                crate::delete_rows(tx, table, "user_id", &user_id).await?;
             }
             // Credentials and sessions are not part of the directory.
             UserEvent::UsernameClaimed(_)
