@@ -419,8 +419,15 @@ async fn rebuild_equals_live(engine: Engine) {
     assert_eq!(res.status(), StatusCode::OK);
     let res = call(&app, Method::DELETE, "/v1/users/me", &b, None).await;
     let pos = position(&res);
-    // Wait until the live index has everything (the deactivation included).
+    // Wait until the live index has everything: the deactivation, and the hiding of bob's
+    // posts that the post domain's policy appends in reaction to it.
     search(&app, &a, "q=post", Some(&pos)).await;
+    common::caught_up(
+        &app,
+        nova_policies::post::NAME,
+        nova_event_schemas::Domain::User,
+    )
+    .await;
     let head = app
         .db
         .store
