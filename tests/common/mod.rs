@@ -195,12 +195,26 @@ impl TestApp {
     }
 
     pub async fn register(&self, username: &str) -> (Uuid, String) {
-        let res = self
-            .post("/v1/users")
-            .json(&json!({"username": username, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
+        // A 503 says "retry after" (busy or the store briefly unavailable): a client retries
+        // it, and so does this helper, a few times and loudly.
+        let mut attempt = 0;
+        let res = loop {
+            let res = self
+                .post("/v1/users")
+                .json(&json!({"username": username, "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap();
+            if res.status() != StatusCode::SERVICE_UNAVAILABLE || attempt == 3 {
+                break res;
+            }
+            attempt += 1;
+            eprintln!(
+                "register {username}: 503 {}; retrying ({attempt})",
+                res.text().await.unwrap_or_default()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
         assert_eq!(res.status(), StatusCode::CREATED);
         let pos = position(&res);
         let body: Value = res.json().await.unwrap();
