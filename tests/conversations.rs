@@ -317,16 +317,16 @@ async fn wait(app: &TestApp, projection: &str, domain: Domain, pos: &str) {
     assert_eq!(caught, Caught::Up);
 }
 
-async fn groups_messages_and_authorization(engine: Engine) {
-    let app = spawn(engine).await;
+/// Alice, bob, carol and dave, and the group "team" alice made with bob and carol.
+async fn team(app: &TestApp) -> (U, U, U, U, Uuid) {
     let (alice, bob, carol, dave) = (
-        user(&app, "alice").await,
-        user(&app, "bob").await,
-        user(&app, "carol").await,
-        user(&app, "dave").await,
+        user(app, "alice").await,
+        user(app, "bob").await,
+        user(app, "carol").await,
+        user(app, "dave").await,
     );
     let (body, _) = ok(
-        &app,
+        app,
         &alice,
         Method::POST,
         "/v1/conversations",
@@ -334,6 +334,12 @@ async fn groups_messages_and_authorization(engine: Engine) {
     )
     .await;
     let g: Uuid = body["conversation_id"].as_str().unwrap().parse().unwrap();
+    (alice, bob, carol, dave, g)
+}
+
+async fn groups_messages_and_authorization(engine: Engine) {
+    let app = spawn(engine).await;
+    let (alice, bob, carol, dave, g) = team(&app).await;
     let mut seqs = Vec::new();
     let mut pos = String::new();
     for (i, who) in [&alice, &bob, &carol, &alice].into_iter().enumerate() {
@@ -641,21 +647,7 @@ fn senders(items: &[Value]) -> Vec<(String, String)> {
 
 async fn messages_notify_the_other_members(engine: Engine) {
     let app = spawn(engine).await;
-    let (alice, bob, carol, dave) = (
-        user(&app, "alice").await,
-        user(&app, "bob").await,
-        user(&app, "carol").await,
-        user(&app, "dave").await,
-    );
-    let (body, _) = ok(
-        &app,
-        &alice,
-        Method::POST,
-        "/v1/conversations",
-        Some(json!({"kind": "group", "member_ids": [bob.id, carol.id], "name": "team"})),
-    )
-    .await;
-    let g: Uuid = body["conversation_id"].as_str().unwrap().parse().unwrap();
+    let (alice, bob, carol, dave, g) = team(&app).await;
     let gs = g.to_string();
     let (a, b, d) = (
         alice.id.to_string(),
