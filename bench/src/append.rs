@@ -26,6 +26,7 @@ use nova_event_schemas::post::{PostCreated, PostEvent};
 use nova_event_schemas::user::{LoginFailed, UserEvent};
 use nova_event_schemas::{DomainEvent, EventMetadata};
 use nova_infra::db::{Database, Engine};
+use nova_infra::store::postgres::{AppendMode, PgBackend};
 use nova_infra::store::EventStore;
 use serde::Serialize;
 use sqlx::{PgPool, SqlitePool};
@@ -74,6 +75,12 @@ struct BackendReport {
     store: Measurement,
     /// store events/s divided by raw events/s (absent when raw did nothing).
     store_to_raw: Option<f64>,
+    /// PostgreSQL only: the same appends with every batch decided under the lock in a
+    /// transaction of five round trips (`AppendMode::Locked`, the design before ADR 0027).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locked: Option<Measurement>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locked_to_raw: Option<f64>,
     personal_operation: &'static str,
     /// `post.created` appends, personal fields stored as written (no data keys).
     plain: Measurement,
@@ -103,7 +110,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         concurrency: args.concurrency,
         warmup_secs: WARMUP.as_secs_f64(),
         duration_secs: args.duration_secs,
-        order: "in sequence per backend: raw, then store",
+        order: "in sequence per backend: raw, store, locked (PostgreSQL), plain, sealed",
         backends,
     };
     if args.json {
@@ -132,6 +139,23 @@ async fn bench_backend(
         .collect();
     let store = measure(&format!("{name} store"), plan, workers).await?;
 
+    // The one-statement batch against the locked transaction it replaced, in the same run.
+    let locked = match db.pg_pool() {
+        Some(pool) => {
+            let backend = PgBackend::with_mode(pool.clone(), AppendMode::Locked);
+            let locked_store = EventStore::new(std::sync::Arc::new(backend));
+            let workers = (0..concurrency)
+                .map(|_| StoreAppender {
+                    store: locked_store.clone(),
+                    aggregate_id: Uuid::now_v7(),
+                    version: 0,
+                })
+                .collect();
+            Some(measure(&format!("{name} locked"), plan, workers).await?)
+        }
+        None => None,
+    };
+
     // Personal data: the same appends of a post, as written and then sealed. The sealing store
     // is a second facade over the same backend (keys are set once per facade).
     let posts = |store: &EventStore| -> Vec<PostAppender> {
@@ -156,6 +180,8 @@ async fn bench_backend(
         raw_operation,
         store_operation: "EventStore::append of one event to the task's own aggregate",
         store_to_raw: ratio(store.per_sec, raw.per_sec),
+        locked_to_raw: locked.as_ref().and_then(|l| ratio(l.per_sec, raw.per_sec)),
+        locked,
         personal_operation: "EventStore::append of one post.created (280 chars + 1 URL); \
                              plain: no data keys, sealed: the user domain's data keys",
         plain_to_raw: ratio(plain.per_sec, raw.per_sec),
@@ -389,12 +415,16 @@ fn print_table(report: &Report) {
             r.map(|r| format!("{r:.2}x"))
                 .unwrap_or_else(|| "n/a".to_owned())
         };
-        for (path, m, vs) in [
+        let mut rows = vec![
             ("raw", &b.raw, String::new()),
             ("store", &b.store, times(b.store_to_raw)),
-            ("plain", &b.plain, times(b.plain_to_raw)),
-            ("sealed", &b.sealed, times(b.sealed_to_raw)),
-        ] {
+        ];
+        if let Some(locked) = &b.locked {
+            rows.push(("locked", locked, times(b.locked_to_raw)));
+        }
+        rows.push(("plain", &b.plain, times(b.plain_to_raw)));
+        rows.push(("sealed", &b.sealed, times(b.sealed_to_raw)));
+        for (path, m, vs) in rows {
             println!(
                 "{:<9} {:<6} {:>12.0} {:>9.3} {:>9.3} {:>9.3}  {:>9}",
                 b.backend,
@@ -413,6 +443,10 @@ fn print_table(report: &Report) {
     }
     if let Some(b) = report.backends.first() {
         println!("{:<14}{}", "store:", b.store_operation);
+        println!(
+            "{:<14}PostgreSQL: the same, each batch decided under the lock (AppendMode::Locked)",
+            "locked:"
+        );
         println!("{:<14}{}", "plain/sealed:", b.personal_operation);
     }
     for b in &report.backends {

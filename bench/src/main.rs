@@ -28,6 +28,7 @@ mod harness;
 mod http;
 mod mix;
 mod notification;
+mod peers;
 mod project;
 mod relay;
 mod search;
@@ -87,6 +88,11 @@ enum Scenario {
     /// one-time-key claims/s with N clients contending for one device, beside the raw
     /// INSERT+COMMIT rate of the same database in the same run.
     Conversation(conversation::Args),
+    /// Nova's store beside esrs 0.18 and cqrs-es 0.5 on the same PostgreSQL: new-aggregate
+    /// appends and load + decide + append on long histories at 1, 8 and 64 writers, each as a
+    /// ratio to the raw INSERT+COMMIT rate of the same run (the peers are built from
+    /// `bench-peers/`, outside the workspace).
+    Peers(peers::Args),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +121,7 @@ fn main() -> ExitCode {
                 Scenario::Stream(args) => stream::run(args).await,
                 Scenario::Conversation(args) => conversation::run(args).await,
                 Scenario::Notification(args) => notification::run(args).await,
+                Scenario::Peers(args) => peers::run(args).await,
             }
         };
         tokio::select! {

@@ -48,6 +48,11 @@ pub struct Fresh {
 }
 
 impl Fresh {
+    /// The database's URL, for a process of another program to reach the same database.
+    pub fn url(&self) -> &str {
+        &self._guard.url
+    }
+
     /// Closes the pools, then removes the database.
     pub async fn close(self) {
         self.db.close().await;

@@ -89,6 +89,24 @@ async fn fine_busy_handler(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx
     Ok(())
 }
 
+/// A pooled PostgreSQL connection idle for longer than this is pinged before it is handed
+/// out. sqlx pings on every acquire by default: a round trip before each statement of a busy
+/// server (ADR 0027). A connection in steady use has just proven itself; one that sat idle may
+/// have been cut (a restarted server, a dropped NAT entry) and is replaced if the ping fails.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+
+fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if meta.idle_for >= IDLE_BEFORE_PING {
+            conn.ping().await?;
+        }
+        Ok(true)
+    })
+}
+
 impl Database {
     /// Connects without migrating.
     pub async fn connect(url: &str) -> Result<Database, DbError> {
@@ -97,11 +115,15 @@ impl Database {
             let pg = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(5))
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| ping_if_idle(conn, meta))
                 .connect(url)
                 .await?;
             let any = AnyPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(5))
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| ping_if_idle(conn, meta))
                 .connect(url)
                 .await?;
             let backend: Arc<dyn Backend> = Arc::new(PgBackend::new(pg.clone()));

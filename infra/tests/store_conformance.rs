@@ -23,6 +23,7 @@ on_both_backends!(
     reader_never_skips_a_late_commit,
     read_filters,
     a_command_key_is_written_once,
+    a_batch_decided_on_stale_facts_is_decided_again,
 );
 
 fn ev() -> UserEvent {
@@ -516,4 +517,68 @@ async fn a_command_key_is_written_once(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(read_all(&db).await.len(), 4);
+}
+
+/// The PostgreSQL store decides a batch before it takes the domain's lock, on facts it assumes
+/// (each aggregate at the version its first request expects, no command key recorded), and
+/// checks them under the lock (ADR 0027). Here another process has changed both: one batch of
+/// four concurrent appends must still get the answers a locked decision gives — whatever
+/// their order in the batch.
+async fn a_batch_decided_on_stale_facts_is_decided_again(engine: Engine) {
+    let t = TestDb::new(engine).await;
+    let db = t.open().await;
+    let other = Database::connect(&t.url).await.unwrap();
+    let (x, y, z) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    other
+        .store
+        .append(vec![(x, "user", 0, vec![ev()])], meta())
+        .await
+        .unwrap();
+    let original = other
+        .store
+        .append_keyed(
+            vec![(y, "user", 0, vec![ev()])],
+            meta(),
+            Some("k-other".into()),
+        )
+        .await
+        .unwrap();
+
+    let (fresh, stale, current, keyed) = tokio::join!(
+        db.store.append(vec![(z, "user", 0, vec![ev()])], meta()),
+        db.store.append(vec![(x, "user", 0, vec![ev()])], meta()),
+        db.store.append(vec![(x, "user", 1, vec![ev()])], meta()),
+        db.store.append_keyed(
+            vec![(Uuid::now_v7(), "user", 0, vec![ev()])],
+            meta(),
+            Some("k-other".into()),
+        ),
+    );
+    assert_eq!(fresh.unwrap().versions, vec![(z, 1)]);
+    match stale {
+        Err(StoreError::Conflict {
+            aggregate_id,
+            expected: 0,
+            actual,
+        }) => {
+            assert_eq!(aggregate_id, x);
+            assert!(actual == 1 || actual == 2, "actual version {actual}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(current.unwrap().versions, vec![(x, 2)]);
+    let keyed = keyed.unwrap();
+    assert_eq!(keyed.replayed, Some(vec![(y, 1, 1)]));
+    assert_eq!(keyed.last_position, original.last_position);
+
+    let all = read_all(&db).await;
+    assert_eq!(all.len(), 4, "x twice, y and z once");
+    let versions_of_x: Vec<i64> = all
+        .iter()
+        .filter(|e| e.aggregate_id == x)
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions_of_x, vec![1, 2]);
+    other.close().await;
+    db.close().await;
 }
