@@ -8,6 +8,10 @@
 //!   columns, types, constraints and indexes), through the native pool the store uses;
 //! - **store**: N tasks each loop `EventStore::append` of one `user.login_failed` event to their
 //!   own aggregate (expected version 0, 1, 2, ...), so the store's group commit can gather them;
+//! - **locked** (PostgreSQL): the same appends with each batch decided under the domain's lock
+//!   in a transaction of five round trips (`AppendMode::Locked`), the design the one-statement
+//!   batch replaced (ADR 0027); with `--pg-in-flight 1,3,…` also the store with other numbers of
+//!   batches in flight per domain;
 //! - **plain** and **sealed**: the same with one `post.created` event (280 characters of
 //!   content, one media URL: personal data, ADR 0025) per append, first on a store without data
 //!   keys (stored as written), then on one with the user domain's data keys (each task's author
@@ -19,6 +23,7 @@
 //!
 //! Reported: events/s and p50/p99 latency of each, and each one's ratio to raw.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -26,7 +31,8 @@ use nova_event_schemas::post::{PostCreated, PostEvent};
 use nova_event_schemas::user::{LoginFailed, UserEvent};
 use nova_event_schemas::{DomainEvent, EventMetadata};
 use nova_infra::db::{Database, Engine};
-use nova_infra::store::postgres::{AppendMode, PgBackend};
+
+use nova_infra::store::postgres::{AppendMode, PgBackend, BATCHES_IN_FLIGHT};
 use nova_infra::store::EventStore;
 use serde::Serialize;
 use sqlx::{PgPool, SqlitePool};
@@ -51,6 +57,10 @@ pub struct Args {
     /// Backends to benchmark.
     #[arg(long, value_enum, default_value_t = BackendChoice::Both)]
     pub backend: BackendChoice,
+    /// PostgreSQL: also measure the store with these numbers of batches in flight per domain
+    /// (comma-separated), beside the default of the store.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pg_in_flight: Vec<u32>,
     /// Print one JSON object with every figure instead of the table (and no progress bars).
     #[arg(long)]
     pub json: bool,
@@ -81,6 +91,9 @@ struct BackendReport {
     locked: Option<Measurement>,
     #[serde(skip_serializing_if = "Option::is_none")]
     locked_to_raw: Option<f64>,
+    /// PostgreSQL, `--pg-in-flight`: the store with other numbers of batches in flight.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    in_flight: Vec<InFlight>,
     personal_operation: &'static str,
     /// `post.created` appends, personal fields stored as written (no data keys).
     plain: Measurement,
@@ -92,6 +105,30 @@ struct BackendReport {
     sealed_to_plain: Option<f64>,
 }
 
+#[derive(Debug, Serialize)]
+struct InFlight {
+    batches_in_flight: u32,
+    store: Measurement,
+    to_raw: Option<f64>,
+}
+
+/// `concurrency` tasks appending one event at a time to their own growing aggregate.
+async fn measure_store(
+    label: &str,
+    store: &EventStore,
+    concurrency: usize,
+    plan: &Plan,
+) -> Result<Measurement, Error> {
+    let workers = (0..concurrency)
+        .map(|_| StoreAppender {
+            store: store.clone(),
+            aggregate_id: Uuid::now_v7(),
+            version: 0,
+        })
+        .collect();
+    measure(label, plan, workers).await
+}
+
 pub async fn run(args: Args) -> Result<(), Error> {
     let plan = Plan {
         warmup: WARMUP,
@@ -101,7 +138,14 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let mut backends = Vec::new();
     for engine in args.backend.engines() {
         let fresh = open_fresh(engine).await?;
-        let result = bench_backend(engine, &fresh.db, args.concurrency as usize, &plan).await;
+        let result = bench_backend(
+            engine,
+            &fresh.db,
+            args.concurrency as usize,
+            &args.pg_in_flight,
+            &plan,
+        )
+        .await;
         fresh.close().await;
         backends.push(result?);
     }
@@ -125,36 +169,39 @@ async fn bench_backend(
     engine: Engine,
     db: &Database,
     concurrency: usize,
+    pg_in_flight: &[u32],
     plan: &Plan,
 ) -> Result<BackendReport, Error> {
     let name = engine_name(engine);
     let (raw, raw_operation) = raw_baseline(engine, db, concurrency, plan).await?;
 
-    let workers = (0..concurrency)
-        .map(|_| StoreAppender {
-            store: db.store.clone(),
-            aggregate_id: Uuid::now_v7(),
-            version: 0,
-        })
-        .collect();
-    let store = measure(&format!("{name} store"), plan, workers).await?;
+    let store = measure_store(&format!("{name} store"), &db.store, concurrency, plan).await?;
 
-    // The one-statement batch against the locked transaction it replaced, in the same run.
-    let locked = match db.pg_pool() {
-        Some(pool) => {
-            let backend = PgBackend::with_mode(pool.clone(), AppendMode::Locked);
-            let locked_store = EventStore::new(std::sync::Arc::new(backend));
-            let workers = (0..concurrency)
-                .map(|_| StoreAppender {
-                    store: locked_store.clone(),
-                    aggregate_id: Uuid::now_v7(),
-                    version: 0,
-                })
-                .collect();
-            Some(measure(&format!("{name} locked"), plan, workers).await?)
+    // PostgreSQL: the one-statement batch against the locked transaction it replaced, and other
+    // numbers of batches in flight, in the same run.
+    let mut locked = None;
+    let mut in_flight = Vec::new();
+    if let Some(pool) = db.pg_pool() {
+        let tuned = |mode, n| EventStore::new(Arc::new(PgBackend::tuned(pool.clone(), mode, n)));
+        let store_locked = tuned(AppendMode::Locked, BATCHES_IN_FLIGHT);
+        locked =
+            Some(measure_store(&format!("{name} locked"), &store_locked, concurrency, plan).await?);
+        for &n in pg_in_flight {
+            let label = format!("{name} store, {n} in flight");
+            let m = measure_store(
+                &label,
+                &tuned(AppendMode::OneStatement, n as usize),
+                concurrency,
+                plan,
+            )
+            .await?;
+            in_flight.push(InFlight {
+                batches_in_flight: n,
+                to_raw: ratio(m.per_sec, raw.per_sec),
+                store: m,
+            });
         }
-        None => None,
-    };
+    }
 
     // Personal data: the same appends of a post, as written and then sealed. The sealing store
     // is a second facade over the same backend (keys are set once per facade).
@@ -182,6 +229,7 @@ async fn bench_backend(
         store_to_raw: ratio(store.per_sec, raw.per_sec),
         locked_to_raw: locked.as_ref().and_then(|l| ratio(l.per_sec, raw.per_sec)),
         locked,
+        in_flight,
         personal_operation: "EventStore::append of one post.created (280 chars + 1 URL); \
                              plain: no data keys, sealed: the user domain's data keys",
         plain_to_raw: ratio(plain.per_sec, raw.per_sec),
@@ -421,6 +469,14 @@ fn print_table(report: &Report) {
         ];
         if let Some(locked) = &b.locked {
             rows.push(("locked", locked, times(b.locked_to_raw)));
+        }
+        let labels: Vec<String> = b
+            .in_flight
+            .iter()
+            .map(|f| format!("{}-fly", f.batches_in_flight))
+            .collect();
+        for (f, label) in b.in_flight.iter().zip(&labels) {
+            rows.push((label.as_str(), &f.store, times(f.to_raw)));
         }
         rows.push(("plain", &b.plain, times(b.plain_to_raw)));
         rows.push(("sealed", &b.sealed, times(b.sealed_to_raw)));

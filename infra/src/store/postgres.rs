@@ -19,7 +19,11 @@ use super::{
 pub struct PgBackend {
     pool: PgPool,
     mode: AppendMode,
+    in_flight: usize,
 }
+
+/// Batches of one domain a process keeps in flight on PostgreSQL (ADR 0027).
+pub const BATCHES_IN_FLIGHT: usize = 2;
 
 /// How a batch reaches the table (ADR 0027).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +44,16 @@ impl PgBackend {
     }
 
     pub fn with_mode(pool: PgPool, mode: AppendMode) -> Self {
-        PgBackend { pool, mode }
+        Self::tuned(pool, mode, BATCHES_IN_FLIGHT)
+    }
+
+    /// With `in_flight` batches per domain at once (at least 1), for the benchmark to compare.
+    pub fn tuned(pool: PgPool, mode: AppendMode, in_flight: usize) -> Self {
+        PgBackend {
+            pool,
+            mode,
+            in_flight: in_flight.max(1),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -452,7 +465,7 @@ impl Backend for PgBackend {
     }
 
     fn batches_in_flight(&self) -> usize {
-        2
+        self.in_flight
     }
 
     async fn recorded(
