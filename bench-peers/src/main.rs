@@ -152,8 +152,11 @@ fn ms(duration: Duration) -> f64 {
 
 async fn run(cli: Cli) -> Result<Report, String> {
     let spec = validate(&cli)?;
+    // The pool settings of Nova's store (16 connections, no ping before every acquire), so the
+    // comparison is between the libraries, not between pool configurations.
     let pool = PgPoolOptions::new()
         .max_connections(cli.pool_size)
+        .test_before_acquire(false)
         .connect(&cli.database_url)
         .await
         .map_err(|e| format!("connecting to the database failed: {e}"))?;
