@@ -320,8 +320,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Batches of one domain this process may have in flight at once. They still commit one
-    /// at a time (the domain lock); a second one lets the next batch's BEGIN and lock request
-    /// overlap the previous batch's commit flush.
+    /// at a time (the domain lock); a second one would let the next batch's lock request
+    /// overlap the previous batch's commit, at the price of halving the batches.
     fn batches_in_flight(&self) -> usize {
         1
     }
@@ -613,7 +613,17 @@ async fn run_appender(
     mut rx: mpsc::Receiver<Pending>,
     head: watch::Sender<i64>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(backend.batches_in_flight()));
+    let in_flight = backend.batches_in_flight();
+    if in_flight <= 1 {
+        // One batch at a time: commit it in this task (no hop to another task), while the next
+        // requests gather in the channel for the next batch.
+        let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            commit_batch(&*backend, domain, std::mem::take(&mut batch), &head).await;
+        }
+        return;
+    }
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
