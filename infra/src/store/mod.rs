@@ -619,6 +619,16 @@ async fn run_appender(
         // requests gather in the channel for the next batch.
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            // The callers of the last batch were just woken and are sending their next
+            // requests: let them run once before this batch is closed, so it holds all of them
+            // rather than the first one or two.
+            tokio::task::yield_now().await;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) => break,
+                }
+            }
             commit_batch(&*backend, domain, std::mem::take(&mut batch), &head).await;
         }
         return;
