@@ -107,42 +107,6 @@ fn ping_if_idle<C: sqlx::Connection>(
     })
 }
 
-/// How often the write-ahead log of a SQLite database is copied back into the database file.
-const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-
-/// Checkpoints a SQLite database's write-ahead log in the background for as long as its event
-/// store (the backend, shared by every clone of the store) lives and its pool is open.
-///
-/// SQLite's default checkpoints inside the commit that crosses 1,000 WAL pages: that one
-/// commit also copies the pages into the database file and syncs it, and the request waiting
-/// on it (an append of a `POST`, say) pays for everyone's writes — a tail on the write path
-/// (ADR 0027). Every connection of ours turns that off (`wal_autocheckpoint = 0`) and this task
-/// runs a `PASSIVE` checkpoint instead, which neither waits for nor blocks writers and readers;
-/// the next writer after a complete one starts the log over, so it does not grow.
-async fn wal_checkpointer(store: std::sync::Weak<SqliteBackend>) {
-    let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(store) = store.upgrade() else {
-            return;
-        };
-        let pool = store.pool();
-        if pool.is_closed() {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(pool)
-            .await
-        {
-            if pool.is_closed() {
-                return;
-            }
-            tracing::debug!(error = %e, "WAL checkpoint failed; retried on the next tick");
-        }
-    }
-}
-
 impl Database {
     /// Connects without migrating.
     pub async fn connect(url: &str) -> Result<Database, DbError> {
@@ -176,8 +140,6 @@ impl Database {
                 // FULL: an acknowledged append survives power loss, not only a crash.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                // No checkpoint inside a commit: `wal_checkpointer` runs them beside the writers.
-                .pragma("wal_autocheckpoint", "0")
                 .foreign_keys(false);
             if let Some(parent) = opts.get_filename().parent() {
                 if !parent.as_os_str().is_empty() {
@@ -193,19 +155,14 @@ impl Database {
                 .max_connections(8)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
-                        conn.execute(
-                            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; \
-                             PRAGMA wal_autocheckpoint = 0;",
-                        )
-                        .await?;
+                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL;")
+                            .await?;
                         Ok(())
                     })
                 })
                 .connect(url)
                 .await?;
-            let sqlite = Arc::new(SqliteBackend::new(native.clone()));
-            tokio::spawn(wal_checkpointer(Arc::downgrade(&sqlite)));
-            let backend: Arc<dyn Backend> = sqlite;
+            let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::new(native.clone()));
             Ok(Database {
                 engine: Engine::Sqlite,
                 store: EventStore::new(backend),
