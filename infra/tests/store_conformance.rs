@@ -527,6 +527,27 @@ async fn a_command_key_is_written_once(engine: Engine) {
 async fn a_batch_decided_on_stale_facts_is_decided_again(engine: Engine) {
     let t = TestDb::new(engine).await;
     let db = t.open().await;
+    stale_facts(&t, &db, &db.store).await;
+    db.close().await;
+}
+
+/// PostgreSQL: the locked transaction — the path of a batch whose facts kept changing under the
+/// one statement — answers the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_locked_transaction_answers_like_the_statement() {
+    use nova_infra::store::postgres::{AppendMode, PgBackend};
+    use nova_infra::store::EventStore;
+    let t = TestDb::new(Engine::Postgres).await;
+    let db = t.open().await;
+    let pool = db.pg_pool().unwrap().clone();
+    let locked = EventStore::new(Arc::new(PgBackend::with_mode(pool, AppendMode::Locked)));
+    stale_facts(&t, &db, &locked).await;
+    db.close().await;
+}
+
+/// Another process changes an aggregate's version and records a command key; then one batch
+/// of `store` holds a fresh append, a stale one, a current one and a retry of that key.
+async fn stale_facts(t: &TestDb, db: &Database, store: &nova_infra::store::EventStore) {
     let other = Database::connect(&t.url).await.unwrap();
     let (x, y, z) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     other
@@ -545,10 +566,10 @@ async fn a_batch_decided_on_stale_facts_is_decided_again(engine: Engine) {
         .unwrap();
 
     let (fresh, stale, current, keyed) = tokio::join!(
-        db.store.append(vec![(z, "user", 0, vec![ev()])], meta()),
-        db.store.append(vec![(x, "user", 0, vec![ev()])], meta()),
-        db.store.append(vec![(x, "user", 1, vec![ev()])], meta()),
-        db.store.append_keyed(
+        store.append(vec![(z, "user", 0, vec![ev()])], meta()),
+        store.append(vec![(x, "user", 0, vec![ev()])], meta()),
+        store.append(vec![(x, "user", 1, vec![ev()])], meta()),
+        store.append_keyed(
             vec![(Uuid::now_v7(), "user", 0, vec![ev()])],
             meta(),
             Some("k-other".into()),
@@ -580,5 +601,4 @@ async fn a_batch_decided_on_stale_facts_is_decided_again(engine: Engine) {
         .collect();
     assert_eq!(versions_of_x, vec![1, 2]);
     other.close().await;
-    db.close().await;
 }
