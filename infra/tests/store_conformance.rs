@@ -592,7 +592,7 @@ async fn stale_facts(t: &TestDb, db: &Database, store: &nova_infra::store::Event
     assert_eq!(keyed.replayed, Some(vec![(y, 1, 1)]));
     assert_eq!(keyed.last_position, original.last_position);
 
-    let all = read_all(&db).await;
+    let all = read_all(db).await;
     assert_eq!(all.len(), 4, "x twice, y and z once");
     let versions_of_x: Vec<i64> = all
         .iter()
