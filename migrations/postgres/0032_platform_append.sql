@@ -54,8 +54,8 @@ BEGIN
         SELECT 1 FROM unnest(p_check_ids, p_check_versions) AS c(id, v)
          WHERE COALESCE((SELECT e.version FROM %2$I e WHERE e.aggregate_id = c.id
                           ORDER BY e.version DESC LIMIT 1), 0) <> c.v)
-       OR EXISTS (
-        SELECT 1 FROM command_keys k WHERE k.domain = p_domain AND k.command_key = ANY (p_keys))
+       OR (cardinality(p_keys) > 0 AND EXISTS (
+        SELECT 1 FROM command_keys k WHERE k.domain = p_domain AND k.command_key = ANY (p_keys)))
     THEN
         RETURN QUERY
             SELECT 1::SMALLINT, c.id, NULL::TEXT,
@@ -67,6 +67,18 @@ BEGIN
             SELECT 2::SMALLINT, NULL::UUID, k.command_key, k.last_position, k.streams
               FROM command_keys k
              WHERE k.domain = p_domain AND k.command_key = ANY (p_keys);
+        RETURN;
+    END IF;
+    IF cardinality(p_key_names) = 0 THEN
+        -- Most batches carry no command key: the insert alone.
+        RETURN QUERY
+            INSERT INTO %2$I (event_id, aggregate_id, aggregate_type, version, event_type,
+                              schema_version, payload, correlation_id, causation_id, actor_id,
+                              request_id, recorded_at)
+            SELECT * FROM unnest(p_event_ids, p_aggregate_ids, p_aggregate_types, p_versions,
+                                 p_event_types, p_schema_versions, p_payloads, p_correlation_ids,
+                                 p_causation_ids, p_actor_ids, p_request_ids, p_recorded_ats)
+            RETURNING 0::SMALLINT, event_id, NULL::TEXT, position, NULL::TEXT;
         RETURN;
     END IF;
     RETURN QUERY
