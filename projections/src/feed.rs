@@ -444,8 +444,8 @@ impl Projection for Feed {
                         continue;
                     }
                 }
-                Domain::Post => {
-                    if let PostEvent::Created(e) = event.decode::<PostEvent>()? {
+                Domain::Post => match event.decode::<PostEvent>()? {
+                    PostEvent::Created(e) => {
                         // An erased author's post has no entry (ADR 0025).
                         if is_erased(&e.content) {
                             continue;
@@ -457,7 +457,17 @@ impl Projection for Feed {
                         }
                         continue;
                     }
-                }
+                    // Not part of the feed (`apply` does nothing with them), so they leave a
+                    // run of new posts open: under load, likes arrive between every two posts.
+                    PostEvent::CommentAdded(_)
+                    | PostEvent::CommentDeleted(_)
+                    | PostEvent::Shared(_)
+                    | PostEvent::Liked(_)
+                    | PostEvent::Unliked(_)
+                    | PostEvent::Bookmarked(_)
+                    | PostEvent::Unbookmarked(_) => continue,
+                    PostEvent::Edited(_) | PostEvent::Deleted(_) | PostEvent::Hidden(_) => {}
+                },
                 _ => {}
             }
             // Anything else ends the runs (a batch holds one domain, so at most one is open).
