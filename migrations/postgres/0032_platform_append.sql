@@ -69,39 +69,26 @@ BEGIN
              WHERE k.domain = p_domain AND k.command_key = ANY (p_keys);
         RETURN;
     END IF;
-    IF cardinality(p_key_names) = 0 THEN
-        -- Most batches carry no command key: the insert alone.
-        RETURN QUERY
-            INSERT INTO %2$I (event_id, aggregate_id, aggregate_type, version, event_type,
-                              schema_version, payload, correlation_id, causation_id, actor_id,
-                              request_id, recorded_at)
-            SELECT * FROM unnest(p_event_ids, p_aggregate_ids, p_aggregate_types, p_versions,
-                                 p_event_types, p_schema_versions, p_payloads, p_correlation_ids,
-                                 p_causation_ids, p_actor_ids, p_request_ids, p_recorded_ats)
-            RETURNING 0::SMALLINT, event_id, NULL::TEXT, position, NULL::TEXT;
-        RETURN;
-    END IF;
     RETURN QUERY
-        WITH ins AS (
-            INSERT INTO %2$I (event_id, aggregate_id, aggregate_type, version, event_type,
-                              schema_version, payload, correlation_id, causation_id, actor_id,
-                              request_id, recorded_at)
-            SELECT * FROM unnest(p_event_ids, p_aggregate_ids, p_aggregate_types, p_versions,
-                                 p_event_types, p_schema_versions, p_payloads, p_correlation_ids,
-                                 p_causation_ids, p_actor_ids, p_request_ids, p_recorded_ats)
-            RETURNING event_id, position
-        ), last_of AS (
-            SELECT o.owner, max(ins.position) AS position
-              FROM ins JOIN unnest(p_event_ids, p_owners) AS o(event_id, owner) USING (event_id)
-             GROUP BY o.owner
-        ), keys AS (
-            INSERT INTO command_keys (domain, command_key, last_position, streams, recorded_at)
-            SELECT p_domain, k.name, COALESCE(l.position, 0), k.streams, p_key_recorded_at
-              FROM unnest(p_key_names, p_key_owners, p_key_streams) AS k(name, owner, streams)
-              LEFT JOIN last_of l ON l.owner = k.owner
-            RETURNING 1
-        )
-        SELECT 0::SMALLINT, ins.event_id, NULL::TEXT, ins.position, NULL::TEXT FROM ins;
+        INSERT INTO %2$I (event_id, aggregate_id, aggregate_type, version, event_type,
+                          schema_version, payload, correlation_id, causation_id, actor_id,
+                          request_id, recorded_at)
+        SELECT * FROM unnest(p_event_ids, p_aggregate_ids, p_aggregate_types, p_versions,
+                             p_event_types, p_schema_versions, p_payloads, p_correlation_ids,
+                             p_causation_ids, p_actor_ids, p_request_ids, p_recorded_ats)
+        RETURNING 0::SMALLINT, event_id, NULL::TEXT, position, NULL::TEXT;
+    -- Most batches carry no command key. The keys of the others are recorded with the last
+    -- position of their request, read back from the rows just inserted (same transaction).
+    IF cardinality(p_key_names) > 0 THEN
+        INSERT INTO command_keys (domain, command_key, last_position, streams, recorded_at)
+        SELECT p_domain, k.name,
+               COALESCE((SELECT max(e.position)
+                           FROM unnest(p_event_ids, p_owners) AS o(event_id, owner)
+                           JOIN %2$I e ON e.event_id = o.event_id
+                          WHERE o.owner = k.owner), 0),
+               k.streams, p_key_recorded_at
+          FROM unnest(p_key_names, p_key_owners, p_key_streams) AS k(name, owner, streams);
+    END IF;
 END
 $body$
 $template$, 'nova_append_' || d, d || '_events');

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use nova_event_schemas::Domain;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -128,6 +130,27 @@ impl Rows {
         rows
     }
 
+    /// Binds the twelve event columns, in the order of the events table (the next twelve
+    /// parameters of `query`).
+    fn bind_events<'q, O>(
+        &'q self,
+        query: QueryAs<'q, Postgres, O, PgArguments>,
+    ) -> QueryAs<'q, Postgres, O, PgArguments> {
+        query
+            .bind(&self.event_ids)
+            .bind(&self.aggregate_ids)
+            .bind(&self.aggregate_types)
+            .bind(&self.versions)
+            .bind(&self.event_types)
+            .bind(&self.schema_versions)
+            .bind(&self.payloads)
+            .bind(&self.correlation_ids)
+            .bind(&self.causation_ids)
+            .bind(&self.actor_ids)
+            .bind(&self.request_ids)
+            .bind(&self.recorded_ats)
+    }
+
     /// The last position written for each request of a batch of `len`, from the inserted
     /// (event id, position) pairs; 0 for a request that wrote nothing.
     fn last_positions(&self, len: usize, inserted: &[(Uuid, i64)]) -> Vec<i64> {
@@ -205,24 +228,14 @@ async fn append_in_one_statement(
         let rows = Rows::of(batch, &decisions);
         let (check_ids, check_versions): (Vec<Uuid>, Vec<i64>) =
             current.iter().map(|(id, v)| (*id, *v)).unzip();
-        let answer: Vec<FactRow> = sqlx::query_as(&sql)
+        let head = sqlx::query_as(&sql)
             .bind(append_lock_key(domain))
             .bind(domain.as_str())
             .bind(&check_ids)
             .bind(&check_versions)
-            .bind(&keys)
-            .bind(&rows.event_ids)
-            .bind(&rows.aggregate_ids)
-            .bind(&rows.aggregate_types)
-            .bind(&rows.versions)
-            .bind(&rows.event_types)
-            .bind(&rows.schema_versions)
-            .bind(&rows.payloads)
-            .bind(&rows.correlation_ids)
-            .bind(&rows.causation_ids)
-            .bind(&rows.actor_ids)
-            .bind(&rows.request_ids)
-            .bind(&rows.recorded_ats)
+            .bind(&keys);
+        let answer: Vec<FactRow> = rows
+            .bind_events(head)
             .bind(&rows.owners)
             .bind(&rows.key_names)
             .bind(&rows.key_owners)
@@ -308,7 +321,7 @@ async fn write_batch(
 
     let mut inserted: Vec<(Uuid, i64)> = Vec::new();
     if !rows.event_ids.is_empty() {
-        inserted = sqlx::query_as(&format!(
+        let sql = format!(
             "INSERT INTO {table} (event_id, aggregate_id, aggregate_type, version, event_type, \
                  schema_version, payload, correlation_id, causation_id, actor_id, request_id, \
                  recorded_at) \
@@ -316,22 +329,12 @@ async fn write_batch(
                  $6::int4[], $7::jsonb[], $8::uuid[], $9::uuid[], $10::uuid[], $11::text[], \
                  $12::timestamptz[]) \
              RETURNING event_id, position"
-        ))
-        .bind(&rows.event_ids)
-        .bind(&rows.aggregate_ids)
-        .bind(&rows.aggregate_types)
-        .bind(&rows.versions)
-        .bind(&rows.event_types)
-        .bind(&rows.schema_versions)
-        .bind(&rows.payloads)
-        .bind(&rows.correlation_ids)
-        .bind(&rows.causation_ids)
-        .bind(&rows.actor_ids)
-        .bind(&rows.request_ids)
-        .bind(&rows.recorded_ats)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(map_insert_error)?;
+        );
+        inserted = rows
+            .bind_events(sqlx::query_as(&sql))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(map_insert_error)?;
     }
     let last_positions = rows.last_positions(batch.len(), &inserted);
 
