@@ -393,6 +393,24 @@ fn params(rows: usize, width: usize, first: usize) -> impl Iterator<Item = Vec<S
     })
 }
 
+/// Whether a post event changes the feed. The one list of those that do not — likes, comments,
+/// shares, bookmarks — which therefore neither end a run of new posts nor reach `apply`'s work.
+fn touches_feed(event: &PostEvent) -> bool {
+    match event {
+        PostEvent::Created(_)
+        | PostEvent::Edited(_)
+        | PostEvent::Deleted(_)
+        | PostEvent::Hidden(_) => true,
+        PostEvent::CommentAdded(_)
+        | PostEvent::CommentDeleted(_)
+        | PostEvent::Shared(_)
+        | PostEvent::Liked(_)
+        | PostEvent::Unliked(_)
+        | PostEvent::Bookmarked(_)
+        | PostEvent::Unbookmarked(_) => false,
+    }
+}
+
 #[async_trait]
 impl Projection for Feed {
     fn name(&self) -> &str {
@@ -457,16 +475,10 @@ impl Projection for Feed {
                         }
                         continue;
                     }
-                    // Not part of the feed (`apply` does nothing with them), so they leave a
-                    // run of new posts open: under load, likes arrive between every two posts.
-                    PostEvent::CommentAdded(_)
-                    | PostEvent::CommentDeleted(_)
-                    | PostEvent::Shared(_)
-                    | PostEvent::Liked(_)
-                    | PostEvent::Unliked(_)
-                    | PostEvent::Bookmarked(_)
-                    | PostEvent::Unbookmarked(_) => continue,
-                    PostEvent::Edited(_) | PostEvent::Deleted(_) | PostEvent::Hidden(_) => {}
+                    // Not part of the feed, so they leave a run of new posts open: under load,
+                    // likes arrive between every two posts.
+                    other if !touches_feed(&other) => continue,
+                    _ => {}
                 },
                 _ => {}
             }
@@ -557,13 +569,8 @@ impl Projection for Feed {
                     self.post_removed(tx, &event.aggregate_id.to_string())
                         .await?;
                 }
-                PostEvent::CommentAdded(_)
-                | PostEvent::CommentDeleted(_)
-                | PostEvent::Shared(_)
-                | PostEvent::Liked(_)
-                | PostEvent::Unliked(_)
-                | PostEvent::Bookmarked(_)
-                | PostEvent::Unbookmarked(_) => {}
+                // Likes, comments, shares, bookmarks: not part of the feed (`touches_feed`).
+                _ => {}
             },
             // Not consumed (see `domains`).
             Domain::Conversation | Domain::Stream | Domain::Experiment => {}
