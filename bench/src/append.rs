@@ -324,7 +324,7 @@ impl RawRow {
     }
 }
 
-fn login_failed() -> UserEvent {
+pub(crate) fn login_failed() -> UserEvent {
     UserEvent::LoginFailed(LoginFailed {
         failed_at: Utc::now(),
     })

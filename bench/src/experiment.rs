@@ -45,6 +45,21 @@ pub struct Args {
 
 const KEY: &str = "bench";
 
+/// An experiment `key` with two variants, `control` and `treatment`, at 50 % each.
+pub(crate) fn even_split(key: &str) -> NewExperiment {
+    NewExperiment {
+        key: key.to_owned(),
+        variants: ["control", "treatment"]
+            .map(|name| Variant {
+                name: name.into(),
+                weight: 50.0,
+            })
+            .into(),
+        coverage: None,
+        seed: None,
+    }
+}
+
 pub async fn run(args: Args) -> Result<(), Error> {
     for engine in args.backend.engines() {
         bench_backend(engine, &args).await?;
@@ -97,24 +112,7 @@ async fn bench_backend(engine: Engine, args: &Args) -> Result<(), Error> {
     let experiments = ExperimentCommands::new(CommandStore::new(db.store.clone()));
     let ctx = CommandContext::new(None, None);
     experiments
-        .create(
-            &ctx,
-            NewExperiment {
-                key: KEY.into(),
-                variants: vec![
-                    Variant {
-                        name: "control".into(),
-                        weight: 50.0,
-                    },
-                    Variant {
-                        name: "treatment".into(),
-                        weight: 50.0,
-                    },
-                ],
-                coverage: None,
-                seed: None,
-            },
-        )
+        .create(&ctx, even_split(KEY))
         .await
         .map_err(|e| e.to_string())?;
     experiments

@@ -21,17 +21,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use nova_commands::experiment::{ExperimentCommands, NewExperiment};
+use nova_commands::experiment::ExperimentCommands;
 use nova_commands::{CommandContext, CommandStore};
-use nova_event_schemas::experiment::Variant;
-use nova_event_schemas::user::{LoginFailed, UserEvent};
 use nova_event_schemas::EventMetadata;
 use nova_infra::db::Engine;
 use nova_infra::store::EventStore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::append::raw_baseline;
+use crate::append::{login_failed, raw_baseline};
+use crate::experiment::even_split;
 use crate::harness::{count_bar, measure, Plan, Worker};
 use crate::stats::{ratio, Measurement};
 use crate::target::open_fresh;
@@ -306,24 +305,7 @@ async fn fill_histories(
             let key = format!("peers-{w}-{}", Uuid::now_v7().simple());
             let ctx = CommandContext::new(None, None);
             experiments
-                .create(
-                    &ctx,
-                    NewExperiment {
-                        key: key.clone(),
-                        variants: vec![
-                            Variant {
-                                name: "control".into(),
-                                weight: 50.0,
-                            },
-                            Variant {
-                                name: "treatment".into(),
-                                weight: 50.0,
-                            },
-                        ],
-                        coverage: None,
-                        seed: None,
-                    },
-                )
+                .create(&ctx, even_split(&key))
                 .await
                 .map_err(|e| format!("create {key}: {e}"))?;
             bar.inc(1);
@@ -358,11 +340,11 @@ impl Worker for NewAggregates {
             correlation_id: Uuid::now_v7(),
             ..EventMetadata::default()
         };
-        let event = UserEvent::LoginFailed(LoginFailed {
-            failed_at: chrono::Utc::now(),
-        });
         self.store
-            .append(vec![(Uuid::now_v7(), "user", 0, vec![event])], metadata)
+            .append(
+                vec![(Uuid::now_v7(), "user", 0, vec![login_failed()])],
+                metadata,
+            )
             .await?;
         Ok(())
     }
