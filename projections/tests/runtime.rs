@@ -206,10 +206,14 @@ async fn directory(db: &Database) -> Vec<DirRow> {
     .unwrap()
 }
 
-async fn live_directory_equals_rebuild(engine: Engine) {
-    let t = TestDb::new(engine).await;
-    let db = t.open().await;
-    let checkpoints = Checkpoints::default();
+/// A live user directory projector tailing `db`'s store; `stop` ends it.
+fn live_directory(
+    db: &Database,
+    checkpoints: &Checkpoints,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::watch::Sender<bool>,
+) {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let live = tokio::spawn(run_projector(
         Arc::new(UserDirectory::default()),
@@ -219,6 +223,14 @@ async fn live_directory_equals_rebuild(engine: Engine) {
         checkpoints.clone(),
         stop_rx,
     ));
+    (live, stop)
+}
+
+async fn live_directory_equals_rebuild(engine: Engine) {
+    let t = TestDb::new(engine).await;
+    let db = t.open().await;
+    let checkpoints = Checkpoints::default();
+    let (live, stop) = live_directory(&db, &checkpoints);
     // Events arrive while the projector runs.
     let writers: Vec<_> = (0..4)
         .map(|_| {
@@ -400,15 +412,7 @@ async fn a_growing_projection_refreshes_its_statistics() {
     let t = TestDb::new(Engine::Postgres).await;
     let db = t.open().await;
     let checkpoints = Checkpoints::default();
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let live = tokio::spawn(run_projector(
-        Arc::new(UserDirectory::default()),
-        Domain::User,
-        Arc::new(StoreTail::new(db.store.clone())),
-        db.any.clone(),
-        checkpoints.clone(),
-        stop_rx,
-    ));
+    let (live, stop) = live_directory(&db, &checkpoints);
     let analyzed = || async {
         let (n,): (i64,) = sqlx::query_as(
             "SELECT CAST(COUNT(*) AS BIGINT) FROM pg_stat_user_tables \
