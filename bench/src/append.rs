@@ -31,7 +31,6 @@ use nova_event_schemas::post::{PostCreated, PostEvent};
 use nova_event_schemas::user::{LoginFailed, UserEvent};
 use nova_event_schemas::{DomainEvent, EventMetadata};
 use nova_infra::db::{Database, Engine};
-
 use nova_infra::store::postgres::{AppendMode, PgBackend, BATCHES_IN_FLIGHT};
 use nova_infra::store::EventStore;
 use serde::Serialize;
