@@ -119,11 +119,7 @@ async fn measure_store(
     plan: &Plan,
 ) -> Result<Measurement, Error> {
     let workers = (0..concurrency)
-        .map(|_| StoreAppender {
-            store: store.clone(),
-            aggregate_id: Uuid::now_v7(),
-            version: 0,
-        })
+        .map(|_| StoreAppender::new(store))
         .collect();
     measure(label, plan, workers).await
 }
@@ -323,7 +319,7 @@ impl RawRow {
     }
 }
 
-pub(crate) fn login_failed() -> UserEvent {
+fn login_failed() -> UserEvent {
     UserEvent::LoginFailed(LoginFailed {
         failed_at: Utc::now(),
     })
@@ -419,10 +415,28 @@ impl Worker for PostAppender {
     }
 }
 
-struct StoreAppender {
+/// Appends one `user.login_failed` per op to its own aggregate, which grows for the whole run.
+pub(crate) struct StoreAppender {
     store: EventStore,
     aggregate_id: Uuid,
     version: i64,
+}
+
+impl StoreAppender {
+    /// On a new aggregate of `store`.
+    pub(crate) fn new(store: &EventStore) -> Self {
+        StoreAppender {
+            store: store.clone(),
+            aggregate_id: Uuid::now_v7(),
+            version: 0,
+        }
+    }
+
+    /// Moves to a new aggregate (its next op creates it).
+    pub(crate) fn move_to_new_aggregate(&mut self) {
+        self.aggregate_id = Uuid::now_v7();
+        self.version = 0;
+    }
 }
 
 impl Worker for StoreAppender {

@@ -23,13 +23,11 @@ use std::process::Stdio;
 
 use nova_commands::experiment::ExperimentCommands;
 use nova_commands::{CommandContext, CommandStore};
-use nova_event_schemas::EventMetadata;
 use nova_infra::db::Engine;
-use nova_infra::store::EventStore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::append::{login_failed, raw_baseline};
+use crate::append::{raw_baseline, StoreAppender};
 use crate::experiment::even_split;
 use crate::harness::{count_bar, measure, Plan, Worker};
 use crate::stats::{ratio, Measurement};
@@ -126,9 +124,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         raw_operation = op;
 
         let workers = (0..writers)
-            .map(|_| NewAggregates {
-                store: db.store.clone(),
-            })
+            .map(|_| NewAggregates(StoreAppender::new(&db.store)))
             .collect();
         let nova_new = measure(&format!("nova new ×{writers}"), &plan, workers).await?;
 
@@ -329,24 +325,14 @@ async fn fill_histories(
     Ok(keys)
 }
 
-/// A new aggregate with one event per op.
-struct NewAggregates {
-    store: EventStore,
-}
+/// A new aggregate with one event per op: the append scenario's appender, moved to a fresh
+/// aggregate before each op.
+struct NewAggregates(StoreAppender);
 
 impl Worker for NewAggregates {
     async fn op(&mut self) -> Result<(), Error> {
-        let metadata = EventMetadata {
-            correlation_id: Uuid::now_v7(),
-            ..EventMetadata::default()
-        };
-        self.store
-            .append(
-                vec![(Uuid::now_v7(), "user", 0, vec![login_failed()])],
-                metadata,
-            )
-            .await?;
-        Ok(())
+        self.0.move_to_new_aggregate();
+        self.0.op().await
     }
 }
 
