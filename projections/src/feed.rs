@@ -98,18 +98,6 @@ impl Feed {
         Tables::new(&self.suffix)
     }
 
-    /// Serialises this feed's timeline-touching transactions (see the module doc). PostgreSQL
-    /// only: the two-key form keeps it apart from the event store's one-key append locks.
-    async fn lock(&self, tx: &mut Transaction<'static, Any>) -> Result<(), ProjectionError> {
-        if tx.backend_name() == "PostgreSQL" {
-            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(hashtext('nova_feed'), hashtext($1))")
-                .bind(self.t().timeline)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
-    }
-
     /// A run of new posts in two statements: the posts in one insert, the fan-out of all of
     /// them in one `INSERT … SELECT` over the authors' followers. Equal to applying them one by
     /// one: post events change neither follows nor which authors are pulled.
@@ -435,7 +423,8 @@ impl Projection for Feed {
     }
 
     async fn begin(&self, tx: &mut Transaction<'static, Any>) -> Result<(), ProjectionError> {
-        self.lock(tx).await
+        // This feed's timeline-touching transactions, one at a time (see the module doc).
+        crate::serialise_writers(tx, "nova_feed", &self.t().timeline).await
     }
 
     /// Runs of follows and of new posts (a rebuild replays hundreds of thousands of each) go

@@ -93,6 +93,26 @@ pub trait Projection: Send + Sync + 'static {
 
 pub use nova_infra::delivery::{EventSource, JetStreamSource, StoreTail};
 
+/// Serialises a projection's writing transactions — its domains' projector tasks, in this
+/// process and others — for a projection whose writes read what another domain's writes left
+/// (from [`Projection::begin`]): an advisory transaction lock on PostgreSQL, keyed by `scope`
+/// and `key` (a table name, so a rebuild's copy has a lock of its own). The two-key form keeps
+/// it apart from the event store's one-key append locks. SQLite has one writer anyway.
+pub async fn serialise_writers(
+    tx: &mut Transaction<'static, Any>,
+    scope: &str,
+    key: &str,
+) -> Result<(), ProjectionError> {
+    if tx.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(hashtext($1), hashtext($2))")
+            .bind(scope)
+            .bind(key)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 const BATCH: i64 = 500;
 
 /// Runs one projection for one domain until `stop` flips to true.

@@ -40,6 +40,14 @@
 //!   so the outcome does not depend on the other domains;
 //! - ids are name-based ([`notification_id`]) and times come from the event payloads, so a
 //!   redelivery or a rebuild produces the same rows.
+//!
+//! The unread count is the one derived value kept here (`notification_unread`, ADR 0028), so
+//! that reading it costs one row however long a user's history: each transaction that adds or
+//! removes notifications, moves a read marker, or changes a preference or a block counts the
+//! recipient's rows it can change by the read-time rule before and after the change
+//! ([`Rows`]), and adds the difference. It reads what the other domains' transactions left, so
+//! the view's transactions are serialised ([`crate::serialise_writers`]); it then equals the
+//! count at read time whatever the interleaving.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -53,11 +61,12 @@ use nova_event_schemas::stream::StreamEvent;
 use nova_event_schemas::user::{NotificationKind, UserEvent};
 use nova_event_schemas::Domain;
 use nova_infra::store::RecordedEvent;
-use sqlx::{Any, Transaction};
+use nova_queries::notification::{unread_row, visible_row};
+use sqlx::{Any, AnyPool, Transaction};
 use uuid::Uuid;
 
 use crate::user_directory::ts;
-use crate::{Projection, ProjectionError};
+use crate::{serialise_writers, Projection, ProjectionError};
 
 pub const NAME: &str = "notification";
 
@@ -80,7 +89,7 @@ pub fn notification_id(event_id: Uuid, recipient: Uuid, kind: NotificationKind) 
 }
 
 /// The tables, in the order `tables()` lists them (the first is the rebuild's resume probe).
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "notification",
     "notification_post",
     "notification_mention",
@@ -91,6 +100,7 @@ const TABLES: [&str; 10] = [
     "notification_stream",
     "notification_conversation",
     "notification_erased",
+    "notification_unread",
 ];
 
 /// The live view is `NotificationView::default()`; a rebuild writes to a suffixed copy.
@@ -120,9 +130,122 @@ struct New {
     at: DateTime<Utc>,
 }
 
+/// Which of a recipient's rows a count covers, besides "visible" and "unread": those a change
+/// can move in or out of the count.
+enum Rows<'a> {
+    /// The one row with this id (a new notification).
+    One(&'a str),
+    /// Rows from this actor (a block or unblock between the two).
+    From(&'a str),
+    /// Rows created at or after this instant (a preference change at that instant).
+    Since(&'a str),
+    /// Rows of this kind from this actor created at or after this instant (a follow's end).
+    KindFromSince(NotificationKind, &'a str, &'a str),
+    /// Rows after the first `(created_at, notification_id)` (all when `None`), up to and
+    /// including the second (a read marker moving between the two).
+    Between(Option<(&'a str, &'a str)>, (&'a str, &'a str)),
+}
+
+impl Rows<'_> {
+    /// The condition, with parameters from `$2`, and their values.
+    fn sql(&self) -> (&'static str, Vec<&str>) {
+        match self {
+            Rows::One(id) => ("n.notification_id = $2", vec![id]),
+            Rows::From(actor) => ("n.actor_id = $2", vec![actor]),
+            Rows::Since(at) => ("n.created_at >= $2", vec![at]),
+            Rows::KindFromSince(kind, actor, at) => (
+                "n.kind = $2 AND n.actor_id = $3 AND n.created_at >= $4",
+                vec![kind.as_str(), actor, at],
+            ),
+            Rows::Between(None, (at, id)) => (
+                "(n.created_at, n.notification_id) <= ($2, $3)",
+                vec![at, id],
+            ),
+            Rows::Between(Some((from_at, from_id)), (at, id)) => (
+                "(n.created_at, n.notification_id) > ($2, $3) \
+                 AND (n.created_at, n.notification_id) <= ($4, $5)",
+                vec![from_at, from_id, at, id],
+            ),
+        }
+    }
+}
+
 impl NotificationView {
     fn t(&self, base: &str) -> String {
         format!("{base}{}", self.suffix)
+    }
+
+    /// Counts every recipient's unread rows from scratch into the kept counts, as migration
+    /// 0033 did for the rows projected before it — for tables written other than by this
+    /// projector (the benchmark fills them directly). Answers the number of recipients.
+    pub async fn recount(&self, pool: &AnyPool) -> Result<u64, ProjectionError> {
+        let mut tx = pool.begin().await?;
+        self.begin(&mut tx).await?;
+        let counts = self.t("notification_unread");
+        sqlx::query(&format!("DELETE FROM {counts}"))
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(&format!(
+            "INSERT INTO {counts} (recipient_id, unread) \
+             SELECT n.recipient_id, COUNT(*) FROM {notification} n \
+             WHERE {visible} AND {unread} GROUP BY n.recipient_id",
+            notification = self.t("notification"),
+            visible = visible_row(&self.suffix),
+            unread = unread_row(&self.suffix),
+        ))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Adds to `recipient`'s kept unread count (`sign` 1) or takes from it (`sign` -1) how many
+    /// of `rows` are visible and unread now. Called with -1 before a change and 1 after it,
+    /// the count moves by exactly what the change did to those rows. Nothing is written for
+    /// none, and a change that takes away ends with [`Self::settle`]: the table holds positive
+    /// counts only, so which rows it has does not depend on the order the domains arrived in.
+    async fn count_unread(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        recipient: &str,
+        rows: Rows<'_>,
+        sign: i64,
+    ) -> Result<(), ProjectionError> {
+        let (condition, values) = rows.sql();
+        let counts = self.t("notification_unread");
+        let sql = format!(
+            "INSERT INTO {counts} (recipient_id, unread) \
+             SELECT $1, c FROM \
+                 (SELECT {sign} * COUNT(*) AS c FROM {notification} n \
+                  WHERE n.recipient_id = $1 AND {condition} AND {visible} AND {unread}) counted \
+             WHERE c <> 0 \
+             ON CONFLICT (recipient_id) DO UPDATE SET unread = {counts}.unread + excluded.unread",
+            notification = self.t("notification"),
+            visible = visible_row(&self.suffix),
+            unread = unread_row(&self.suffix),
+        );
+        let mut query = sqlx::query(&sql).bind(recipient);
+        for v in values {
+            query = query.bind(v);
+        }
+        query.execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Drops `recipient`'s kept count if it came to zero.
+    async fn settle(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        recipient: &str,
+    ) -> Result<(), ProjectionError> {
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE recipient_id = $1 AND unread = 0",
+            self.t("notification_unread")
+        ))
+        .bind(recipient)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// True if either person was erased (ADR 0025): no notification between them is kept.
@@ -181,13 +304,14 @@ impl NotificationView {
         if recent.is_some() {
             return Ok(());
         }
-        sqlx::query(&format!(
+        let id = notification_id(event.event_id, n.recipient, n.kind).to_string();
+        let inserted = sqlx::query(&format!(
             "INSERT INTO {table} (notification_id, recipient_id, kind, actor_id, post_id, \
                  comment_id, created_at, conversation_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (notification_id) DO NOTHING"
         ))
-        .bind(notification_id(event.event_id, n.recipient, n.kind).to_string())
+        .bind(&id)
         .bind(n.recipient.to_string())
         .bind(n.kind.as_str())
         .bind(n.actor.to_string())
@@ -197,6 +321,10 @@ impl NotificationView {
         .bind(conversation)
         .execute(&mut **tx)
         .await?;
+        if inserted.rows_affected() > 0 {
+            let recipient = n.recipient.to_string();
+            self.count_unread(tx, &recipient, Rows::One(&id), 1).await?;
+        }
         Ok(())
     }
 
@@ -262,6 +390,9 @@ impl NotificationView {
                 // The full setting, every kind, so "what was in effect at t" is one lookup.
                 let table = self.t("notification_preference");
                 let changed_at = ts(e.changed_at);
+                // The setting decides for the rows created from its time on.
+                let changed = || Rows::Since(&changed_at);
+                self.count_unread(tx, &user_id, changed(), -1).await?;
                 for kind in NotificationKind::ALL {
                     sqlx::query(&format!(
                         "INSERT INTO {table} (user_id, kind, version, changed_at, disabled) \
@@ -276,9 +407,31 @@ impl NotificationView {
                     .execute(&mut **tx)
                     .await?;
                 }
+                self.count_unread(tx, &user_id, changed(), 1).await?;
+                self.settle(tx, &user_id).await?;
             }
             UserEvent::NotificationsRead(e) => {
                 let table = self.t("notification_read");
+                let before: Option<(String, String)> = sqlx::query_as(&format!(
+                    "SELECT up_to_created_at, up_to_id FROM {table} WHERE user_id = $1"
+                ))
+                .bind(&user_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let after = (ts(e.up_to_created_at), e.up_to.to_string());
+                // The rows between the old marker and the new one, whichever comes first.
+                let (low, high) = match &before {
+                    Some(b) if *b > after => (Some(&after), b),
+                    Some(b) => (Some(b), &after),
+                    None => (None, &after),
+                };
+                let between = || {
+                    Rows::Between(
+                        low.map(|(at, id)| (at.as_str(), id.as_str())),
+                        (high.0.as_str(), high.1.as_str()),
+                    )
+                };
+                self.count_unread(tx, &user_id, between(), -1).await?;
                 sqlx::query(&format!(
                     "INSERT INTO {table} (user_id, up_to_created_at, up_to_id, version) \
                      VALUES ($1, $2, $3, $4) \
@@ -288,11 +441,13 @@ impl NotificationView {
                      WHERE {table}.version < excluded.version"
                 ))
                 .bind(&user_id)
-                .bind(ts(e.up_to_created_at))
-                .bind(e.up_to.to_string())
+                .bind(&after.0)
+                .bind(&after.1)
                 .bind(event.version)
                 .execute(&mut **tx)
                 .await?;
+                self.count_unread(tx, &user_id, between(), 1).await?;
+                self.settle(tx, &user_id).await?;
             }
             UserEvent::Erased(_) => {
                 sqlx::query(&format!(
@@ -302,9 +457,33 @@ impl NotificationView {
                 .bind(&user_id)
                 .execute(&mut **tx)
                 .await?;
+                // Every recipient the erased user notified loses those rows from their count
+                // (in one statement: they can be many); the erased user's own count goes.
+                let (notification, counts) =
+                    (self.t("notification"), self.t("notification_unread"));
                 sqlx::query(&format!(
-                    "DELETE FROM {} WHERE actor_id = $1 OR recipient_id = $1",
-                    self.t("notification")
+                    "UPDATE {counts} SET unread = unread - \
+                         (SELECT COUNT(*) FROM {notification} n \
+                          WHERE n.recipient_id = {counts}.recipient_id AND n.actor_id = $1 \
+                            AND {visible} AND {unread}) \
+                     WHERE recipient_id IN \
+                         (SELECT recipient_id FROM {notification} WHERE actor_id = $1)",
+                    visible = visible_row(&self.suffix),
+                    unread = unread_row(&self.suffix),
+                ))
+                .bind(&user_id)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(&format!(
+                    "DELETE FROM {counts} WHERE recipient_id = $1 \
+                        OR (unread = 0 AND recipient_id IN \
+                            (SELECT recipient_id FROM {notification} WHERE actor_id = $1))"
+                ))
+                .bind(&user_id)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(&format!(
+                    "DELETE FROM {notification} WHERE actor_id = $1 OR recipient_id = $1"
                 ))
                 .bind(&user_id)
                 .execute(&mut **tx)
@@ -356,6 +535,7 @@ impl NotificationView {
                 let blocked = e.blocked_id.to_string();
                 // Stored under both users, so a read looks up (recipient, actor) directly.
                 for (user, other) in [(&blocker, &blocked), (&blocked, &blocker)] {
+                    self.count_unread(tx, user, Rows::From(other), -1).await?;
                     sqlx::query(&format!(
                         "INSERT INTO {table} (user_id, other_id, version, blocker_id, \
                              blocked_at, unblocked_at) \
@@ -369,21 +549,32 @@ impl NotificationView {
                     .bind(ts(e.blocked_at))
                     .execute(&mut **tx)
                     .await?;
+                    self.count_unread(tx, user, Rows::From(other), 1).await?;
+                    self.settle(tx, user).await?;
                 }
             }
             FollowEvent::Unblocked(e) => {
                 let table = self.t("notification_block");
+                let (blocker, blocked) = (e.blocker_id.to_string(), e.blocked_id.to_string());
+                let pairs = [(&blocker, &blocked), (&blocked, &blocker)];
+                for (user, other) in pairs {
+                    self.count_unread(tx, user, Rows::From(other), -1).await?;
+                }
                 sqlx::query(&format!(
                     "UPDATE {table} SET unblocked_at = $3 \
                      WHERE ((user_id = $1 AND other_id = $2) OR (user_id = $2 AND other_id = $1)) \
                        AND blocker_id = $1 AND unblocked_at IS NULL AND version < $4"
                 ))
-                .bind(e.blocker_id.to_string())
-                .bind(e.blocked_id.to_string())
+                .bind(&blocker)
+                .bind(&blocked)
                 .bind(ts(e.unblocked_at))
                 .bind(event.version)
                 .execute(&mut **tx)
                 .await?;
+                for (user, other) in pairs {
+                    self.count_unread(tx, user, Rows::From(other), 1).await?;
+                    self.settle(tx, user).await?;
+                }
             }
             FollowEvent::Unfollowed(e) => {
                 self.follow_ended(tx, event, e.follower_id, e.followee_id, e.unfollowed_at)
@@ -411,14 +602,15 @@ impl NotificationView {
             return Ok(());
         }
         let id = notification_id(event_id, recipient_id, NotificationKind::StreamStarted);
-        sqlx::query(&format!(
+        let id = id.to_string();
+        let inserted = sqlx::query(&format!(
             "INSERT INTO {} (notification_id, recipient_id, kind, actor_id, post_id, \
                  comment_id, created_at, stream_id) \
              VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6) \
              ON CONFLICT (notification_id) DO NOTHING",
             self.t("notification")
         ))
-        .bind(id.to_string())
+        .bind(&id)
         .bind(recipient)
         .bind(NotificationKind::StreamStarted.as_str())
         .bind(broadcaster)
@@ -426,6 +618,9 @@ impl NotificationView {
         .bind(stream_id)
         .execute(&mut **tx)
         .await?;
+        if inserted.rows_affected() > 0 {
+            self.count_unread(tx, recipient, Rows::One(&id), 1).await?;
+        }
         Ok(())
     }
 
@@ -495,6 +690,9 @@ impl NotificationView {
         .bind(event.version)
         .execute(&mut **tx)
         .await?;
+        let taken_back = Rows::KindFromSince(NotificationKind::StreamStarted, &followee, &at);
+        self.count_unread(tx, &follower, taken_back, -1).await?;
+        self.settle(tx, &follower).await?;
         sqlx::query(&format!(
             "DELETE FROM {} WHERE recipient_id = $1 AND actor_id = $2 AND kind = $3 \
                AND created_at >= $4",
@@ -766,6 +964,11 @@ impl Projection for NotificationView {
             Domain::Stream,
             Domain::Conversation,
         ]
+    }
+
+    /// The kept unread counts read what the other domains' transactions wrote: one at a time.
+    async fn begin(&self, tx: &mut Transaction<'static, Any>) -> Result<(), ProjectionError> {
+        serialise_writers(tx, "nova_notification", &self.t("notification")).await
     }
 
     fn tables(&self) -> Vec<String> {

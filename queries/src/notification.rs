@@ -5,6 +5,8 @@
 //! a notification is hidden if its kind was switched off at its `created_at`, or if a block
 //! between its actor and recipient (either direction) was in effect at its `created_at` or is
 //! in effect now. A notification is read iff `(created_at, id) <= ` the user's read marker.
+//! The unread count is not counted here: the projector keeps it per recipient, in the same
+//! transactions that change what it counts (ADR 0028).
 
 use std::collections::BTreeMap;
 
@@ -46,18 +48,33 @@ pub struct NotificationPage {
     pub unread_count: i64,
 }
 
-/// Shown to the recipient (`$1`): kind on at creation time, no block then or now. The general
-/// form, one pair of lookups per row; [`Visibility`] writes the same rule as plain comparisons
-/// when the recipient's histories are short, which is nearly always.
-const VISIBLE: &str = "n.recipient_id = $1 \
-    AND COALESCE((SELECT p.disabled FROM notification_preference p \
-                  WHERE p.user_id = n.recipient_id AND p.kind = n.kind \
-                    AND p.changed_at <= n.created_at \
-                  ORDER BY p.version DESC LIMIT 1), 0) = 0 \
-    AND NOT EXISTS (SELECT 1 FROM notification_block b \
-                    WHERE b.user_id = n.recipient_id AND b.other_id = n.actor_id \
-                      AND (b.unblocked_at IS NULL \
-                           OR (b.blocked_at <= n.created_at AND n.created_at < b.unblocked_at)))";
+/// Shown to its recipient, for a row `n`: kind on at creation time, no block then or now —
+/// over the view's tables named with `suffix` (a rebuild's copy; `""` for the live view). The
+/// general form, one pair of lookups per row; [`Visibility`] writes the same rule as plain
+/// comparisons when the recipient's histories are short, which is nearly always. The view's
+/// projector counts with it too (its kept unread counts, ADR 0028).
+pub fn visible_row(suffix: &str) -> String {
+    format!(
+        "COALESCE((SELECT p.disabled FROM notification_preference{suffix} p \
+                   WHERE p.user_id = n.recipient_id AND p.kind = n.kind \
+                     AND p.changed_at <= n.created_at \
+                   ORDER BY p.version DESC LIMIT 1), 0) = 0 \
+         AND NOT EXISTS (SELECT 1 FROM notification_block{suffix} b \
+                     WHERE b.user_id = n.recipient_id AND b.other_id = n.actor_id \
+                       AND (b.unblocked_at IS NULL \
+                            OR (b.blocked_at <= n.created_at AND n.created_at < b.unblocked_at)))"
+    )
+}
+
+/// Unread by its recipient, for a row `n`: after their read marker, or no marker at all.
+pub fn unread_row(suffix: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM notification_read{suffix} r \
+                     WHERE r.user_id = n.recipient_id \
+                       AND (n.created_at, n.notification_id) \
+                           <= (r.up_to_created_at, r.up_to_id))"
+    )
+}
 
 /// Past this many comparisons (disabled intervals plus blocks), the general form is used.
 pub const MAX_INLINE_TERMS: usize = 64;
@@ -71,7 +88,6 @@ pub const MAX_INLINE_TERMS: usize = 64;
 /// costs (ADR 0007; `nova-bench notification`).
 #[derive(Debug, Clone)]
 struct Visibility {
-    user: String,
     /// `(kind, from, until)`: the kind was switched off from `from` (inclusive) until `until`
     /// (exclusive; `None` = still off).
     disabled: Vec<(String, String, Option<String>)>,
@@ -80,7 +96,7 @@ struct Visibility {
     blocks: Vec<(String, String, Option<String>)>,
     /// `(up_to_created_at, up_to_id)`.
     marker: Option<(String, String)>,
-    /// Use [`VISIBLE`] instead of the inline comparisons.
+    /// Use [`visible_row`] instead of the inline comparisons.
     general: bool,
 }
 
@@ -136,7 +152,6 @@ impl Visibility {
         let disabled = disabled_intervals(prefs);
         let general = disabled.len() + blocks.len() > max_terms;
         Ok(Visibility {
-            user,
             disabled,
             blocks,
             marker,
@@ -147,7 +162,7 @@ impl Visibility {
     /// The condition "visible to the recipient", with the recipient as `$1`.
     fn visible(&self, b: &mut Bound) -> String {
         if self.general {
-            return VISIBLE.to_owned();
+            return format!("n.recipient_id = $1 AND {}", visible_row(""));
         }
         let mut sql = String::from("n.recipient_id = $1");
         for (kind, from, until) in &self.disabled {
@@ -187,21 +202,6 @@ impl Visibility {
             }
             None => "1 = 1".to_owned(),
         }
-    }
-
-    async fn unread_count(&self, pool: &AnyPool) -> Result<i64, QueryError> {
-        let mut b = Bound::new(2);
-        let sql = format!(
-            "SELECT COUNT(*) FROM notification n WHERE {} AND {}",
-            self.visible(&mut b),
-            self.unread(&mut b)
-        );
-        let mut query = sqlx::query_as::<_, (i64,)>(&sql).bind(&self.user);
-        for v in b.values {
-            query = query.bind(v);
-        }
-        let (count,) = query.fetch_one(pool).await?;
-        Ok(count)
     }
 }
 
@@ -279,14 +279,13 @@ pub async fn list_with(
     } else {
         String::new()
     };
-    // The unread count rides along as an uncorrelated subquery (evaluated once): one round
-    // trip for the page and the count, a second only when the page is empty.
+    // The unread count, which the view keeps, rides along: one round trip for the page and
+    // the count, a second only when the page is empty.
     let sql = format!(
         "SELECT n.notification_id, n.kind, n.actor_id, n.post_id, n.comment_id, n.stream_id, \
                 n.conversation_id, n.created_at, \
                 CAST(CASE WHEN {unread} THEN 0 ELSE 1 END AS BIGINT) AS read, \
-                (SELECT COUNT(*) FROM notification n WHERE {visible} AND {unread}) \
-                    AS unread_count \
+                {KEPT_UNREAD} AS unread_count \
          FROM notification n \
          WHERE {visible} {keyset} {only} \
          ORDER BY n.created_at DESC, n.notification_id DESC LIMIT $2"
@@ -305,7 +304,7 @@ pub async fn list_with(
         Some(r) => r.unread_count,
         // An empty first page: nothing visible (or nothing unread) at all.
         None if req.after.is_none() => 0,
-        None => vis.unread_count(pool).await?,
+        None => unread_count(pool, user).await?,
     };
     let rows = rows.into_iter().map(|r| r.row).collect();
     Ok(NotificationPage {
@@ -322,12 +321,19 @@ struct Counted {
     unread_count: i64,
 }
 
+/// The unread count of the recipient `$1` as the view keeps it: the number of rows that are
+/// [`visible_row`] and [`unread_row`], maintained by the projector in the transaction that
+/// changes any of them (ADR 0028) — one row read, however long the history.
+const KEPT_UNREAD: &str =
+    "(SELECT COALESCE(MAX(u.unread), 0) FROM notification_unread u WHERE u.recipient_id = $1)";
+
 /// How many of `user`'s visible notifications are unread.
 pub async fn unread_count(pool: &AnyPool, user: Uuid) -> Result<i64, QueryError> {
-    Visibility::load(pool, user, MAX_INLINE_TERMS)
-        .await?
-        .unread_count(pool)
-        .await
+    let (count,): (i64,) = sqlx::query_as(&format!("SELECT {KEPT_UNREAD}"))
+        .bind(user.to_string())
+        .fetch_one(pool)
+        .await?;
+    Ok(count)
 }
 
 /// The creation time (as listed) of `user`'s notification `id`; `None` if there is no such
