@@ -27,7 +27,7 @@ use nova_infra::limits::Limits;
 use nova_infra::nats::Names;
 use nova_infra::relay::Relay;
 use nova_policies::{run_policy, CatchUp};
-use nova_projections::{run_projector, Checkpoints, EventSource, JetStreamSource, StoreTail};
+use nova_projections::{spawn_projectors, Checkpoints, EventSource, JetStreamSource, StoreTail};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -222,16 +222,13 @@ impl Application {
                 )),
                 None => tail.clone(),
             };
-            for &domain in projection.domains() {
-                tasks.push(tokio::spawn(run_projector(
-                    projection.clone(),
-                    domain,
-                    source.clone(),
-                    db.any.clone(),
-                    checkpoints.clone(),
-                    stop_rx.clone(),
-                )));
-            }
+            tasks.extend(spawn_projectors(
+                &projection,
+                &source,
+                &db.any,
+                &checkpoints,
+                &stop_rx,
+            ));
         }
 
         // The search index: written by its projector where it runs, read by the API. An

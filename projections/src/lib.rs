@@ -157,6 +157,31 @@ pub async fn run_projector(
     }
 }
 
+/// Spawns [`run_projector`] for each domain of `projection`, all reading `source` and stopping
+/// when `stop` flips to true.
+pub fn spawn_projectors(
+    projection: &Arc<dyn Projection>,
+    source: &Arc<dyn EventSource>,
+    pool: &AnyPool,
+    checkpoints: &Checkpoints,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    projection
+        .domains()
+        .iter()
+        .map(|&domain| {
+            tokio::spawn(run_projector(
+                projection.clone(),
+                domain,
+                source.clone(),
+                pool.clone(),
+                checkpoints.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect()
+}
+
 /// When a projector has written a lot: after the first [`ANALYZE_FIRST`] positions of its
 /// domain that this process applied, then each time that count doubles (at most every
 /// [`ANALYZE_MOST`]). Tables filled from empty keep the planner statistics of an empty table

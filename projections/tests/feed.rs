@@ -22,7 +22,9 @@ use nova_infra::store::{EventStore, ReadFilter, RecordedEvent};
 use nova_infra::testing::TestDb;
 use nova_projections::checkpoint::Caught;
 use nova_projections::feed::{Feed, FANOUT_THRESHOLD};
-use nova_projections::{catch_up, run_projector, Checkpoints, Projection, StoreTail};
+use nova_projections::{
+    catch_up, spawn_projectors, Checkpoints, EventSource, Projection, StoreTail,
+};
 use nova_queries::feed::FeedRow as FeedItem;
 use nova_queries::page::{PageError, PageRequest};
 use nova_queries::{Page, QueryError};
@@ -684,24 +686,12 @@ async fn any_domain_order_gives_the_same_feed(engine: Engine) {
 async fn live_feed_equals_rebuild(engine: Engine) {
     let t = TestDb::new(engine).await;
     let db = t.open().await;
-    let feed = Arc::new(Feed::with_threshold(4));
+    let feed: Arc<dyn Projection> = Arc::new(Feed::with_threshold(4));
     let checkpoints = Checkpoints::default();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     // The three domains projected concurrently while the history is written.
-    let projectors: Vec<_> = feed
-        .domains()
-        .iter()
-        .map(|&domain| {
-            tokio::spawn(run_projector(
-                feed.clone(),
-                domain,
-                Arc::new(StoreTail::new(db.store.clone())),
-                db.any.clone(),
-                checkpoints.clone(),
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
+    let source: Arc<dyn EventSource> = Arc::new(StoreTail::new(db.store.clone()));
+    let projectors = spawn_projectors(&feed, &source, &db.any, &checkpoints, &stop_rx);
     let people = users(10);
     let mut w = World::new(&db.store);
     let mut rng = StdRng::seed_from_u64(7);

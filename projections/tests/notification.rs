@@ -27,7 +27,7 @@ use nova_infra::testing::TestDb;
 use nova_projections::checkpoint::Caught;
 use nova_projections::notification::{NotificationView, NAME};
 use nova_projections::{
-    catch_up, project_once, run_projector, Checkpoints, EventSource, Projection, StoreTail,
+    catch_up, project_once, spawn_projectors, Checkpoints, EventSource, Projection, StoreTail,
 };
 use nova_queries::notification::{self as q, NotificationRow as NotificationItem};
 use nova_queries::page::{PageRequest, MAX_LIMIT};
@@ -903,20 +903,9 @@ async fn the_kept_unread_count_is_the_count_of_unread_rows(engine: Engine) {
     let (_t, db, h) = setup(engine).await;
     let checkpoints = Checkpoints::default();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let live: Vec<_> = NotificationView::default()
-        .domains()
-        .iter()
-        .map(|&domain| {
-            tokio::spawn(run_projector(
-                Arc::new(NotificationView::default()),
-                domain,
-                Arc::new(StoreTail::new(db.store.clone())),
-                db.any.clone(),
-                checkpoints.clone(),
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
+    let view: Arc<dyn Projection> = Arc::new(NotificationView::default());
+    let source: Arc<dyn EventSource> = Arc::new(StoreTail::new(db.store.clone()));
+    let live = spawn_projectors(&view, &source, &db.any, &checkpoints, &stop_rx);
     let caught_up = || async {
         for &domain in NotificationView::default().domains() {
             let head = db.store.head(domain).await.unwrap();
