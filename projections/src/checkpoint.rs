@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nova_event_schemas::Domain;
+use nova_infra::store::EventStore;
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::watch;
+
+use crate::{Projection, ProjectionError};
 
 type Watches = HashMap<(String, Domain), watch::Sender<i64>>;
 
@@ -132,5 +135,27 @@ impl Checkpoints {
             let nap = (deadline - now).min(Duration::from_millis(100));
             let _ = tokio::time::timeout(nap, rx.changed()).await;
         }
+    }
+
+    /// Waits until `projection` has applied every one of its domains up to that domain's head
+    /// in `store` (read when called), each within `timeout`.
+    pub async fn wait_for_heads(
+        &self,
+        pool: &AnyPool,
+        store: &EventStore,
+        projection: &dyn Projection,
+        timeout: Duration,
+    ) -> Result<Caught, ProjectionError> {
+        for &domain in projection.domains() {
+            let head = store.head(domain).await?;
+            if self
+                .wait_for(pool, projection.name(), domain, head, timeout)
+                .await?
+                == Caught::TimedOut
+            {
+                return Ok(Caught::TimedOut);
+            }
+        }
+        Ok(Caught::Up)
     }
 }

@@ -696,20 +696,16 @@ async fn live_feed_equals_rebuild(engine: Engine) {
     let mut w = World::new(&db.store);
     let mut rng = StdRng::seed_from_u64(7);
     w.random_history(&mut rng, &people, 400).await;
-    for &domain in feed.domains() {
-        let head = db.store.head(domain).await.unwrap();
-        let caught = checkpoints
-            .wait_for(
-                &db.any,
-                feed.name(),
-                domain,
-                head,
-                std::time::Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
-        assert_eq!(caught, Caught::Up, "{domain}");
-    }
+    let caught = checkpoints
+        .wait_for_heads(
+            &db.any,
+            &db.store,
+            &*feed,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(caught, Caught::Up);
     stop.send(true).unwrap();
     for p in projectors {
         p.await.unwrap();

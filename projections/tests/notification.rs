@@ -907,20 +907,9 @@ async fn the_kept_unread_count_is_the_count_of_unread_rows(engine: Engine) {
     let source: Arc<dyn EventSource> = Arc::new(StoreTail::new(db.store.clone()));
     let live = spawn_projectors(&view, &source, &db.any, &checkpoints, &stop_rx);
     let caught_up = || async {
-        for &domain in NotificationView::default().domains() {
-            let head = db.store.head(domain).await.unwrap();
-            let caught = checkpoints
-                .wait_for(
-                    &db.any,
-                    NAME,
-                    domain,
-                    head,
-                    std::time::Duration::from_secs(30),
-                )
-                .await
-                .unwrap();
-            assert_eq!(caught, Caught::Up, "{domain}");
-        }
+        let wait = std::time::Duration::from_secs(30);
+        let caught = checkpoints.wait_for_heads(&db.any, &db.store, &*view, wait);
+        assert_eq!(caught.await.unwrap(), Caught::Up);
     };
     let people: [Uuid; 6] = users();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
