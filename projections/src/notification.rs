@@ -133,8 +133,6 @@ struct New {
 /// Which of a recipient's rows a count covers, besides "visible" and "unread": those a change
 /// can move in or out of the count.
 enum Rows<'a> {
-    /// The one row with this id (a new notification).
-    One(&'a str),
     /// Rows from this actor (a block or unblock between the two).
     From(&'a str),
     /// Rows created at or after this instant (a preference change at that instant).
@@ -150,7 +148,6 @@ impl Rows<'_> {
     /// The condition, with parameters from `$2`, and their values.
     fn sql(&self) -> (&'static str, Vec<&str>) {
         match self {
-            Rows::One(id) => ("n.notification_id = $2", vec![id]),
             Rows::From(actor) => ("n.actor_id = $2", vec![actor]),
             Rows::Since(at) => ("n.created_at >= $2", vec![at]),
             Rows::KindFromSince(kind, actor, at) => (
@@ -207,10 +204,12 @@ impl NotificationView {
     async fn count_unread(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         recipient: &str,
         rows: Rows<'_>,
         sign: i64,
     ) -> Result<(), ProjectionError> {
+        self.count_new(tx, new).await?;
         let (condition, values) = rows.sql();
         let counts = self.t("notification_unread");
         let sql = format!(
@@ -229,6 +228,40 @@ impl NotificationView {
             query = query.bind(v);
         }
         query.execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Counts the rows inserted since the last count (`new`, emptied), each into its
+    /// recipient's kept count if visible and unread now — once per batch, or before a change
+    /// that counts a subset of rows (which must find every row counted). One statement per
+    /// thousand rows.
+    async fn count_new(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
+    ) -> Result<(), ProjectionError> {
+        let counts = self.t("notification_unread");
+        for ids in new.chunks(1_000) {
+            let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "INSERT INTO {counts} (recipient_id, unread) \
+                 SELECT n.recipient_id, COUNT(*) FROM {notification} n \
+                 WHERE n.notification_id IN ({placeholders}) AND {visible} AND {unread} \
+                 GROUP BY n.recipient_id \
+                 ON CONFLICT (recipient_id) DO UPDATE \
+                     SET unread = {counts}.unread + excluded.unread",
+                notification = self.t("notification"),
+                placeholders = placeholders.join(", "),
+                visible = visible_row(&self.suffix),
+                unread = unread_row(&self.suffix),
+            );
+            let mut query = sqlx::query(&sql);
+            for id in ids {
+                query = query.bind(id);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        new.clear();
         Ok(())
     }
 
@@ -270,6 +303,7 @@ impl NotificationView {
     async fn notify(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         event: &RecordedEvent,
         n: New,
     ) -> Result<(), ProjectionError> {
@@ -322,8 +356,7 @@ impl NotificationView {
         .execute(&mut **tx)
         .await?;
         if inserted.rows_affected() > 0 {
-            let recipient = n.recipient.to_string();
-            self.count_unread(tx, &recipient, Rows::One(&id), 1).await?;
+            new.push(id);
         }
         Ok(())
     }
@@ -351,9 +384,9 @@ impl NotificationView {
     async fn post_mentions(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         event: &RecordedEvent,
-        post: Uuid,
-        author: Uuid,
+        (post, author): (Uuid, Uuid),
         mentions: &[Uuid],
         at: DateTime<Utc>,
     ) -> Result<(), ProjectionError> {
@@ -362,6 +395,7 @@ impl NotificationView {
             if self.remember_mention(tx, post, user).await? {
                 self.notify(
                     tx,
+                    new,
                     event,
                     New {
                         recipient: user,
@@ -382,6 +416,7 @@ impl NotificationView {
     async fn apply_user(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         let user_id = event.aggregate_id.to_string();
@@ -392,7 +427,7 @@ impl NotificationView {
                 let changed_at = ts(e.changed_at);
                 // The setting decides for the rows created from its time on.
                 let changed = || Rows::Since(&changed_at);
-                self.count_unread(tx, &user_id, changed(), -1).await?;
+                self.count_unread(tx, new, &user_id, changed(), -1).await?;
                 for kind in NotificationKind::ALL {
                     sqlx::query(&format!(
                         "INSERT INTO {table} (user_id, kind, version, changed_at, disabled) \
@@ -407,7 +442,7 @@ impl NotificationView {
                     .execute(&mut **tx)
                     .await?;
                 }
-                self.count_unread(tx, &user_id, changed(), 1).await?;
+                self.count_unread(tx, new, &user_id, changed(), 1).await?;
                 self.settle(tx, &user_id).await?;
             }
             UserEvent::NotificationsRead(e) => {
@@ -431,7 +466,7 @@ impl NotificationView {
                         (high.0.as_str(), high.1.as_str()),
                     )
                 };
-                self.count_unread(tx, &user_id, between(), -1).await?;
+                self.count_unread(tx, new, &user_id, between(), -1).await?;
                 sqlx::query(&format!(
                     "INSERT INTO {table} (user_id, up_to_created_at, up_to_id, version) \
                      VALUES ($1, $2, $3, $4) \
@@ -446,7 +481,7 @@ impl NotificationView {
                 .bind(event.version)
                 .execute(&mut **tx)
                 .await?;
-                self.count_unread(tx, &user_id, between(), 1).await?;
+                self.count_unread(tx, new, &user_id, between(), 1).await?;
                 self.settle(tx, &user_id).await?;
             }
             UserEvent::Erased(_) => {
@@ -459,6 +494,7 @@ impl NotificationView {
                 .await?;
                 // Every recipient the erased user notified loses those rows from their count
                 // (in one statement: they can be many); the erased user's own count goes.
+                self.count_new(tx, new).await?;
                 let (notification, counts) =
                     (self.t("notification"), self.t("notification_unread"));
                 sqlx::query(&format!(
@@ -508,14 +544,16 @@ impl NotificationView {
     async fn apply_follow(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         match event.decode::<FollowEvent>()? {
             FollowEvent::Followed(e) => {
-                self.follow_began(tx, event, e.follower_id, e.followee_id, e.followed_at)
+                self.follow_began(tx, new, event, e.follower_id, e.followee_id, e.followed_at)
                     .await?;
                 self.notify(
                     tx,
+                    new,
                     event,
                     New {
                         recipient: e.followee_id,
@@ -535,7 +573,8 @@ impl NotificationView {
                 let blocked = e.blocked_id.to_string();
                 // Stored under both users, so a read looks up (recipient, actor) directly.
                 for (user, other) in [(&blocker, &blocked), (&blocked, &blocker)] {
-                    self.count_unread(tx, user, Rows::From(other), -1).await?;
+                    self.count_unread(tx, new, user, Rows::From(other), -1)
+                        .await?;
                     sqlx::query(&format!(
                         "INSERT INTO {table} (user_id, other_id, version, blocker_id, \
                              blocked_at, unblocked_at) \
@@ -549,7 +588,8 @@ impl NotificationView {
                     .bind(ts(e.blocked_at))
                     .execute(&mut **tx)
                     .await?;
-                    self.count_unread(tx, user, Rows::From(other), 1).await?;
+                    self.count_unread(tx, new, user, Rows::From(other), 1)
+                        .await?;
                     self.settle(tx, user).await?;
                 }
             }
@@ -558,7 +598,8 @@ impl NotificationView {
                 let (blocker, blocked) = (e.blocker_id.to_string(), e.blocked_id.to_string());
                 let pairs = [(&blocker, &blocked), (&blocked, &blocker)];
                 for (user, other) in pairs {
-                    self.count_unread(tx, user, Rows::From(other), -1).await?;
+                    self.count_unread(tx, new, user, Rows::From(other), -1)
+                        .await?;
                 }
                 sqlx::query(&format!(
                     "UPDATE {table} SET unblocked_at = $3 \
@@ -572,13 +613,21 @@ impl NotificationView {
                 .execute(&mut **tx)
                 .await?;
                 for (user, other) in pairs {
-                    self.count_unread(tx, user, Rows::From(other), 1).await?;
+                    self.count_unread(tx, new, user, Rows::From(other), 1)
+                        .await?;
                     self.settle(tx, user).await?;
                 }
             }
             FollowEvent::Unfollowed(e) => {
-                self.follow_ended(tx, event, e.follower_id, e.followee_id, e.unfollowed_at)
-                    .await?;
+                self.follow_ended(
+                    tx,
+                    new,
+                    event,
+                    e.follower_id,
+                    e.followee_id,
+                    e.unfollowed_at,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -589,6 +638,7 @@ impl NotificationView {
     async fn notify_stream(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         recipient: &str,
         started: (&str, &str, &str, &str),
     ) -> Result<(), ProjectionError> {
@@ -619,7 +669,7 @@ impl NotificationView {
         .execute(&mut **tx)
         .await?;
         if inserted.rows_affected() > 0 {
-            self.count_unread(tx, recipient, Rows::One(&id), 1).await?;
+            new.push(id);
         }
         Ok(())
     }
@@ -629,6 +679,7 @@ impl NotificationView {
     async fn follow_began(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         event: &RecordedEvent,
         follower: Uuid,
         followee: Uuid,
@@ -659,6 +710,7 @@ impl NotificationView {
         for (stream_id, event_id, started_at) in streams {
             self.notify_stream(
                 tx,
+                new,
                 &follower,
                 (&stream_id, &followee, &event_id, &started_at),
             )
@@ -672,6 +724,7 @@ impl NotificationView {
     async fn follow_ended(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         event: &RecordedEvent,
         follower: Uuid,
         followee: Uuid,
@@ -691,7 +744,8 @@ impl NotificationView {
         .execute(&mut **tx)
         .await?;
         let taken_back = Rows::KindFromSince(NotificationKind::StreamStarted, &followee, &at);
-        self.count_unread(tx, &follower, taken_back, -1).await?;
+        self.count_unread(tx, new, &follower, taken_back, -1)
+            .await?;
         self.settle(tx, &follower).await?;
         sqlx::query(&format!(
             "DELETE FROM {} WHERE recipient_id = $1 AND actor_id = $2 AND kind = $3 \
@@ -712,6 +766,7 @@ impl NotificationView {
     async fn apply_stream(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         let StreamEvent::Started(e) = event.decode::<StreamEvent>()? else {
@@ -743,6 +798,7 @@ impl NotificationView {
         for (follower,) in followers {
             self.notify_stream(
                 tx,
+                new,
                 &follower,
                 (&stream_id, &broadcaster, &event_id, &started_at),
             )
@@ -756,6 +812,7 @@ impl NotificationView {
     async fn apply_conversation(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         let table = self.t("notification_conversation");
@@ -810,6 +867,7 @@ impl NotificationView {
                     };
                     self.notify(
                         tx,
+                        new,
                         event,
                         New {
                             recipient,
@@ -840,6 +898,7 @@ impl NotificationView {
     async fn apply_post(
         &self,
         tx: &mut Transaction<'static, Any>,
+        new: &mut Vec<String>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         match event.decode::<PostEvent>()? {
@@ -853,8 +912,15 @@ impl NotificationView {
                 .bind(e.author_id.to_string())
                 .execute(&mut **tx)
                 .await?;
-                self.post_mentions(tx, event, e.post_id, e.author_id, &e.mentions, e.created_at)
-                    .await?;
+                self.post_mentions(
+                    tx,
+                    new,
+                    event,
+                    (e.post_id, e.author_id),
+                    &e.mentions,
+                    e.created_at,
+                )
+                .await?;
             }
             PostEvent::Edited(e) => {
                 // The edit carries no author; the creation (same stream, so always applied
@@ -868,13 +934,14 @@ impl NotificationView {
                 .fetch_optional(&mut **tx)
                 .await?;
                 if let Some(author) = author.and_then(|(a,)| Uuid::parse_str(&a).ok()) {
-                    self.post_mentions(tx, event, post, author, &e.mentions, e.edited_at)
+                    self.post_mentions(tx, new, event, (post, author), &e.mentions, e.edited_at)
                         .await?;
                 }
             }
             PostEvent::CommentAdded(e) => {
                 self.notify(
                     tx,
+                    new,
                     event,
                     New {
                         recipient: e.post_author_id,
@@ -891,6 +958,7 @@ impl NotificationView {
                 for user in unique {
                     self.notify(
                         tx,
+                        new,
                         event,
                         New {
                             recipient: user,
@@ -908,6 +976,7 @@ impl NotificationView {
             PostEvent::Shared(e) => {
                 self.notify(
                     tx,
+                    new,
                     event,
                     New {
                         recipient: e.post_author_id,
@@ -924,6 +993,7 @@ impl NotificationView {
             PostEvent::Liked(e) => {
                 self.notify(
                     tx,
+                    new,
                     event,
                     New {
                         recipient: e.post_author_id,
@@ -982,18 +1052,31 @@ impl Projection for NotificationView {
         }))
     }
 
+    /// The batch's new rows are counted together at its end ([`Self::count_new`]).
+    async fn apply_all(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        events: &[&RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut new = Vec::new();
+        for event in events {
+            match event.domain {
+                Domain::User => self.apply_user(tx, &mut new, event).await?,
+                Domain::Follow => self.apply_follow(tx, &mut new, event).await?,
+                Domain::Post => self.apply_post(tx, &mut new, event).await?,
+                Domain::Stream => self.apply_stream(tx, &mut new, event).await?,
+                Domain::Conversation => self.apply_conversation(tx, &mut new, event).await?,
+                Domain::Experiment => {}
+            }
+        }
+        self.count_new(tx, &mut new).await
+    }
+
     async fn apply(
         &self,
         tx: &mut Transaction<'static, Any>,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        match event.domain {
-            Domain::User => self.apply_user(tx, event).await,
-            Domain::Follow => self.apply_follow(tx, event).await,
-            Domain::Post => self.apply_post(tx, event).await,
-            Domain::Stream => self.apply_stream(tx, event).await,
-            Domain::Conversation => self.apply_conversation(tx, event).await,
-            Domain::Experiment => Ok(()),
-        }
+        self.apply_all(tx, &[event]).await
     }
 }
