@@ -45,7 +45,8 @@
 //! that reading it costs one row however long a user's history: each transaction that adds or
 //! removes notifications, moves a read marker, or changes a preference or a block counts the
 //! recipient's rows it can change by the read-time rule before and after the change
-//! ([`Rows`]), and adds the difference. It reads what the other domains' transactions left, so
+//! ([`Rows`]), and adds the difference; the rows a batch inserts are counted together at its
+//! end, or before such a change. It reads what the other domains' transactions left, so
 //! the view's transactions are serialised ([`crate::serialise_writers`]); it then equals the
 //! count at read time whatever the interleaving.
 
