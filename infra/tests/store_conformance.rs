@@ -10,7 +10,12 @@ use chrono::Utc;
 use nova_event_schemas::user::{LoginFailed, UserEvent};
 use nova_event_schemas::{Domain, EventMetadata};
 use nova_infra::db::{Database, Engine};
-use nova_infra::store::{AppendRequest, NewEvent, ReadFilter, StoreError, StreamAppend};
+use nova_infra::store::postgres::PgBackend;
+use nova_infra::store::sqlite::SqliteBackend;
+use nova_infra::store::{
+    AppendRequest, Appended, Backend, EventStore, NewEvent, ReadFilter, RecordedEvent, StoreError,
+    StreamAppend,
+};
 use nova_infra::testing::TestDb;
 use uuid::Uuid;
 
@@ -24,6 +29,7 @@ on_both_backends!(
     read_filters,
     a_command_key_is_written_once,
     a_batch_decided_on_stale_facts_is_decided_again,
+    a_panicking_batch_leaves_the_appender_serving,
 );
 
 fn ev() -> UserEvent {
@@ -601,4 +607,109 @@ async fn stale_facts(t: &TestDb, db: &Database, store: &nova_infra::store::Event
         .collect();
     assert_eq!(versions_of_x, vec![1, 2]);
     other.close().await;
+}
+
+/// A backend whose first `append_batch` panics; everything else is the real backend's.
+struct PanicsOnce {
+    inner: Arc<dyn Backend>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Backend for PanicsOnce {
+    async fn append_batch(
+        &self,
+        domain: Domain,
+        batch: &[AppendRequest],
+    ) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("injected: a bug in a batch's commit");
+        }
+        self.inner.append_batch(domain, batch).await
+    }
+    async fn load(
+        &self,
+        domain: Domain,
+        aggregate_id: Uuid,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.load(domain, aggregate_id, after_version).await
+    }
+    async fn read(
+        &self,
+        domain: Domain,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read(domain, filter).await
+    }
+    async fn head(&self, domain: Domain) -> Result<i64, StoreError> {
+        self.inner.head(domain).await
+    }
+    async fn recorded(
+        &self,
+        domain: Domain,
+        command_key: &str,
+    ) -> Result<Option<Appended>, StoreError> {
+        self.inner.recorded(domain, command_key).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn rewrite_payload(
+        &self,
+        domain: Domain,
+        position: i64,
+        from_version: i32,
+        to_version: i32,
+        payload: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .rewrite_payload(domain, position, from_version, to_version, payload)
+            .await
+    }
+    async fn append_holding(
+        &self,
+        domain: Domain,
+        request: AppendRequest,
+        written: tokio::sync::oneshot::Sender<()>,
+        release: tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<Appended, StoreError> {
+        self.inner
+            .append_holding(domain, request, written, release)
+            .await
+    }
+}
+
+/// A panic while a batch commits (a bug, not an input) answers that batch's callers
+/// `Unavailable` and ends neither the domain's appender nor the process: later appends of the
+/// domain are served as before.
+async fn a_panicking_batch_leaves_the_appender_serving(engine: Engine) {
+    let t = TestDb::new(engine).await;
+    let db = t.open().await;
+    let inner: Arc<dyn Backend> = match (db.pg_pool(), db.sqlite_pool()) {
+        (Some(pg), _) => Arc::new(PgBackend::new(pg.clone())),
+        (_, Some(lite)) => Arc::new(SqliteBackend::new(lite.clone())),
+        _ => unreachable!("one engine or the other"),
+    };
+    let store = EventStore::new(Arc::new(PanicsOnce {
+        inner,
+        armed: true.into(),
+    }));
+    let id = Uuid::now_v7();
+    let first = store
+        .append(vec![(id, "user", 0, vec![ev()])], meta())
+        .await;
+    assert!(
+        matches!(first, Err(StoreError::Unavailable(_))),
+        "{first:?}"
+    );
+    for version in 0..3 {
+        let appended = store
+            .append(vec![(id, "user", version, vec![ev()])], meta())
+            .await
+            .unwrap();
+        assert_eq!(appended.last_position, version + 1);
+    }
+    assert_eq!(read_all(&db).await.len(), 3);
+    db.close().await;
 }

@@ -19,10 +19,12 @@
 //! them; the `request_ids` field is what a reader of JSON logs joins on.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use nova_event_schemas::{Domain, DomainEvent, EventMetadata};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
@@ -525,7 +527,7 @@ impl EventStore {
             .await
             .map_err(|_| StoreError::Unavailable("appender stopped".into()))?;
         rx.await
-            .map_err(|_| StoreError::Unavailable("appender stopped".into()))?
+            .map_err(|_| StoreError::Unavailable("the append was interrupted".into()))?
     }
 
     pub async fn load(
@@ -629,7 +631,15 @@ async fn run_appender(
                     Err(_) => break,
                 }
             }
-            commit_batch(&*backend, domain, std::mem::take(&mut batch), &head).await;
+            // A panic ends this batch — its callers' replies are dropped, so they are answered
+            // `Unavailable` — and not the domain's appender, which serves every later append.
+            let batch = std::mem::take(&mut batch);
+            let committed = AssertUnwindSafe(commit_batch(&*backend, domain, batch, &head))
+                .catch_unwind()
+                .await;
+            if committed.is_err() {
+                tracing::error!(%domain, "append batch panicked; its callers were answered unavailable");
+            }
         }
         return;
     }
