@@ -74,6 +74,7 @@ on_both_backends!(
     rebuild_equals_live,
     the_inline_and_the_general_visibility_rules_agree,
     the_kept_unread_count_is_the_count_of_unread_rows,
+    the_upgrade_counts_the_rows_already_there,
 );
 
 /// Appends events with chosen times, tracking each aggregate's version.
@@ -1027,5 +1028,130 @@ async fn the_kept_unread_count_is_the_count_of_unread_rows(engine: Engine) {
     let recounted = NotificationView::default().recount(&db.any).await.unwrap();
     assert!(recounted > 0);
     assert_eq!(check(&db).await, live, "recounted");
+    db.close().await;
+}
+
+/// Migration 0033 fills the kept counts of rows projected before it, by the same rule as the
+/// projector: a database migrated up to 0032 and filled with notifications, preferences, blocks
+/// and read markers holds, once migrated, what `NotificationView::recount` counts (which is what
+/// the projector keeps: the test above).
+async fn the_upgrade_counts_the_rows_already_there(engine: Engine) {
+    let t = TestDb::new(engine).await;
+    let dir = std::env::temp_dir().join(format!("nova-migrations-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../migrations")
+        .join(match engine {
+            Engine::Postgres => "postgres",
+            Engine::Sqlite => "sqlite",
+        });
+    for file in std::fs::read_dir(&source).unwrap() {
+        let file = file.unwrap();
+        let name = file.file_name().into_string().unwrap();
+        if name.as_str() < "0033" {
+            std::fs::copy(file.path(), dir.join(&name)).unwrap();
+        }
+    }
+    let before = sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap();
+    let db = Database::connect(&t.url).await.unwrap();
+    match (db.pg_pool(), db.sqlite_pool()) {
+        (Some(pg), _) => before.run(pg).await.unwrap(),
+        (_, Some(lite)) => before.run(lite).await.unwrap(),
+        _ => unreachable!("one engine or the other"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let h = History::new(db.store.clone());
+    let [a, b, c] = users();
+    let actors: [Uuid; 4] = users();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut ids = Vec::new();
+    for i in 0..90i64 {
+        let (id, recipient) = (Uuid::now_v7(), [a, b, c][(i % 3) as usize]);
+        let kind = NotificationKind::ALL[rng.gen_range(0..NotificationKind::ALL.len())];
+        sqlx::query(
+            "INSERT INTO notification (notification_id, recipient_id, kind, actor_id, \
+                 created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.to_string())
+        .bind(recipient.to_string())
+        .bind(kind.as_str())
+        .bind(actors[rng.gen_range(0..actors.len())].to_string())
+        .bind(nova_infra::readmodel::ts(h.at(i)))
+        .execute(&db.any)
+        .await
+        .unwrap();
+        ids.push((id, h.at(i)));
+    }
+    // a: likes and shares off from t=30 to t=60, and read up to t=45.
+    for (version, at, off) in [(1, 30, true), (2, 60, false)] {
+        for kind in NotificationKind::ALL {
+            let disabled = off && matches!(kind, NotificationKind::Like | NotificationKind::Share);
+            sqlx::query(
+                "INSERT INTO notification_preference (user_id, kind, version, changed_at, \
+                     disabled) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(a.to_string())
+            .bind(kind.as_str())
+            .bind(version)
+            .bind(nova_infra::readmodel::ts(h.at(at)))
+            .bind(i64::from(disabled))
+            .execute(&db.any)
+            .await
+            .unwrap();
+        }
+    }
+    let (up_to, up_to_at) = ids[45];
+    sqlx::query(
+        "INSERT INTO notification_read (user_id, up_to_created_at, up_to_id, version) \
+         VALUES ($1, $2, $3, 3)",
+    )
+    .bind(a.to_string())
+    .bind(nova_infra::readmodel::ts(up_to_at))
+    .bind(up_to.to_string())
+    .execute(&db.any)
+    .await
+    .unwrap();
+    // b blocks the first actor (in effect); c blocked the second from t=20 to t=50.
+    for (user, other, until) in [(b, actors[0], None), (c, actors[1], Some(h.at(50)))] {
+        for (x, y) in [(user, other), (other, user)] {
+            sqlx::query(
+                "INSERT INTO notification_block (user_id, other_id, version, blocker_id, \
+                     blocked_at, unblocked_at) VALUES ($1, $2, 1, $3, $4, $5)",
+            )
+            .bind(x.to_string())
+            .bind(y.to_string())
+            .bind(user.to_string())
+            .bind(nova_infra::readmodel::ts(h.at(20)))
+            .bind(until.map(nova_infra::readmodel::ts))
+            .execute(&db.any)
+            .await
+            .unwrap();
+        }
+    }
+
+    db.migrate().await.unwrap();
+    let counts = || async {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT recipient_id, unread FROM notification_unread ORDER BY 1")
+                .fetch_all(&db.any)
+                .await
+                .unwrap();
+        rows
+    };
+    let migrated = counts().await;
+    assert_eq!(migrated.len(), 3, "{migrated:?}");
+    assert!(
+        migrated.iter().all(|(_, n)| *n > 0 && *n < 30),
+        "each recipient has rows the rule does not count: {migrated:?}"
+    );
+    NotificationView::default().recount(&db.any).await.unwrap();
+    assert_eq!(counts().await, migrated);
+    for user in [a, b, c] {
+        assert_eq!(
+            q::unread_count(&db.any, user).await.unwrap(),
+            unread_rows(&db, user).await
+        );
+    }
     db.close().await;
 }
