@@ -282,25 +282,8 @@ impl NotificationView {
         Ok(())
     }
 
-    /// True if either person was erased (ADR 0025): no notification between them is kept.
-    async fn erased(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        first: &str,
-        second: &str,
-    ) -> Result<bool, ProjectionError> {
-        let found: Option<(String,)> = sqlx::query_as(&format!(
-            "SELECT user_id FROM {} WHERE user_id IN ($1, $2) LIMIT 1",
-            self.t("notification_erased")
-        ))
-        .bind(first)
-        .bind(second)
-        .fetch_optional(&mut **tx)
-        .await?;
-        Ok(found.is_some())
-    }
-
-    /// Stores `n` unless it is for the actor themselves or repeats a recent one.
+    /// Stores `n` unless it is for the actor themselves, either person was erased, or it
+    /// repeats a recent one.
     async fn notify(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -308,52 +291,36 @@ impl NotificationView {
         event: &RecordedEvent,
         n: New,
     ) -> Result<(), ProjectionError> {
-        if n.recipient == n.actor
-            || self
-                .erased(tx, &n.recipient.to_string(), &n.actor.to_string())
-                .await?
-        {
+        if n.recipient == n.actor {
             return Ok(());
         }
+        // One statement: nothing if either person was erased, or if a notification of the same
+        // key was made within the window before (the dedup), else the row.
         let table = self.t("notification");
-        let created_at = ts(n.at);
-        let window_start = ts(n.at - Duration::seconds(DEDUP_WINDOW_SECS));
-        let post = n.post.map(|p| p.to_string());
-        let conversation = n.conversation.map(|c| c.to_string());
-        let recent: Option<(String,)> = sqlx::query_as(&format!(
-            "SELECT notification_id FROM {table} \
-             WHERE recipient_id = $1 AND actor_id = $2 AND kind = $3 \
-               AND COALESCE(post_id, '') = $4 AND COALESCE(conversation_id, '') = $7 \
-               AND created_at >= $5 AND created_at <= $6 \
-             LIMIT 1"
-        ))
-        .bind(n.recipient.to_string())
-        .bind(n.actor.to_string())
-        .bind(n.kind.as_str())
-        .bind(post.clone().unwrap_or_default())
-        .bind(&window_start)
-        .bind(&created_at)
-        .bind(conversation.clone().unwrap_or_default())
-        .fetch_optional(&mut **tx)
-        .await?;
-        if recent.is_some() {
-            return Ok(());
-        }
         let id = notification_id(event.event_id, n.recipient, n.kind).to_string();
         let inserted = sqlx::query(&format!(
             "INSERT INTO {table} (notification_id, recipient_id, kind, actor_id, post_id, \
                  comment_id, created_at, conversation_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (notification_id) DO NOTHING"
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+             WHERE NOT EXISTS (SELECT 1 FROM {erased} WHERE user_id IN ($2, $4)) \
+               AND NOT EXISTS (SELECT 1 FROM {table} \
+                   WHERE recipient_id = $2 AND actor_id = $4 AND kind = $3 \
+                     AND COALESCE(post_id, '') = $10 AND COALESCE(conversation_id, '') = $11 \
+                     AND created_at >= $9 AND created_at <= $7) \
+             ON CONFLICT (notification_id) DO NOTHING",
+            erased = self.t("notification_erased"),
         ))
         .bind(&id)
         .bind(n.recipient.to_string())
         .bind(n.kind.as_str())
         .bind(n.actor.to_string())
-        .bind(post)
+        .bind(n.post.map(|p| p.to_string()))
         .bind(n.comment.map(|c| c.to_string()))
-        .bind(created_at)
-        .bind(conversation)
+        .bind(ts(n.at))
+        .bind(n.conversation.map(|c| c.to_string()))
+        .bind(ts(n.at - Duration::seconds(DEDUP_WINDOW_SECS)))
+        .bind(n.post.map(|p| p.to_string()).unwrap_or_default())
+        .bind(n.conversation.map(|c| c.to_string()).unwrap_or_default())
         .execute(&mut **tx)
         .await?;
         if inserted.rows_affected() > 0 {
@@ -649,17 +616,17 @@ impl NotificationView {
         else {
             return Ok(());
         };
-        if self.erased(tx, recipient, broadcaster).await? {
-            return Ok(());
-        }
         let id = notification_id(event_id, recipient_id, NotificationKind::StreamStarted);
         let id = id.to_string();
+        // Nothing if either person was erased (ADR 0025).
         let inserted = sqlx::query(&format!(
             "INSERT INTO {} (notification_id, recipient_id, kind, actor_id, post_id, \
                  comment_id, created_at, stream_id) \
-             VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6) \
+             SELECT $1, $2, $3, $4, NULL, NULL, $5, $6 \
+             WHERE NOT EXISTS (SELECT 1 FROM {} WHERE user_id IN ($2, $4)) \
              ON CONFLICT (notification_id) DO NOTHING",
-            self.t("notification")
+            self.t("notification"),
+            self.t("notification_erased"),
         ))
         .bind(&id)
         .bind(recipient)
