@@ -875,6 +875,14 @@ async fn the_inline_and_the_general_visibility_rules_agree(engine: Engine) {
     db.close().await;
 }
 
+/// Every kept unread count, by recipient.
+async fn kept_counts(db: &Database) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT recipient_id, unread FROM notification_unread ORDER BY 1")
+        .fetch_all(&db.any)
+        .await
+        .unwrap()
+}
+
 /// How many of `user`'s notifications the read-time rule shows as unread: every page of the
 /// unread-only list, counted.
 async fn unread_rows(db: &Database, user: Uuid) -> i64 {
@@ -1000,11 +1008,7 @@ async fn the_kept_unread_count_is_the_count_of_unread_rows(engine: Engine) {
     );
     // The table itself, positive counts only, is the same whatever the order.
     let table = || async {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT recipient_id, unread FROM notification_unread ORDER BY 1")
-                .fetch_all(&db.any)
-                .await
-                .unwrap();
+        let rows = kept_counts(&db).await;
         assert!(rows.iter().all(|(_, n)| *n > 0), "{rows:?}");
         rows
     };
@@ -1131,22 +1135,14 @@ async fn the_upgrade_counts_the_rows_already_there(engine: Engine) {
     }
 
     db.migrate().await.unwrap();
-    let counts = || async {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT recipient_id, unread FROM notification_unread ORDER BY 1")
-                .fetch_all(&db.any)
-                .await
-                .unwrap();
-        rows
-    };
-    let migrated = counts().await;
+    let migrated = kept_counts(&db).await;
     assert_eq!(migrated.len(), 3, "{migrated:?}");
     assert!(
         migrated.iter().all(|(_, n)| *n > 0 && *n < 30),
         "each recipient has rows the rule does not count: {migrated:?}"
     );
     NotificationView::default().recount(&db.any).await.unwrap();
-    assert_eq!(counts().await, migrated);
+    assert_eq!(kept_counts(&db).await, migrated);
     for user in [a, b, c] {
         assert_eq!(
             q::unread_count(&db.any, user).await.unwrap(),
