@@ -179,22 +179,41 @@ impl NotificationView {
     pub async fn recount(&self, pool: &AnyPool) -> Result<u64, ProjectionError> {
         let mut tx = pool.begin().await?;
         self.begin(&mut tx).await?;
-        let counts = self.t("notification_unread");
-        sqlx::query(&format!("DELETE FROM {counts}"))
+        sqlx::query(&format!("DELETE FROM {}", self.t("notification_unread")))
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query(&format!(
+        let recipients = self.add_unread(&mut tx, "1 = 1", &[], 1).await?;
+        tx.commit().await?;
+        Ok(recipients)
+    }
+
+    /// Adds to each recipient's kept count `sign` times how many of their rows matching
+    /// `condition` (over `n`, parameters `values` from `$1`) are visible and unread now: the
+    /// one statement every count goes through. A recipient with none is not written. Answers
+    /// the number of recipients written.
+    async fn add_unread(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        condition: &str,
+        values: &[&str],
+        sign: i64,
+    ) -> Result<u64, ProjectionError> {
+        let counts = self.t("notification_unread");
+        let sql = format!(
             "INSERT INTO {counts} (recipient_id, unread) \
-             SELECT n.recipient_id, COUNT(*) FROM {notification} n \
-             WHERE {visible} AND {unread} GROUP BY n.recipient_id",
+             SELECT n.recipient_id, {sign} * COUNT(*) FROM {notification} n \
+             WHERE {condition} AND {visible} AND {unread} \
+             GROUP BY n.recipient_id \
+             ON CONFLICT (recipient_id) DO UPDATE SET unread = {counts}.unread + excluded.unread",
             notification = self.t("notification"),
             visible = visible_row(&self.suffix),
             unread = unread_row(&self.suffix),
-        ))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        );
+        let mut query = sqlx::query(&sql);
+        for v in values {
+            query = query.bind(*v);
+        }
+        Ok(query.execute(&mut **tx).await?.rows_affected())
     }
 
     /// Adds to `recipient`'s kept unread count (`sign` 1) or takes from it (`sign` -1) how many
@@ -212,23 +231,9 @@ impl NotificationView {
     ) -> Result<(), ProjectionError> {
         self.count_new(tx, new).await?;
         let (condition, values) = rows.sql();
-        let counts = self.t("notification_unread");
-        let sql = format!(
-            "INSERT INTO {counts} (recipient_id, unread) \
-             SELECT $1, c FROM \
-                 (SELECT {sign} * COUNT(*) AS c FROM {notification} n \
-                  WHERE n.recipient_id = $1 AND {condition} AND {visible} AND {unread}) counted \
-             WHERE c <> 0 \
-             ON CONFLICT (recipient_id) DO UPDATE SET unread = {counts}.unread + excluded.unread",
-            notification = self.t("notification"),
-            visible = visible_row(&self.suffix),
-            unread = unread_row(&self.suffix),
-        );
-        let mut query = sqlx::query(&sql).bind(recipient);
-        for v in values {
-            query = query.bind(v);
-        }
-        query.execute(&mut **tx).await?;
+        let condition = format!("n.recipient_id = $1 AND {condition}");
+        let values: Vec<&str> = std::iter::once(recipient).chain(values).collect();
+        self.add_unread(tx, &condition, &values, sign).await?;
         Ok(())
     }
 
@@ -241,26 +246,11 @@ impl NotificationView {
         tx: &mut Transaction<'static, Any>,
         new: &mut Vec<String>,
     ) -> Result<(), ProjectionError> {
-        let counts = self.t("notification_unread");
         for ids in new.chunks(1_000) {
             let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "INSERT INTO {counts} (recipient_id, unread) \
-                 SELECT n.recipient_id, COUNT(*) FROM {notification} n \
-                 WHERE n.notification_id IN ({placeholders}) AND {visible} AND {unread} \
-                 GROUP BY n.recipient_id \
-                 ON CONFLICT (recipient_id) DO UPDATE \
-                     SET unread = {counts}.unread + excluded.unread",
-                notification = self.t("notification"),
-                placeholders = placeholders.join(", "),
-                visible = visible_row(&self.suffix),
-                unread = unread_row(&self.suffix),
-            );
-            let mut query = sqlx::query(&sql);
-            for id in ids {
-                query = query.bind(id);
-            }
-            query.execute(&mut **tx).await?;
+            let condition = format!("n.notification_id IN ({})", placeholders.join(", "));
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            self.add_unread(tx, &condition, &ids, 1).await?;
         }
         new.clear();
         Ok(())
@@ -463,21 +453,10 @@ impl NotificationView {
                 // Every recipient the erased user notified loses those rows from their count
                 // (in one statement: they can be many); the erased user's own count goes.
                 self.count_new(tx, new).await?;
+                self.add_unread(tx, "n.actor_id = $1", &[&user_id], -1)
+                    .await?;
                 let (notification, counts) =
                     (self.t("notification"), self.t("notification_unread"));
-                sqlx::query(&format!(
-                    "UPDATE {counts} SET unread = unread - \
-                         (SELECT COUNT(*) FROM {notification} n \
-                          WHERE n.recipient_id = {counts}.recipient_id AND n.actor_id = $1 \
-                            AND {visible} AND {unread}) \
-                     WHERE recipient_id IN \
-                         (SELECT recipient_id FROM {notification} WHERE actor_id = $1)",
-                    visible = visible_row(&self.suffix),
-                    unread = unread_row(&self.suffix),
-                ))
-                .bind(&user_id)
-                .execute(&mut **tx)
-                .await?;
                 sqlx::query(&format!(
                     "DELETE FROM {counts} WHERE recipient_id = $1 \
                         OR (unread = 0 AND recipient_id IN \
