@@ -24,7 +24,7 @@ use crate::harness::count_bar;
 use crate::http::{serve, user};
 use crate::stats::ratio;
 use crate::target::{engine_name, BackendChoice};
-use crate::workload::registered;
+use crate::workload::{fill_untimed, registered};
 use crate::Error;
 
 #[derive(Parser)]
@@ -89,35 +89,26 @@ impl Phase {
 }
 
 async fn fill(db: &Database, n: u64, progress: bool) -> Result<(), Error> {
-    let bar = count_bar("fill", n, progress);
     let batches = n.div_ceil(FILL_BATCH);
-    futures::stream::iter(0..batches)
-        .map(|b| {
-            let store = db.store.clone();
-            let size = FILL_BATCH.min(n - b * FILL_BATCH);
-            async move {
-                let streams = (0..size)
-                    .map(|_| {
-                        let (id, event) = registered();
-                        (id, "user", 0, vec![event])
-                    })
-                    .collect();
-                let metadata = EventMetadata {
-                    correlation_id: uuid::Uuid::now_v7(),
-                    ..EventMetadata::default()
-                };
-                store.append(streams, metadata).await?;
-                Ok::<u64, Error>(size)
-            }
-        })
-        .buffer_unordered(FILL_CONCURRENCY)
-        .try_for_each(|size| {
-            bar.inc(size);
-            futures::future::ready(Ok(()))
-        })
-        .await?;
-    bar.finish_and_clear();
-    Ok(())
+    let appends = futures::stream::iter(0..batches).map(|b| {
+        let store = db.store.clone();
+        let size = FILL_BATCH.min(n - b * FILL_BATCH);
+        async move {
+            let streams = (0..size)
+                .map(|_| {
+                    let (id, event) = registered();
+                    (id, "user", 0, vec![event])
+                })
+                .collect();
+            let metadata = EventMetadata {
+                correlation_id: uuid::Uuid::now_v7(),
+                ..EventMetadata::default()
+            };
+            store.append(streams, metadata).await?;
+            Ok::<u64, Error>(size)
+        }
+    });
+    fill_untimed(appends, n, FILL_CONCURRENCY, "fill", progress).await
 }
 
 /// The raw limit: the same rows and columns, streamed in position order by one query.

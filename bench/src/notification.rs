@@ -26,7 +26,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, TimeZone, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use nova_event_schemas::post::{like_id, Liked, PostEvent};
 use nova_event_schemas::user::NotificationKind;
 use nova_event_schemas::{Domain, EventMetadata};
@@ -45,6 +45,7 @@ use uuid::Uuid;
 use crate::harness::count_bar;
 use crate::stats::{ratio, Percentiles, Throughput};
 use crate::target::{engine_name, open_fresh, BackendChoice};
+use crate::workload::fill_untimed;
 use crate::Error;
 
 /// Actors who notify the measured user.
@@ -393,9 +394,8 @@ async fn bench_apply(engine: Engine, args: &Args) -> Result<Apply, Error> {
             (post, author, Uuid::now_v7(), at(i))
         })
         .collect();
-    let bar = count_bar(&format!("{name} append likes"), args.likes, progress);
-    futures::stream::iter(likes.iter().copied())
-        .map(|(post_id, post_author_id, user_id, liked_at)| {
+    let appends = futures::stream::iter(likes.iter().copied()).map(
+        |(post_id, post_author_id, user_id, liked_at)| async move {
             let event = PostEvent::Liked(Liked {
                 post_id,
                 user_id,
@@ -405,14 +405,12 @@ async fn bench_apply(engine: Engine, args: &Args) -> Result<Apply, Error> {
             let id = like_id(post_id, user_id);
             db.store
                 .append(vec![(id, "like", 0, vec![event])], EventMetadata::default())
-        })
-        .buffer_unordered(APPEND_CONCURRENCY)
-        .try_for_each(|_| {
-            bar.inc(1);
-            futures::future::ready(Ok(()))
-        })
-        .await?;
-    bar.finish_and_clear();
+                .await?;
+            Ok(1)
+        },
+    );
+    let label = format!("{name} append likes");
+    fill_untimed(appends, args.likes, APPEND_CONCURRENCY, &label, progress).await?;
 
     let view = NotificationView::default();
     let raw_table = "notification_bench_raw";

@@ -48,18 +48,38 @@ pub async fn pre_append(
     label: &str,
     progress: bool,
 ) -> Result<i64, Error> {
-    let bar = count_bar(label, n, progress);
-    futures::stream::iter(0..n)
-        .map(|_| append_registered(store))
-        .buffer_unordered(PRE_APPEND_CONCURRENCY)
-        .try_for_each(|_| {
-            bar.inc(1);
-            futures::future::ready(Ok(()))
-        })
+    let appends = futures::stream::iter(0..n).map(|_| async {
+        append_registered(store).await?;
+        Ok(1)
+    });
+    fill_untimed(appends, n, PRE_APPEND_CONCURRENCY, label, progress)
         .await
         .map_err(|e| format!("{label}: {e}"))?;
-    bar.finish_and_clear();
     Ok(store.head(Domain::User).await?)
+}
+
+/// Runs the writes of a benchmark's untimed fill, `concurrency` at a time, behind a progress
+/// bar of `total`; each answers how many it wrote.
+pub async fn fill_untimed<W>(
+    writes: impl futures::Stream<Item = W>,
+    total: u64,
+    concurrency: usize,
+    label: &str,
+    progress: bool,
+) -> Result<(), Error>
+where
+    W: std::future::Future<Output = Result<u64, Error>>,
+{
+    let bar = count_bar(label, total, progress);
+    writes
+        .buffer_unordered(concurrency)
+        .try_for_each(|written| {
+            bar.inc(written);
+            futures::future::ready(Ok(()))
+        })
+        .await?;
+    bar.finish_and_clear();
+    Ok(())
 }
 
 /// Every event of the user domain, in position order.
