@@ -20,7 +20,6 @@ use nova_infra::testing::TestDb;
 use secrecy::SecretString;
 use sqlx::Row;
 
-use crate::harness::count_bar;
 use crate::http::{serve, user};
 use crate::stats::ratio;
 use crate::target::{engine_name, BackendChoice};
