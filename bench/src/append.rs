@@ -271,6 +271,7 @@ pub(crate) async fn raw_baseline(
                 .map(|_| RawPg {
                     pool: pool.clone(),
                     row: RawRow::new(),
+                    autocommit: false,
                 })
                 .collect();
             let m = measure(&raw_label, plan, workers).await?;
@@ -346,16 +347,46 @@ macro_rules! bind_row {
     }};
 }
 
+/// The floor of a durable append on PostgreSQL in this run: `concurrency` tasks each looping
+/// one autocommit `INSERT` of the same row into `bench_raw` (made by [`raw_baseline`], which
+/// must have run on `db`) — one round trip and one commit, no lock, no check, no `BEGIN`.
+/// No append that writes its event durably before answering can be faster per writer; `peers`
+/// prints it beside the peers (issue 14's one-writer targets lie beyond it).
+pub(crate) async fn autocommit_floor(
+    db: &Database,
+    concurrency: usize,
+    plan: &Plan,
+) -> Result<Measurement, Error> {
+    let pool = db
+        .pg_pool()
+        .ok_or("postgres database without a PostgreSQL pool")?
+        .clone();
+    let workers = (0..concurrency)
+        .map(|_| RawPg {
+            pool: pool.clone(),
+            row: RawRow::new(),
+            autocommit: true,
+        })
+        .collect();
+    measure("postgres floor", plan, workers).await
+}
+
 struct RawPg {
     pool: PgPool,
     row: RawRow,
+    /// One autocommit statement instead of `BEGIN`, the statement and `COMMIT`.
+    autocommit: bool,
 }
 
 impl Worker for RawPg {
     async fn op(&mut self) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
-        bind_row!(self.row).execute(&mut *tx).await?;
-        tx.commit().await?;
+        if self.autocommit {
+            bind_row!(self.row).execute(&self.pool).await?;
+        } else {
+            let mut tx = self.pool.begin().await?;
+            bind_row!(self.row).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
         self.row.version += 1;
         Ok(())
     }

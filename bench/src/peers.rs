@@ -5,6 +5,9 @@
 //! Per writer count (default 1, 8 and 64), in one fresh database and in sequence, each after a
 //! warm-up:
 //! - **raw**: `append::raw_baseline`;
+//! - **floor**: `append::autocommit_floor`, one autocommit `INSERT` of the same row: no append
+//!   that writes its event durably before answering is faster per writer, so `floor/peer` is
+//!   the most Nova (or anyone) can reach over that peer at that concurrency;
 //! - **new**: new-aggregate appends: each op creates a fresh aggregate with one event — Nova
 //!   through `EventStore::append` (expected version 0), the peers through their command path;
 //! - **history**: load + decide + append on an aggregate that already holds `--history` events,
@@ -27,7 +30,7 @@ use nova_infra::db::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::append::{raw_baseline, StoreAppender};
+use crate::append::{autocommit_floor, raw_baseline, StoreAppender};
 use crate::experiment::even_split;
 use crate::harness::{count_bar, measure, Plan, Worker};
 use crate::stats::{ratio, Measurement};
@@ -79,6 +82,10 @@ struct PeerFigure {
     to_raw: Option<f64>,
     /// Nova's rate over this peer's.
     nova_over_peer: Option<f64>,
+    /// The floor's rate over this peer's: the most any durable append can reach over it
+    /// (new-aggregate appends only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor_over_peer: Option<f64>,
     /// The target of issue 14 for this ratio.
     target: f64,
 }
@@ -87,6 +94,7 @@ struct PeerFigure {
 struct Row {
     writers: u32,
     raw: Measurement,
+    floor: Measurement,
     new_aggregates: Scenario,
     history: Scenario,
 }
@@ -95,6 +103,7 @@ struct Row {
 struct Report {
     scenario: &'static str,
     raw_operation: &'static str,
+    floor_operation: &'static str,
     new_operation: &'static str,
     history_operation: String,
     warmup_secs: u64,
@@ -122,6 +131,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         let db = &fresh.db;
         let (raw, op) = raw_baseline(Engine::Postgres, db, writers as usize, &plan).await?;
         raw_operation = op;
+        let floor = autocommit_floor(db, writers as usize, &plan).await?;
 
         let workers = (0..writers)
             .map(|_| NewAggregates(StoreAppender::new(&db.store)))
@@ -152,7 +162,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 history: args.history,
             };
             let run = common.run("new", !args.json).await?;
-            new_peers.push(figure(run, &nova_new, &raw, new_target(library)));
+            let mut new = figure(run, &nova_new, &raw, new_target(library));
+            new.floor_over_peer = ratio(floor.per_sec, new.run.per_sec);
+            new_peers.push(new);
             let run = common.run("history", !args.json).await?;
             history_peers.push(figure(run, &nova_history, &raw, 2.0));
         }
@@ -169,12 +181,14 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 peers: history_peers,
             },
             raw,
+            floor,
         });
         fresh.close().await;
     }
     let report = Report {
         scenario: "peers",
         raw_operation,
+        floor_operation: "INSERT one row INTO bench_raw (autocommit)",
         new_operation: "one event appended to a new aggregate per op (Nova: EventStore::append; \
                         peers: their command path)",
         history_operation: format!(
@@ -207,6 +221,7 @@ fn figure(run: PeerRun, nova: &Measurement, raw: &Measurement, target: f64) -> P
     PeerFigure {
         to_raw: ratio(run.per_sec, raw.per_sec),
         nova_over_peer: ratio(nova.per_sec, run.per_sec),
+        floor_over_peer: None,
         target,
         run,
     }
@@ -363,10 +378,11 @@ impl Worker for Updates {
 
 fn print_table(report: &Report) {
     println!(
-        "peers: PostgreSQL, {} s warm-up then {} s measured per figure\n  raw:     {}\n  new:     {}\n  history: {}",
+        "peers: PostgreSQL, {} s warm-up then {} s measured per figure\n  raw:     {}\n  floor:   {} (the fastest durable append; floor/peer is the most anyone can reach over that peer)\n  new:     {}\n  history: {}",
         report.warmup_secs,
         report.duration_secs,
         report.raw_operation,
+        report.floor_operation,
         report.new_operation,
         report.history_operation
     );
@@ -380,13 +396,22 @@ fn print_table(report: &Report) {
     ] {
         println!("\n{name}:");
         println!(
-            "{:>7} {:>10} | {:<8} {:>10} {:>8} {:>8} {:>8} | {:>9} {:>7}",
-            "writers", "raw/s", "store", "ops/s", "p50 ms", "p99 ms", "×raw", "nova/peer", "target"
+            "{:>7} {:>10} | {:<8} {:>10} {:>8} {:>8} {:>8} | {:>9} {:>10} {:>7}",
+            "writers",
+            "raw/s",
+            "store",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "×raw",
+            "nova/peer",
+            "floor/peer",
+            "target"
         );
         for row in &report.rows {
             let s = pick(row);
             println!(
-                "{:>7} {:>10.0} | {:<8} {:>10.0} {:>8.2} {:>8.2} {:>8} | {:>9} {:>7}",
+                "{:>7} {:>10.0} | {:<8} {:>10.0} {:>8.2} {:>8.2} {:>8} | {:>9} {:>10} {:>7}",
                 row.writers,
                 row.raw.per_sec,
                 "nova",
@@ -394,6 +419,7 @@ fn print_table(report: &Report) {
                 s.nova.latency.p50_ms,
                 s.nova.latency.p99_ms,
                 fmt(s.nova_to_raw),
+                "",
                 "",
                 ""
             );
@@ -404,7 +430,7 @@ fn print_table(report: &Report) {
                     None => "—",
                 };
                 println!(
-                    "{:>7} {:>10} | {:<8} {:>10.0} {:>8.2} {:>8.2} {:>8} | {:>9} {:>7}",
+                    "{:>7} {:>10} | {:<8} {:>10.0} {:>8.2} {:>8.2} {:>8} | {:>9} {:>10} {:>7}",
                     "",
                     "",
                     p.run.library,
@@ -413,6 +439,8 @@ fn print_table(report: &Report) {
                     p.run.p99_ms,
                     fmt(p.to_raw),
                     fmt(p.nova_over_peer),
+                    p.floor_over_peer
+                        .map_or(String::new(), |r| format!("{r:.2}×")),
                     format!("≥{:.1}× {met}", p.target)
                 );
             }
