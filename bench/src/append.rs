@@ -267,14 +267,7 @@ pub(crate) async fn raw_baseline(
             .execute(&pool)
             .await
             .map_err(|e| format!("{name}: cannot create bench_raw: {e}"))?;
-            let workers = (0..concurrency)
-                .map(|_| RawPg {
-                    pool: pool.clone(),
-                    row: RawRow::new(),
-                    autocommit: false,
-                })
-                .collect();
-            let m = measure(&raw_label, plan, workers).await?;
+            let m = measure(&raw_label, plan, RawPg::workers(&pool, concurrency, false)).await?;
             (m, "BEGIN; INSERT one row INTO bench_raw; COMMIT")
         }
         Engine::Sqlite => {
@@ -351,7 +344,7 @@ macro_rules! bind_row {
 /// one autocommit `INSERT` of the same row into `bench_raw` (made by [`raw_baseline`], which
 /// must have run on `db`) — one round trip and one commit, no lock, no check, no `BEGIN`.
 /// No append that writes its event durably before answering can be faster per writer; `peers`
-/// prints it beside the peers (issue 14's one-writer targets lie beyond it).
+/// prints it beside the peers (issue 14's one-writer targets lie at it).
 pub(crate) async fn autocommit_floor(
     db: &Database,
     concurrency: usize,
@@ -359,16 +352,13 @@ pub(crate) async fn autocommit_floor(
 ) -> Result<Measurement, Error> {
     let pool = db
         .pg_pool()
-        .ok_or("postgres database without a PostgreSQL pool")?
-        .clone();
-    let workers = (0..concurrency)
-        .map(|_| RawPg {
-            pool: pool.clone(),
-            row: RawRow::new(),
-            autocommit: true,
-        })
-        .collect();
-    measure("postgres floor", plan, workers).await
+        .ok_or("postgres database without a PostgreSQL pool")?;
+    measure(
+        "postgres floor",
+        plan,
+        RawPg::workers(pool, concurrency, true),
+    )
+    .await
 }
 
 struct RawPg {
@@ -376,6 +366,18 @@ struct RawPg {
     row: RawRow,
     /// One autocommit statement instead of `BEGIN`, the statement and `COMMIT`.
     autocommit: bool,
+}
+
+impl RawPg {
+    fn workers(pool: &PgPool, n: usize, autocommit: bool) -> Vec<RawPg> {
+        (0..n)
+            .map(|_| RawPg {
+                pool: pool.clone(),
+                row: RawRow::new(),
+                autocommit,
+            })
+            .collect()
+    }
 }
 
 impl Worker for RawPg {
