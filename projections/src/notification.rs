@@ -295,7 +295,8 @@ impl NotificationView {
              WHERE NOT EXISTS (SELECT 1 FROM {erased} WHERE user_id IN ($2, $4)) \
                AND NOT EXISTS (SELECT 1 FROM {table} \
                    WHERE recipient_id = $2 AND actor_id = $4 AND kind = $3 \
-                     AND COALESCE(post_id, '') = $10 AND COALESCE(conversation_id, '') = $11 \
+                     AND COALESCE(post_id, '') = COALESCE($5, '') \
+                     AND COALESCE(conversation_id, '') = COALESCE($8, '') \
                      AND created_at >= $9 AND created_at <= $7) \
              ON CONFLICT (notification_id) DO NOTHING",
             erased = self.t("notification_erased"),
@@ -309,8 +310,6 @@ impl NotificationView {
         .bind(ts(n.at))
         .bind(n.conversation.map(|c| c.to_string()))
         .bind(ts(n.at - Duration::seconds(DEDUP_WINDOW_SECS)))
-        .bind(n.post.map(|p| p.to_string()).unwrap_or_default())
-        .bind(n.conversation.map(|c| c.to_string()).unwrap_or_default())
         .execute(&mut **tx)
         .await?;
         if inserted.rows_affected() > 0 {
