@@ -32,8 +32,7 @@ use nova_event_schemas::user::NotificationKind;
 use nova_event_schemas::{Domain, EventMetadata};
 use nova_infra::db::Engine;
 use nova_infra::readmodel::ts;
-use nova_projections::notification::{NotificationView, NAME};
-use nova_projections::{catch_up, Checkpoints};
+use nova_projections::notification::NotificationView;
 use nova_queries::notification as notifications;
 use nova_queries::page::PageRequest;
 use rand::rngs::StdRng;
@@ -43,6 +42,7 @@ use sqlx::AnyPool;
 use uuid::Uuid;
 
 use crate::harness::count_bar;
+use crate::project::timed_catch_up;
 use crate::stats::{ratio, Percentiles, Throughput};
 use crate::target::{engine_name, open_fresh, BackendChoice};
 use crate::workload::fill_untimed;
@@ -418,23 +418,24 @@ async fn bench_apply(engine: Engine, args: &Args) -> Result<Apply, Error> {
         .await?;
     let bar = count_bar(&format!("{name} raw insert"), args.likes, progress);
     let started = Instant::now();
+    let insert = format!(
+        "INSERT INTO {raw_table} (notification_id, recipient_id, kind, actor_id, \
+             post_id, comment_id, created_at, conversation_id) \
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, NULL) \
+         ON CONFLICT (notification_id) DO NOTHING"
+    );
     for chunk in likes.chunks(RAW_BATCH) {
         let mut tx = db.any.begin().await?;
         for (post, author, liker, when) in chunk {
-            sqlx::query(&format!(
-                "INSERT INTO {raw_table} (notification_id, recipient_id, kind, actor_id, \
-                     post_id, comment_id, created_at, conversation_id) \
-                 VALUES ($1, $2, $3, $4, $5, NULL, $6, NULL) \
-                 ON CONFLICT (notification_id) DO NOTHING"
-            ))
-            .bind(Uuid::now_v7().to_string())
-            .bind(author.to_string())
-            .bind(NotificationKind::Like.as_str())
-            .bind(liker.to_string())
-            .bind(post.to_string())
-            .bind(ts(*when))
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&insert)
+                .bind(Uuid::now_v7().to_string())
+                .bind(author.to_string())
+                .bind(NotificationKind::Like.as_str())
+                .bind(liker.to_string())
+                .bind(post.to_string())
+                .bind(ts(*when))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         bar.inc(chunk.len() as u64);
@@ -442,24 +443,9 @@ async fn bench_apply(engine: Engine, args: &Args) -> Result<Apply, Error> {
     let raw = Throughput::new(args.likes, started.elapsed());
     bar.finish_and_clear();
 
-    let checkpoints = Checkpoints::default();
-    let bar = count_bar(&format!("{name} catch_up"), args.likes, progress);
-    let ticker = {
-        let (bar, checkpoints) = (bar.clone(), checkpoints.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
-            loop {
-                tick.tick().await;
-                bar.set_position(checkpoints.cached(NAME, Domain::Post).max(0) as u64);
-            }
-        })
-    };
-    let started = Instant::now();
-    let caught = catch_up(&view, &db.store, &db.any, &checkpoints).await;
-    let projector = Throughput::new(args.likes, started.elapsed());
-    ticker.abort();
-    bar.finish_and_clear();
-    caught?;
+    let label = format!("{name} catch_up");
+    let elapsed = timed_catch_up(&view, Domain::Post, db, &label, args.likes, progress).await?;
+    let projector = Throughput::new(args.likes, elapsed);
     // Every like is one unread notification of its post's author, and counted.
     let (rows, counted): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM notification), \

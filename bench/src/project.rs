@@ -207,26 +207,15 @@ async fn bench_apply(engine: Engine, db: &Database, args: &Args) -> Result<Apply
         return Err(format!("{RAW_TABLE} holds {copied} rows, expected {}", rows.len()).into());
     }
 
-    let checkpoints = Checkpoints::default();
-    let bar = count_bar(&format!("{name} catch_up"), head.max(0) as u64, progress);
-    let ticker = {
-        let bar = bar.clone();
-        let checkpoints = checkpoints.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tick.tick().await;
-                let at = checkpoints.cached(user_directory::NAME, Domain::User);
-                bar.set_position(at.max(0) as u64);
-            }
-        })
-    };
-    let started = Instant::now();
-    let caught = catch_up(&UserDirectory::default(), &db.store, &db.any, &checkpoints).await;
-    let elapsed = started.elapsed();
-    ticker.abort();
-    bar.finish_and_clear();
-    caught?;
+    let elapsed = timed_catch_up(
+        &UserDirectory::default(),
+        Domain::User,
+        db,
+        &format!("{name} catch_up"),
+        head.max(0) as u64,
+        progress,
+    )
+    .await?;
     let projected = count(&db.any, "user_directory").await?;
     if projected != args.events as i64 {
         return Err(format!(
@@ -246,6 +235,38 @@ async fn bench_apply(engine: Engine, db: &Database, args: &Args) -> Result<Apply
         raw,
         projector,
     })
+}
+
+/// How long `catch_up(projection)` takes from fresh checkpoints, behind a progress bar of
+/// `total` positions of `domain`.
+pub(crate) async fn timed_catch_up(
+    projection: &dyn Projection,
+    domain: Domain,
+    db: &Database,
+    label: &str,
+    total: u64,
+    progress: bool,
+) -> Result<Duration, Error> {
+    let checkpoints = Checkpoints::default();
+    let bar = count_bar(label, total, progress);
+    let ticker = {
+        let (bar, checkpoints) = (bar.clone(), checkpoints.clone());
+        let name = projection.name().to_owned();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                bar.set_position(checkpoints.cached(&name, domain).max(0) as u64);
+            }
+        })
+    };
+    let started = Instant::now();
+    let caught = catch_up(projection, &db.store, &db.any, &checkpoints).await;
+    let elapsed = started.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    caught?;
+    Ok(elapsed)
 }
 
 async fn insert_raw(
